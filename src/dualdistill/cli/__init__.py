@@ -1,0 +1,10 @@
+"""Command line: dispatch only. Each area module registers its commands on the root app."""
+
+from __future__ import annotations
+
+from dualdistill.cli import data  # noqa: F401  (registers commands)
+from dualdistill.cli.app import app
+
+
+def main() -> None:
+    app()
