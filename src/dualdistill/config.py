@@ -73,7 +73,7 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             return float(value)  # YAML reads "1e-5" as a string
         except ValueError:
             pass
-    if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+    if (isinstance(tp, type) and not isinstance(value, tp)) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{source}: key '{key}': expected {tp.__name__}, got {value!r}")
     return value
 

@@ -1,0 +1,1 @@
+"""The embedded synthetic math world: problem families, programmatic teachers, the tiny student."""
