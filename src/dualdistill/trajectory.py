@@ -179,6 +179,11 @@ def extract_answer(text: str) -> str | None:
     return None
 
 
+def executor_block(output: str) -> str:
+    """The text injected after a ``</code>``: the one executor format every producer uses."""
+    return f"\n<executor>\n{output.strip(chr(10))}\n</executor>\n"
+
+
 def is_executor_error(output: str) -> bool:
     return any(marker in output for marker in EXECUTOR_ERROR_MARKERS)
 
