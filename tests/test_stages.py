@@ -1,0 +1,99 @@
+"""The pipeline's stage bookkeeping: skip when unchanged, re-run on config/input/output change."""
+
+import json
+
+import pytest
+
+from dualdistill.stages import Stage, hash_path, run_stages
+
+
+def _stages(tmp_path, calls, scale=2):
+    src = tmp_path / "in.txt"
+    mid = tmp_path / "mid.txt"
+    out = tmp_path / "out.txt"
+
+    def double():
+        calls.append("double")
+        mid.write_text(str(int(src.read_text()) * scale))
+
+    def inc():
+        calls.append("inc")
+        out.write_text(str(int(mid.read_text()) + 1))
+
+    return [
+        Stage("double", double, inputs=[src], outputs=[mid], config={"scale": scale}),
+        Stage("inc", inc, inputs=[mid], outputs=[out], config={}),
+    ]
+
+
+def test_second_run_skips_everything(tmp_path):
+    (tmp_path / "in.txt").write_text("3")
+    calls = []
+    run_stages(_stages(tmp_path, calls), tmp_path, log=lambda s: None)
+    run_stages(_stages(tmp_path, calls), tmp_path, log=lambda s: None)
+    assert calls == ["double", "inc"]
+    assert (tmp_path / "out.txt").read_text() == "7"
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"double", "inc"}
+
+
+def test_config_change_reruns_stage_and_downstream(tmp_path):
+    (tmp_path / "in.txt").write_text("3")
+    calls = []
+    run_stages(_stages(tmp_path, calls), tmp_path, log=lambda s: None)
+    calls.clear()
+    run_stages(_stages(tmp_path, calls, scale=3), tmp_path, log=lambda s: None)
+    assert calls == ["double", "inc"]
+    assert (tmp_path / "out.txt").read_text() == "10"
+
+
+def test_unchanged_output_of_rerun_stage_keeps_downstream_skipped(tmp_path):
+    (tmp_path / "in.txt").write_text("3")
+    calls = []
+    run_stages(_stages(tmp_path, calls), tmp_path, log=lambda s: None)
+    calls.clear()
+    run_stages(_stages(tmp_path, calls), tmp_path, log=lambda s: None, force={"double"})
+    assert calls == ["double"]  # same mid.txt content, so "inc" stays up to date
+
+
+def test_deleted_output_reruns(tmp_path):
+    (tmp_path / "in.txt").write_text("3")
+    calls = []
+    run_stages(_stages(tmp_path, calls), tmp_path, log=lambda s: None)
+    (tmp_path / "out.txt").unlink()
+    calls.clear()
+    run_stages(_stages(tmp_path, calls), tmp_path, log=lambda s: None)
+    assert calls == ["inc"]
+
+
+def test_stage_killed_midway_is_not_recorded(tmp_path):
+    (tmp_path / "in.txt").write_text("3")
+    calls = []
+    stages = _stages(tmp_path, calls)
+
+    def boom():
+        raise KeyboardInterrupt
+
+    stages[1].run = boom
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(stages, tmp_path, log=lambda s: None)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"double"}
+    calls.clear()
+    run_stages(_stages(tmp_path, calls), tmp_path, log=lambda s: None)
+    assert calls == ["inc"]
+
+
+def test_missing_input_names_the_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="stage 'double'.*in.txt"):
+        run_stages(_stages(tmp_path, []), tmp_path, log=lambda s: None)
+
+
+def test_hash_path_directory_changes_with_content(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a").write_text("1")
+    h1 = hash_path(d)
+    (d / "a").write_text("2")
+    assert hash_path(d) != h1
+    assert hash_path(tmp_path / "nope") is None
