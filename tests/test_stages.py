@@ -85,7 +85,7 @@ def test_stage_killed_midway_is_not_recorded(tmp_path):
 
 
 def test_missing_input_names_the_stage(tmp_path):
-    with pytest.raises(FileNotFoundError, match="stage 'double'.*in.txt"):
+    with pytest.raises(FileNotFoundError, match=r"stage 'double'.*in\.txt"):
         run_stages(_stages(tmp_path, []), tmp_path, log=lambda s: None)
 
 
