@@ -1,0 +1,208 @@
+"""A real HTTP server on 127.0.0.1 that speaks the OpenAI completions API from a script.
+
+Used by tests of anything that talks to an OpenAI-compatible server (``OpenAIBackend``, API
+teachers). It is a ``ThreadingHTTPServer`` on a free port, so the official ``openai`` client goes
+through real sockets, real JSON and real HTTP status codes.
+
+Usage::
+
+    with FakeOpenAIServer([Outcome(status=429), Outcome(text="x = 1\\n", stop_reason="</code>")]) as srv:
+        client = AsyncOpenAI(base_url=srv.url, api_key="test")   # srv.url ends with /v1
+        ...
+        assert len(srv.requests) == 2
+
+Each request (``POST /v1/completions`` or ``POST /v1/chat/completions``) consumes the next scripted
+``Outcome`` per returned choice; instead of a list, a callable ``responder(body) -> Outcome`` may
+compute the outcome from the request body. Outcomes:
+
+- ``Outcome(text=..., finish_reason="stop", stop_reason=...)``: a completion. Like vLLM, the text is
+  sent as given (scripts leave out the stop string) and ``stop_reason`` names the stop string hit.
+- ``Outcome(status=429)`` / ``Outcome(status=500)``: an HTTP error with an OpenAI-style error body.
+- ``Outcome(delay_s=2.0, ...)``: sleep first (to trigger client timeouts), then answer as scripted.
+
+When the script runs out the server answers 500 with "no scripted outcome left", so a test that
+makes more requests than it planned fails loudly. Every request is recorded in ``srv.requests``
+(path, headers, JSON body) for assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Outcome:
+    """One scripted answer. ``status`` set means an HTTP error; otherwise a completion."""
+
+    text: str = ""
+    finish_reason: str = "stop"
+    stop_reason: str | int | None = None
+    status: int | None = None
+    delay_s: float = 0.0
+    completion_tokens: int | None = None  # default: number of whitespace-separated words
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # a handler sleeping for a timeout test must not block shutdown
+
+
+class FakeOpenAIServer:
+    """Context manager running the scripted server in a background thread."""
+
+    def __init__(
+        self,
+        outcomes: list[Outcome] | Callable[[dict[str, Any]], Outcome] | None = None,
+        *,
+        model: str = "fake-model",
+    ):
+        self._script = outcomes if callable(outcomes) else list(outcomes or [])
+        self._lock = threading.Lock()
+        self.model = model
+        self.requests: list[RecordedRequest] = []
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> FakeOpenAIServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        owner = self
+
+        class Handler(_Handler):
+            server_owner = owner
+
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "server not started"
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """Base URL for the openai client (``.../v1``)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- script ----------------------------------------------------------------------------------
+    def add(self, *outcomes: Outcome) -> None:
+        """Append outcomes to a list script (e.g. between two phases of a test)."""
+        with self._lock:
+            assert isinstance(self._script, list), "add() needs a list script"
+            self._script.extend(outcomes)
+
+    @property
+    def remaining(self) -> int:
+        with self._lock:
+            return len(self._script) if isinstance(self._script, list) else 0
+
+    def _next(self, body: dict[str, Any]) -> Outcome | None:
+        with self._lock:
+            if callable(self._script):
+                return self._script(body)
+            return self._script.pop(0) if self._script else None
+
+    def _record(self, req: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(req)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_owner: FakeOpenAIServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # keep test output clean
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            return self._send(400, _error("request body is not JSON", "invalid_request_error"))
+        owner = self.server_owner
+        owner._record(RecordedRequest(self.path, dict(self.headers.items()), body))
+        if self.path not in ("/v1/completions", "/v1/chat/completions"):
+            return self._send(404, _error(f"no route {self.path}", "not_found"))
+        chat = self.path.endswith("/chat/completions")
+        choices = []
+        for index in range(int(body.get("n") or 1)):
+            outcome = owner._next(body)
+            if outcome is None:
+                return self._send(500, _error("fake server: no scripted outcome left", "server_error"))
+            if outcome.delay_s:
+                time.sleep(outcome.delay_s)
+            if outcome.status is not None:
+                return self._send(outcome.status, _error(f"scripted status {outcome.status}", "scripted"))
+            choices.append(_choice(outcome, index, chat))
+        n_out = sum(c.pop("_tokens") for c in choices)
+        prompt = body.get("prompt", "") if not chat else json.dumps(body.get("messages", []))
+        payload = {
+            "id": f"cmpl-fake-{len(owner.requests)}",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model", owner.model),
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": len(str(prompt).split()),
+                "completion_tokens": n_out,
+                "total_tokens": len(str(prompt).split()) + n_out,
+            },
+        }
+        self._send(200, payload)
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout test); nothing to answer
+
+
+def _choice(outcome: Outcome, index: int, chat: bool) -> dict[str, Any]:
+    tokens = outcome.completion_tokens
+    if tokens is None:
+        tokens = len(outcome.text.split())
+    choice: dict[str, Any] = {"index": index, "finish_reason": outcome.finish_reason, "logprobs": None}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": outcome.text}
+    else:
+        choice["text"] = outcome.text
+    choice["stop_reason"] = outcome.stop_reason
+    choice["_tokens"] = tokens
+    return choice
+
+
+def _error(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
