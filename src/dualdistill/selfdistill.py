@@ -1,0 +1,486 @@
+"""Self-distillation: sample the student, score, select and repair, report; then retrain with SFT.
+
+The workflow of the paper's self-distillation stage (Agentic-R1-SD), top to bottom:
+
+1. ``sample``: K trajectories per training problem from the intermediate student, through the one
+   tool-integrated driver ``agent.run_many`` (paper defaults in ``SampleConfig``). Records are appended
+   to ``DIR/samples.jsonl`` and a rerun resumes where a kill left off.
+2. ``score``: s̄ = (1/K) Σ g(i, j), kept as an exact fraction so β boundaries compare exactly.
+3. ``select`` (the ``build`` step): only problems with s̄ < 1 take part.
+   - s̄ > β1: one correct, format-valid sample, cut before its ``<answer>``, + ``ALSO_TEXT`` + the
+     text teacher's correct solution (kind ``kept_correct``);
+   - s̄ ≤ β2: one wrong, format-valid sample without ``CODE_TO_TEXT``, cut after its last reasoning
+     block (see ``cut_after_reasoning``), + ``CODE_TO_TEXT`` + the text teacher's correct solution
+     (kind ``repaired_wrong``).
+4. ``report``: counts by s̄ bucket and kind, and the strategy mix of the kept samples.
+5. ``retrain``: continue from the intermediate student's weights with ``sft.train`` (fresh optimizer).
+
+Guarantees:
+- Every problem with s̄ < 1, the last one included, is considered; output is written in one atomic
+  write (no buffered per-problem flush that can drop the tail), and every skip is counted by reason.
+- The choice among candidate samples is seeded per (seed, problem id, kind): the same inputs give the
+  same output, independent of problem order.
+- Output lines carry ``problem`` and ``text`` (what the SFT trainer reads) and their provenance.
+- Teacher solutions are graded against the gold answer; wrong, malformed or non-text ones are skipped
+  and counted, never used.
+
+Not guaranteed: that the teacher's solution agrees with the student's reasoning it follows; that a
+sampling run finished (``build`` refuses problems with fewer than K samples instead of guessing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal, Protocol
+
+from dualdistill import __version__
+from dualdistill.config import save_config, to_dict
+from dualdistill.problems import Problem, load_problems, write_problems
+from dualdistill.records import DataError, read_jsonl, write_jsonl
+from dualdistill.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format, parse, strategy_facts
+
+SAMPLES_FILE = "samples.jsonl"
+PROBLEMS_FILE = "problems.jsonl"
+CONFIG_FILE = "sample_config.yaml"
+
+Kind = Literal["kept_correct", "repaired_wrong"]
+
+
+# ----------------------------------------------------------------------------- configs
+@dataclass
+class SampleConfig:
+    """Sampling settings; the defaults are the paper's."""
+
+    k: int = 16  # samples per problem
+    temperature: float = 0.6
+    top_p: float = 0.95
+    budget: int = 4096  # response tokens, executor output included
+    tools: bool = True
+    max_tool_calls: int = 10
+    executor_timeout_s: float = 3.0
+    template: Literal["paper", "compact"] = "paper"
+    sandbox_concurrency: int = 16  # sandbox sessions open at once
+    seed: int = 0
+
+
+@dataclass
+class BuildConfig:
+    """Selection and repair settings; β1 = 0 and β2 = 0.9 are the paper's."""
+
+    beta1: float = 0.0  # keep a correct sample when s̄ > beta1
+    beta2: float = 0.9  # repair a wrong sample when s̄ <= beta2
+    seed: int = 0
+    teacher_concurrency: int = 8  # teacher.solve calls at once (Teacher object only)
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.beta1 <= 1.0 and 0.0 <= self.beta2 <= 1.0):
+            raise ValueError(f"beta1 and beta2 must lie in [0, 1], got {self.beta1}, {self.beta2}")
+
+
+class Teacher(Protocol):
+    name: str
+    strategy: str
+
+    async def solve(self, problem: Problem, previous: str | None = None) -> str: ...
+
+
+# ----------------------------------------------------------------------------- 1. sampling
+def sample(
+    problems: list[Problem],
+    backend,
+    out_dir: str | Path,
+    config: SampleConfig | None = None,
+    *,
+    pool=None,
+    model: str = "",
+    progress: bool = True,
+) -> Path:
+    """Sample ``config.k`` graded trajectories per problem into ``out_dir/samples.jsonl``; resumes.
+
+    ``pool`` is a ``SandboxPool``; one with ``config.executor_timeout_s`` is made when omitted.
+    Returns the samples file. The problems (with gold answers) and the config are saved beside it,
+    so ``build`` needs nothing else.
+    """
+    from dualdistill.agent import AgentConfig, make_pool, run_many
+
+    config = config or SampleConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_sampling_inputs(out_dir, problems, config, model)
+    agent_config = AgentConfig(
+        tools=config.tools,
+        template=config.template,
+        max_tool_calls=config.max_tool_calls,
+        budget=config.budget,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        executor_timeout_s=config.executor_timeout_s,
+        sandbox_concurrency=config.sandbox_concurrency,
+    )
+    if pool is None and config.tools:
+        pool = make_pool(agent_config)
+
+    async def go():
+        return await run_many(
+            problems,
+            backend,
+            pool,
+            agent_config,
+            samples=config.k,
+            out_path=out_dir / SAMPLES_FILE,
+            seed=config.seed,
+            progress=progress,
+        )
+
+    asyncio.run(go())
+    return out_dir / SAMPLES_FILE
+
+
+def _save_sampling_inputs(out_dir: Path, problems: list[Problem], config: SampleConfig, model: str) -> None:
+    path = out_dir / PROBLEMS_FILE
+    if path.exists():  # resuming: the problem set must not change under the records
+        before = [p.id for p in load_problems(path)]
+        if before != [p.id for p in problems]:
+            raise DataError(path, "holds a different problem set; sample into a new directory")
+    else:
+        write_problems(path, problems)
+    save_config(config, out_dir / CONFIG_FILE)
+    (out_dir / "provenance.txt").write_text(f"model: {model}\ndualdistill: {__version__}\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- 2. scoring
+@dataclass(frozen=True)
+class Sample:
+    problem_id: str
+    sample_index: int
+    response: str
+    correct: bool
+
+
+@dataclass
+class ProblemScore:
+    problem: Problem
+    samples: list[Sample]  # sorted by sample_index
+
+    @property
+    def n_correct(self) -> int:
+        return sum(s.correct for s in self.samples)
+
+    @property
+    def s_bar(self) -> Fraction:
+        """Mean correctness, exact: 15/16 stays 15/16, so it is < 1 and compares exactly with β."""
+        return Fraction(self.n_correct, len(self.samples))
+
+
+def load_samples(samples_dir: str | Path, *, k: int | None = None) -> list[ProblemScore]:
+    """Read a sampling directory and group its records per problem (in problem-file order).
+
+    Raises ``DataError`` for a record of an unknown problem, a duplicate (problem, sample index), a
+    record without ``response``/``correct``, or a problem with fewer than K samples.
+    """
+    samples_dir = Path(samples_dir)
+    problems = load_problems(samples_dir / PROBLEMS_FILE)
+    if k is None and (samples_dir / CONFIG_FILE).exists():
+        from dualdistill.config import load_config
+
+        k = load_config(SampleConfig, samples_dir / CONFIG_FILE).k
+    path = samples_dir / SAMPLES_FILE
+    by_id: dict[str, dict[int, Sample]] = {p.id: {} for p in problems}
+    for line, r in read_jsonl(path, allow_torn_tail=True):
+        for key in ("problem_id", "sample_index", "response", "correct"):
+            if key not in r:
+                raise DataError(path, f"record has no '{key}' field", line=line)
+        pid, idx = str(r["problem_id"]), int(r["sample_index"])
+        if k is not None and idx >= k:
+            continue  # sampled with a larger K earlier; s̄ is over the first K, as run_many returns
+        if pid not in by_id:
+            raise DataError(path, f"problem '{pid}' is not in {PROBLEMS_FILE}", line=line)
+        if idx in by_id[pid]:
+            raise DataError(path, f"duplicate sample {idx} of problem '{pid}'", line=line)
+        by_id[pid][idx] = Sample(pid, idx, str(r["response"]), bool(r["correct"]))
+    scores = []
+    for p in problems:
+        got = by_id[p.id]
+        want = k if k is not None else max((len(v) for v in by_id.values()), default=0)
+        if len(got) < want or not got:
+            raise DataError(
+                path, f"problem '{p.id}' has {len(got)} of {want} samples; rerun `sample` to finish"
+            )
+        scores.append(ProblemScore(p, [got[i] for i in sorted(got)]))
+    return scores
+
+
+# ----------------------------------------------------------------------------- cut points
+def cut_before_answer(response: str) -> str:
+    """The response up to (not including) its last ``<answer>`` block; the whole text if none."""
+    answers = [s for s in parse(response) if s.kind == "answer"]
+    return response[: answers[-1].start] if answers else response
+
+
+def cut_after_reasoning(response: str) -> str | None:
+    """The response up to the end of its last reasoning block, or ``None`` when it has none.
+
+    The paper cuts a wrong sample after its last ``</think>``: the wrong conclusion and the answer
+    go, the reasoning stays. In our format code may follow the last think block, or there may be no
+    think block at all (a pure-code trajectory); cutting at ``</think>`` would then drop the very code
+    that ``CODE_TO_TEXT`` ("the code is not correct") refers to. So the cut is after the last closed
+    ``</think>``, ``</code>`` or ``</executor>``, whichever comes last. With no such block there is
+    nothing to repair from, and the sample is not used.
+    """
+    blocks = [s for s in parse(response) if s.kind in ("think", "code", "executor") and s.closed]
+    return response[: blocks[-1].end] if blocks else None
+
+
+def join(prefix: str, transition: str, solution: str) -> str:
+    """Student prefix, transition sentence, teacher solution: one blank line around the sentence."""
+    return f"{prefix.rstrip()}\n\n{transition}\n\n{solution.lstrip()}"
+
+
+# ----------------------------------------------------------------------------- teacher solutions
+@dataclass
+class TeacherSolutions:
+    by_id: dict[str, str] = field(default_factory=dict)  # problem id -> a correct text solution
+    counts: Counter = field(default_factory=Counter)
+
+
+def _solution_problem(solution: str) -> str | None:
+    """Why a teacher solution cannot be used as text feedback, or ``None`` when it can."""
+    fmt = check_format(solution)
+    if not fmt:
+        return "teacher_malformed"
+    if any(s.kind in ("code", "executor") for s in parse(solution)):
+        return "teacher_not_text"  # the repair sentence promises text reasoning
+    return None
+
+
+def grade_solutions(
+    candidates: list[tuple[str, str]], gold: Mapping[str, str], seed: int
+) -> TeacherSolutions:
+    """Keep, per problem, one correct, well-formed text solution from ``(problem_id, response)``."""
+    from dualdistill.grading import grade_many
+
+    out = TeacherSolutions()
+    usable: list[tuple[str, str]] = []
+    for pid, text in candidates:
+        out.counts["teacher_read"] += 1
+        reason = _solution_problem(text)
+        if reason:
+            out.counts[reason] += 1
+        else:
+            usable.append((pid, text))
+    verdicts = grade_many([(text, gold[pid]) for pid, text in usable])
+    correct: dict[str, list[str]] = {}
+    for (pid, text), v in zip(usable, verdicts, strict=True):
+        if v.correct:
+            correct.setdefault(pid, []).append(text)
+        else:
+            out.counts["teacher_wrong"] += 1
+    for pid, texts in correct.items():
+        out.by_id[pid] = random.Random(f"{seed}|{pid}|teacher").choice(texts)
+    return out
+
+
+def read_solutions_file(path: str | Path, gold: Mapping[str, str], seed: int = 0) -> TeacherSolutions:
+    """Teacher solutions from JSONL lines ``{"id": ..., "response": ...}``; graded, bad ones counted."""
+    candidates = []
+    unknown = 0
+    for line, r in read_jsonl(path):
+        for key in ("id", "response"):
+            if not isinstance(r.get(key), str | int) or (key == "response" and not isinstance(r[key], str)):
+                raise DataError(path, f"record needs a string '{key}' field", line=line)
+        if str(r["id"]) in gold:
+            candidates.append((str(r["id"]), r["response"]))
+        else:
+            unknown += 1
+    out = grade_solutions(candidates, gold, seed)
+    out.counts["teacher_unknown_problem"] += unknown
+    return out
+
+
+async def solve_with(teacher: Teacher, problems: list[Problem], seed: int, concurrency: int = 8):
+    """Ask a Teacher object for one solution per problem (bounded concurrency), then grade them."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(p: Problem) -> tuple[str, str]:
+        async with gate:
+            return p.id, await teacher.solve(p)
+
+    candidates = await asyncio.gather(*(one(p) for p in problems))
+    return grade_solutions(list(candidates), {p.id: p.answer for p in problems}, seed)
+
+
+# ----------------------------------------------------------------------------- 3. selection
+@dataclass
+class BuildResult:
+    records: list[dict]
+    counts: Counter
+    scores: list[ProblemScore]
+
+
+def candidates(score: ProblemScore, kind: Kind) -> list[tuple[Sample, str]]:
+    """The samples of one kind that can be used, each with its cut prefix."""
+    out = []
+    for s in score.samples:
+        if s.correct != (kind == "kept_correct") or not check_format(s.response):
+            continue
+        if kind == "kept_correct":
+            out.append((s, cut_before_answer(s.response)))
+        elif CODE_TO_TEXT not in s.response:
+            prefix = cut_after_reasoning(s.response)
+            if prefix is not None:
+                out.append((s, prefix))
+    return out
+
+
+def plan(scores: list[ProblemScore], config: BuildConfig) -> tuple[list[tuple], Counter]:
+    """Decide, per problem, which kinds apply and which sample each uses (no teacher needed yet)."""
+    beta1, beta2 = _exact(config.beta1), _exact(config.beta2)
+    picks: list[tuple[ProblemScore, Kind, Sample, str]] = []
+    counts: Counter = Counter(problems=len(scores))
+    for score in scores:
+        if score.s_bar == 1:
+            counts["skipped_all_correct"] += 1
+            continue
+        counts["eligible"] += 1
+        for kind, applies in (
+            ("kept_correct", score.s_bar > beta1),
+            ("repaired_wrong", score.s_bar <= beta2),
+        ):
+            if not applies:
+                continue
+            pool = candidates(score, kind)  # type: ignore[arg-type]
+            if not pool:
+                counts[f"no_candidate_{kind}"] += 1
+                continue
+            chosen, prefix = random.Random(f"{config.seed}|{score.problem.id}|{kind}").choice(pool)
+            picks.append((score, kind, chosen, prefix))
+    return picks, counts
+
+
+def _exact(beta: float) -> Fraction:
+    # 0.9 means 9/10, not the binary float just above it: s̄ = 9/10 must satisfy s̄ <= β2.
+    return Fraction(repr(float(beta)))
+
+
+def select(scores: list[ProblemScore], solutions: TeacherSolutions, config: BuildConfig) -> BuildResult:
+    """Selection and repair for every problem; one record per (problem, kind) at most."""
+    picks, counts = plan(scores, config)
+    counts.update(solutions.counts)
+    records = []
+    for score, kind, chosen, prefix in picks:
+        solution = solutions.by_id.get(score.problem.id)
+        if solution is None:
+            counts[f"no_teacher_solution_{kind}"] += 1
+            continue
+        transition = ALSO_TEXT if kind == "kept_correct" else CODE_TO_TEXT
+        text = join(prefix, transition, solution)
+        fmt = check_format(text)
+        if not fmt:
+            counts[f"composed_invalid_{kind}"] += 1  # a stray tag in the student's free text, say
+            continue
+        counts[kind] += 1
+        records.append(
+            {
+                "id": f"{score.problem.id}#{kind}",
+                "problem_id": score.problem.id,
+                "problem": score.problem.question,
+                "answer": score.problem.answer,
+                "text": text,
+                "s_bar": float(score.s_bar),
+                "n_correct": score.n_correct,
+                "n_samples": len(score.samples),
+                "kind": kind,
+                "case": kind,  # the SFT viewer filters on `case` and `first_teacher`
+                "first_teacher": "student",
+                "sample_index": chosen.sample_index,
+                "first_strategy": strategy_facts(prefix).first_strategy,
+            }
+        )
+    return BuildResult(records, counts, scores)
+
+
+def build(
+    samples_dir: str | Path,
+    teacher: Teacher | str | Path,
+    out_path: str | Path,
+    config: BuildConfig | None = None,
+) -> BuildResult:
+    """Select and repair from a sampling directory; ``teacher`` is a solutions file or a Teacher.
+
+    Writes ``out_path`` (SFT-ready JSONL) and ``<out_path>.report.json``; returns the result.
+    """
+    config = config or BuildConfig()
+    scores = load_samples(samples_dir)
+    gold = {s.problem.id: s.problem.answer for s in scores}
+    if isinstance(teacher, str | Path):
+        solutions = read_solutions_file(teacher, gold, config.seed)
+    else:
+        picks, _ = plan(scores, config)
+        needed = list({id(s): s.problem for s, *_ in picks}.values())  # only problems with a pick
+        solutions = asyncio.run(solve_with(teacher, needed, config.seed, config.teacher_concurrency))
+    result = select(scores, solutions, config)
+    write_jsonl(out_path, result.records)
+    Path(f"{out_path}.report.json").write_text(
+        json.dumps(report(result.records, result.scores, result.counts, config), indent=2), encoding="utf-8"
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------- 4. report
+BUCKETS: tuple[tuple[str, Fraction, Fraction], ...] = (
+    ("0", Fraction(0), Fraction(0)),
+    ("(0, 1/4]", Fraction(0), Fraction(1, 4)),
+    ("(1/4, 1/2]", Fraction(1, 4), Fraction(1, 2)),
+    ("(1/2, 3/4]", Fraction(1, 2), Fraction(3, 4)),
+    ("(3/4, 1)", Fraction(3, 4), Fraction(1)),
+    ("1", Fraction(1), Fraction(1)),
+)
+
+
+def bucket_of(s_bar: Fraction) -> str:
+    if s_bar in (0, 1):
+        return str(s_bar)
+    return next(name for name, lo, hi in BUCKETS[1:-1] if lo < s_bar <= hi)
+
+
+def report(
+    records: list[dict],
+    scores: list[ProblemScore] | None = None,
+    counts: Mapping[str, int] | None = None,
+    config: BuildConfig | None = None,
+) -> dict:
+    """Counts by s̄ bucket and kind, and the strategy mix of the kept samples, as a JSON-able dict."""
+    buckets = {name: {"problems": 0, "kept_correct": 0, "repaired_wrong": 0} for name, *_ in BUCKETS}
+    for s in scores or []:
+        buckets[bucket_of(s.s_bar)]["problems"] += 1
+    kinds: dict[str, Counter] = {"kept_correct": Counter(), "repaired_wrong": Counter()}
+    for r in records:
+        buckets[bucket_of(Fraction(r["n_correct"], r["n_samples"]))][r["kind"]] += 1
+        kinds[r["kind"]][r.get("first_strategy", "none")] += 1
+    out = {
+        "records": len(records),
+        "by_kind": {k: sum(c.values()) for k, c in kinds.items()},
+        "strategy_mix": {k: {s: c[s] for s in ("code", "text", "none")} for k, c in kinds.items()},
+        "by_s_bar": buckets if scores is not None else None,
+        "counts": dict(sorted((counts or {}).items())),
+    }
+    if config is not None:
+        out["config"] = to_dict(config)
+    return out
+
+
+def load_built(path: str | Path) -> list[dict]:
+    records = []
+    for line, r in read_jsonl(path):
+        for key in ("kind", "n_correct", "n_samples", "problem", "text"):
+            if key not in r:
+                raise DataError(path, f"record has no '{key}' field (not a self-distill build?)", line=line)
+        records.append(r)
+    return records

@@ -1,0 +1,234 @@
+"""Self-distillation: scoring, every selection branch and β boundary, cut points, provenance, resume."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from fractions import Fraction
+
+import pytest
+
+from dualdistill import selfdistill as sd
+from dualdistill.problems import Problem, write_problems
+from dualdistill.records import DataError, JsonlAppender
+from dualdistill.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format
+
+# ----------------------------------------------------------------------------- crafted trajectories
+CODE_RIGHT = "<code>\nprint(6*7)\n</code>\n<executor>\n42\n</executor>\n<answer>\\boxed{42}</answer>"
+TEXT_RIGHT = "<think>6*7 = 42</think>\nSo it is 42.\n<answer>\\boxed{42}</answer>"
+TEXT_WRONG = "<think>6*7 = 41</think>\nSo it is 41.\n<answer>\\boxed{41}</answer>"
+CODE_WRONG = (
+    "<code>\nprint(6*7-1)\n</code>\n<executor>\n41\n</executor>\nHence:\n<answer>\\boxed{41}</answer>"
+)
+THINK_THEN_CODE_WRONG = (
+    "<think>plan: multiply</think>\n<code>\nprint(6+7)\n</code>\n<executor>\n13\n</executor>\n"
+    "<answer>\\boxed{13}</answer>"
+)
+ANSWER_ONLY_WRONG = "<answer>\\boxed{40}</answer>"
+UNCLOSED_WRONG = "<think>6*7 is about 40"  # ran out of budget: not format-valid
+ALREADY_SWITCHED_WRONG = (
+    f"<code>\nprint(1)\n</code>\n<executor>\n1\n</executor>\n{CODE_TO_TEXT}\n{TEXT_WRONG}"
+)
+TEACHER = "<think>Six sevens are 42.</think>\n<answer>\\boxed{42}</answer>"
+
+
+def make_dir(tmp_path, table: dict[str, list[tuple[str, bool]]], *, k: int | None = None, name="samples"):
+    """A sampling directory as ``sample`` writes it, from {problem id: [(response, correct), ...]}."""
+    out = tmp_path / name
+    out.mkdir()
+    problems = [Problem(pid, f"What is 6*7? ({pid})", "42", source="t") for pid in table]
+    write_problems(out / sd.PROBLEMS_FILE, problems)
+    k = k or max(len(v) for v in table.values())
+    from dualdistill.config import save_config
+
+    save_config(sd.SampleConfig(k=k), out / sd.CONFIG_FILE)
+    with JsonlAppender(out / sd.SAMPLES_FILE) as app:
+        for pid, rows in table.items():
+            for i, (response, correct) in enumerate(rows):
+                app.write({"problem_id": pid, "sample_index": i, "response": response, "correct": correct})
+    return out
+
+
+def solutions(*pids: str) -> sd.TeacherSolutions:
+    return sd.TeacherSolutions(by_id={p: TEACHER for p in pids})
+
+
+def run(tmp_path, table, config=None, **kw) -> sd.BuildResult:
+    scores = sd.load_samples(make_dir(tmp_path, table, **kw))
+    return sd.select(scores, solutions(*table), config or sd.BuildConfig())
+
+
+def kinds(result: sd.BuildResult) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for r in result.records:
+        out.setdefault(r["problem_id"], set()).add(r["kind"])
+    return out
+
+
+def mix(n_correct: int, k: int, right=CODE_RIGHT, wrong=TEXT_WRONG) -> list[tuple[str, bool]]:
+    return [(right, True)] * n_correct + [(wrong, False)] * (k - n_correct)
+
+
+# ----------------------------------------------------------------------------- scoring and branches
+def test_s_bar_is_exact_and_15_of_16_takes_part(tmp_path):
+    # The released code incremented its counter twice, so only <= 14/16 took part. 15/16 < 1 here.
+    result = run(tmp_path, {"all": mix(16, 16), "fifteen": mix(15, 16), "fourteen": mix(14, 16)})
+    by_id = {s.problem.id: s.s_bar for s in result.scores}
+    assert by_id == {"all": 1, "fifteen": Fraction(15, 16), "fourteen": Fraction(14, 16)}
+    assert kinds(result) == {"fifteen": {"kept_correct"}, "fourteen": {"kept_correct", "repaired_wrong"}}
+    assert result.counts["skipped_all_correct"] == 1 and result.counts["eligible"] == 2
+
+
+def test_beta1_boundary_is_strict(tmp_path):
+    # s̄ = β1 exactly: no kept_correct (s̄ > β1 is required); just above: kept.
+    cfg = sd.BuildConfig(beta1=0.25, beta2=0.9)
+    result = run(tmp_path, {"at": mix(1, 4), "above": mix(2, 4), "zero": mix(0, 4)}, cfg)
+    assert kinds(result) == {
+        "at": {"repaired_wrong"},
+        "above": {"kept_correct", "repaired_wrong"},
+        "zero": {"repaired_wrong"},
+    }
+
+
+def test_default_beta1_zero_keeps_any_single_correct(tmp_path):
+    result = run(tmp_path, {"none": mix(0, 16), "one": mix(1, 16)})
+    assert kinds(result) == {"none": {"repaired_wrong"}, "one": {"kept_correct", "repaired_wrong"}}
+
+
+def test_beta2_boundary_is_inclusive(tmp_path):
+    # s̄ = 18/20 = β2 exactly: included (s̄ <= β2); 19/20 is above it.
+    result = run(tmp_path, {"at": mix(18, 20), "above": mix(19, 20), "below": mix(17, 20)})
+    assert kinds(result) == {
+        "at": {"kept_correct", "repaired_wrong"},
+        "above": {"kept_correct"},
+        "below": {"kept_correct", "repaired_wrong"},
+    }
+
+
+def test_one_of_each_kind_per_problem_and_last_problem_present(tmp_path):
+    table = {f"p{i}": mix(3, 8) for i in range(5)}
+    result = run(tmp_path, table)
+    assert Counter((r["problem_id"], r["kind"]) for r in result.records) == Counter(
+        {(f"p{i}", k): 1 for i in range(5) for k in ("kept_correct", "repaired_wrong")}
+    )
+    assert result.records[-1]["problem_id"] == "p4"  # the released code never flushed the last one
+
+
+def test_no_candidates_are_counted_not_invented(tmp_path):
+    table = {
+        "invalid_wrongs": [(CODE_RIGHT, True), (UNCLOSED_WRONG, False), (ANSWER_ONLY_WRONG, False)],
+        "switched_wrongs": [(CODE_RIGHT, True), (ALREADY_SWITCHED_WRONG, False), (ALREADY_SWITCHED_WRONG, False)],
+        "invalid_right": [("<answer>\\boxed{42}</answer> trailing", True), (TEXT_WRONG, False), (TEXT_WRONG, False)],
+    }  # fmt: skip
+    result = run(tmp_path, table)
+    assert kinds(result) == {
+        "invalid_wrongs": {"kept_correct"},
+        "switched_wrongs": {"kept_correct"},
+        "invalid_right": {"repaired_wrong"},
+    }
+    assert result.counts["no_candidate_repaired_wrong"] == 2
+    assert result.counts["no_candidate_kept_correct"] == 1
+
+
+def test_missing_teacher_solution_is_counted(tmp_path):
+    scores = sd.load_samples(make_dir(tmp_path, {"a": mix(1, 2), "b": mix(1, 2)}))
+    result = sd.select(scores, solutions("a"), sd.BuildConfig())
+    assert {r["problem_id"] for r in result.records} == {"a"}
+    assert result.counts["no_teacher_solution_kept_correct"] == 1
+    assert result.counts["no_teacher_solution_repaired_wrong"] == 1
+
+
+# ----------------------------------------------------------------------------- cut points
+def test_kept_correct_is_cut_before_answer_then_also_text_then_teacher(tmp_path):
+    result = run(tmp_path, {"p": mix(1, 2)})
+    (kept,) = [r for r in result.records if r["kind"] == "kept_correct"]
+    prefix = CODE_RIGHT[: CODE_RIGHT.index("<answer>")].rstrip()
+    assert kept["text"] == f"{prefix}\n\n{ALSO_TEXT}\n\n{TEACHER}"
+    assert check_format(kept["text"])
+
+
+@pytest.mark.parametrize(
+    ("wrong", "kept_until"),
+    [
+        (TEXT_WRONG, "<think>6*7 = 41</think>"),  # after the last </think>: the wrong conclusion goes
+        (CODE_WRONG, "</executor>"),  # pure code, no </think>: after the last executor block
+        (THINK_THEN_CODE_WRONG, "</executor>"),  # code after the last think block is kept
+    ],
+)
+def test_repaired_wrong_cut_points(tmp_path, wrong, kept_until):
+    result = run(tmp_path, {"p": [(wrong, False), (wrong, False)]})
+    (rep,) = result.records
+    prefix = wrong[: wrong.index(kept_until) + len(kept_until)]
+    assert rep["text"] == f"{prefix}\n\n{CODE_TO_TEXT}\n\n{TEACHER}"
+    assert "41" not in rep["text"].split(CODE_TO_TEXT)[1]
+    assert check_format(rep["text"])
+
+
+def test_cut_helpers_directly():
+    assert sd.cut_after_reasoning(ANSWER_ONLY_WRONG) is None
+    assert sd.cut_after_reasoning(TEXT_WRONG) == "<think>6*7 = 41</think>"
+    assert sd.cut_before_answer("no answer here") == "no answer here"
+
+
+# ----------------------------------------------------------------------------- provenance, determinism
+def test_provenance_fields(tmp_path):
+    table = {"p": [(TEXT_WRONG, False), (CODE_RIGHT, True), (CODE_WRONG, False), (TEXT_WRONG, False)]}
+    result = run(tmp_path, table)
+    by_kind = {r["kind"]: r for r in result.records}
+    kept, rep = by_kind["kept_correct"], by_kind["repaired_wrong"]
+    assert kept["sample_index"] == 1 and kept["first_strategy"] == "code"
+    assert rep["sample_index"] in (0, 2, 3)
+    assert rep["first_strategy"] == ("code" if rep["sample_index"] == 2 else "text")
+    for r in (kept, rep):
+        assert r["problem_id"] == "p" and r["id"] == f"p#{r['kind']}"
+        assert r["problem"] == "What is 6*7? (p)" and r["answer"] == "42"
+        assert r["s_bar"] == 0.25 and (r["n_correct"], r["n_samples"]) == (1, 4)
+        assert r["case"] == r["kind"]
+
+
+def test_choice_is_seeded_and_order_independent(tmp_path):
+    rows = [(f"<think>try {i}</think>\n<answer>\\boxed{{{i}}}</answer>", False) for i in range(16)]
+    table = {f"p{i}": rows for i in range(12)}
+    a = run(tmp_path, table)
+    scores = sd.load_samples(tmp_path / "samples")
+    b = sd.select(list(reversed(scores)), solutions(*table), sd.BuildConfig())
+    pick = lambda res: {r["problem_id"]: r["sample_index"] for r in res.records}  # noqa: E731
+    assert pick(a) == pick(b)
+    other = sd.select(scores, solutions(*table), sd.BuildConfig(seed=1))
+    assert pick(other) != pick(a)
+    assert len(set(pick(a).values())) > 1  # not always the first sample
+
+
+# ----------------------------------------------------------------------------- input errors
+def test_incomplete_sampling_is_refused(tmp_path):
+    d = make_dir(tmp_path, {"a": mix(1, 4), "b": mix(1, 3)}, k=4)
+    with pytest.raises(DataError, match="'b' has 3 of 4 samples"):
+        sd.load_samples(d)
+
+
+def test_duplicate_and_unknown_records_name_the_line(tmp_path):
+    d = make_dir(tmp_path, {"a": mix(1, 2)})
+    with JsonlAppender(d / sd.SAMPLES_FILE) as app:
+        app.write({"problem_id": "a", "sample_index": 1, "response": "x", "correct": False})
+    with pytest.raises(DataError, match=r"samples.jsonl:3: duplicate sample 1 of problem 'a'"):
+        sd.load_samples(d)
+    d2 = make_dir(tmp_path, {"a": mix(1, 2)}, name="s2")
+    with JsonlAppender(d2 / sd.SAMPLES_FILE) as app:
+        app.write({"problem_id": "zzz", "sample_index": 0, "response": "x", "correct": False})
+    with pytest.raises(DataError, match=r"'zzz' is not in problems\.jsonl"):
+        sd.load_samples(d2)
+
+
+# ----------------------------------------------------------------------------- report
+def test_report_buckets_kinds_and_strategy_mix(tmp_path):
+    table = {"zero": mix(0, 4, wrong=CODE_WRONG), "half": mix(2, 4), "all": mix(4, 4), "most": mix(3, 4)}
+    result = run(tmp_path, table)
+    rep = sd.report(result.records, result.scores, result.counts)
+    assert rep["by_s_bar"]["0"] == {"problems": 1, "kept_correct": 0, "repaired_wrong": 1}
+    assert rep["by_s_bar"]["(1/4, 1/2]"] == {"problems": 1, "kept_correct": 1, "repaired_wrong": 1}
+    assert rep["by_s_bar"]["(1/2, 3/4]"] == {"problems": 1, "kept_correct": 1, "repaired_wrong": 1}
+    assert rep["by_s_bar"]["1"]["problems"] == 1
+    assert rep["by_kind"] == {"kept_correct": 2, "repaired_wrong": 3}
+    assert rep["strategy_mix"]["kept_correct"] == {"code": 2, "text": 0, "none": 0}
+    assert rep["strategy_mix"]["repaired_wrong"] == {"code": 1, "text": 2, "none": 0}
+    json.dumps(rep)  # JSON-able
