@@ -1,0 +1,406 @@
+"""The tool loop of the student: generate → ``</code>`` → run → ``<executor>`` → continue, and its driver.
+
+One trajectory (``run_agent``) is::
+
+    prompt = build_prompt(question, template, tools)
+    loop: complete(prompt + response, stop=["</code>", "</answer>"], max_new_tokens=budget - used)
+          "</code>"   → run the block in this trajectory's sandbox session, append executor_block(output)
+          "</answer>" → done ("answer")
+          budget used → done ("budget");  any other end (EOS) → done ("stop")
+
+``run_many`` runs many trajectories as concurrent asyncio tasks, grades each and appends it to a JSONL
+file. It is the one generation driver, shared by ``dualdistill eval`` and self-distillation sampling.
+
+Guarantees:
+- The executor text is always ``trajectory.executor_block(output)``; the injected text is part of the
+  response and its tokens (``backend.count_tokens``) count towards ``budget``.
+- At most ``max_tool_calls`` blocks run. The first ``</code>`` beyond the cap is not executed:
+  ``prompts.TOOL_CAP_NOTE`` is injected once in place of the executor block, and from then on
+  ``</code>`` is no longer a stop string, so the model goes on to answer in text.
+- One sandbox session per trajectory (state persists across its blocks), opened at its first code block,
+  so text-only trajectories hold no sandbox. With ``tools=False`` no sandbox is used at all.
+- No barrier between trajectories: one waiting on its sandbox never delays another's generation; the
+  backend batches whatever requests are waiting. Time awaiting the backend (``gen_time_s``) and time
+  running code (``tool_time_s``) are counted apart.
+- ``run_many`` appends one flushed line per finished trajectory, keyed by (source, problem_id,
+  sample_index); on a rerun it skips keys already in the file, so a run killed at any moment resumes
+  without losing or duplicating a record. Seeds derive from (seed, problem id, sample index), not
+  from scheduling order.
+
+Not guaranteed: ``n_tokens <= budget`` exactly — the last injected executor block (at most
+``executor_output_limit`` characters) may take it past the budget, after which the trajectory stops.
+Token counts of injected text are counted separately and may differ by a token from a re-tokenisation
+of the whole response at a block boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from dualdistill.problems import Problem
+from dualdistill.prompts import TOOL_CAP_NOTE, PromptTemplate, build_prompt
+from dualdistill.records import JsonlAppender, done_keys
+from dualdistill.trajectory import executor_block
+
+CODE_STOP = "</code>"
+ANSWER_STOP = "</answer>"
+FinishReason = Literal["answer", "budget", "stop"]
+
+
+@dataclass
+class AgentConfig:
+    """How one trajectory is generated. Defaults are the paper's evaluation settings."""
+
+    tools: bool = True
+    template: PromptTemplate = "paper"
+    max_tool_calls: int = 10
+    budget: int = 4096  # total response tokens, injected executor tokens included
+    temperature: float = 0.6
+    top_p: float = 0.95
+    executor_output_limit: int = 2000  # characters the sandbox keeps (head + tail)
+    executor_timeout_s: float = 3.0
+    concurrency: int = 256  # trajectories in flight at once (the backend batches across them)
+    sandbox_concurrency: int = 16  # sandbox sessions open at once
+    grade_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise ValueError(f"budget must be >= 1, got {self.budget}")
+        if self.max_tool_calls < 0:
+            raise ValueError(f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
+        if self.concurrency < 1 or self.sandbox_concurrency < 1:
+            raise ValueError("concurrency and sandbox_concurrency must be >= 1")
+
+
+# ----------------------------------------------------------------------------- plug-in points
+class Completion(Protocol):
+    text: str
+    n_tokens: int
+    finish_reason: str
+    stop: str | None
+
+
+class Backend(Protocol):
+    """The subset of ``dualdistill.backends.Backend`` the loop uses."""
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        stop: list[str],
+        temperature: float,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Completion: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class ExecResult(Protocol):
+    status: str
+    output: str
+    duration_s: float
+
+
+class SandboxSession(Protocol):
+    async def run(self, code: str) -> ExecResult: ...
+
+
+class Pool(Protocol):
+    """``dualdistill.sandbox.SandboxPool``: ``async with pool.session() as s: await s.run(code)``."""
+
+    def session(self) -> contextlib.AbstractAsyncContextManager[SandboxSession]: ...
+
+
+def make_pool(config: AgentConfig) -> Any:
+    """The real sandbox pool for ``config`` (output limit and timeout passed to the sandbox)."""
+    from dualdistill.sandbox import SandboxConfig, SandboxPool
+
+    sandbox = SandboxConfig(timeout_s=config.executor_timeout_s, output_limit=config.executor_output_limit)
+    return SandboxPool(sandbox, max_concurrency=config.sandbox_concurrency)
+
+
+# ----------------------------------------------------------------------------- one trajectory
+@dataclass
+class AgentRecord:
+    problem_id: str
+    sample_index: int
+    prompt: str
+    response: str
+    n_tokens: int  # generated + injected
+    n_generated: int = 0
+    tool_calls: list[dict] = field(default_factory=list)  # [{status, duration_s}] of executed blocks
+    gen_time_s: float = 0.0
+    tool_time_s: float = 0.0
+    finish_reason: FinishReason = "stop"
+    tool_cap_hit: bool = False
+    source: str = ""
+    gold: str = ""
+    seed: int | None = None
+    # verdict, filled by grading (run_many / evaluate)
+    correct: bool | None = None
+    extracted: str | None = None
+    grade_status: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AgentRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
+    hits = [(i, s) for s in stops if (i := text.find(s)) != -1]
+    return min(hits) if hits else None
+
+
+class _Trajectory:
+    """Mutable state of one trajectory; ``run_agent`` drives it."""
+
+    def __init__(self, backend: Backend, config: AgentConfig):
+        self.backend, self.config = backend, config
+        self.response = ""
+        self.n_tokens = self.n_generated = 0
+        self.gen_time = self.tool_time = 0.0
+        self.tool_calls: list[dict] = []
+        self.cap_hit = False
+
+    @property
+    def stops(self) -> list[str]:
+        code_allowed = self.config.tools and not self.cap_hit
+        return [CODE_STOP, ANSWER_STOP] if code_allowed else [ANSWER_STOP]
+
+    async def generate(self, prompt: str, seed: int | None) -> str | None:
+        """One completion; returns the stop string it ended at (``None`` for EOS or length)."""
+        stops = self.stops
+        t0 = time.perf_counter()
+        c = await self.backend.complete(
+            prompt + self.response,
+            max_new_tokens=self.config.budget - self.n_tokens,
+            stop=stops,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            seed=seed,
+        )
+        self.gen_time += time.perf_counter() - t0
+        text, n, hit = c.text, c.n_tokens, _first_stop(c.text, stops)
+        if hit is not None and hit[0] + len(hit[1]) < len(text):
+            # A backend that ran past its stop string: keep the protocol's contract ourselves.
+            text = text[: hit[0] + len(hit[1])]
+            n = min(n, self.backend.count_tokens(text))
+        self.response += text
+        self.n_tokens += n
+        self.n_generated += n
+        return hit[1] if hit is not None else None
+
+    def inject(self, text: str) -> None:
+        self.response += text
+        self.n_tokens += self.backend.count_tokens(text)
+
+    def last_code(self) -> str:
+        start = self.response.rfind("<code>")
+        body = self.response[start + len("<code>") : -len(CODE_STOP)] if start != -1 else ""
+        return body.strip("\n")
+
+    async def execute(self, session: SandboxSession) -> None:
+        t0 = time.perf_counter()
+        result = await session.run(self.last_code())
+        self.tool_time += time.perf_counter() - t0
+        self.tool_calls.append({"status": result.status, "duration_s": round(result.duration_s, 4)})
+        self.inject(executor_block(result.output))
+
+
+async def run_agent(
+    problem: Problem,
+    backend: Backend,
+    pool: Pool | None,
+    config: AgentConfig,
+    *,
+    sample_index: int = 0,
+    seed: int | None = None,
+) -> AgentRecord:
+    """Generate one tool-integrated trajectory for ``problem`` (ungraded)."""
+    if config.tools and pool is None:
+        raise ValueError("tools are on but no sandbox pool was given (pass a SandboxPool or tools=False)")
+    prompt = build_prompt(problem.question, template=config.template, tools=config.tools)
+    t = _Trajectory(backend, config)
+    finish: FinishReason = "stop"
+    async with contextlib.AsyncExitStack() as stack:
+        session: SandboxSession | None = None
+        for round_index in itertools.count():
+            if t.n_tokens >= config.budget:
+                finish = "budget"
+                break
+            stop = await t.generate(prompt, None if seed is None else seed + round_index)
+            if stop == ANSWER_STOP:
+                finish = "answer"
+                break
+            if stop != CODE_STOP:
+                finish = "budget" if t.n_tokens >= config.budget else "stop"
+                break
+            if t.n_tokens >= config.budget:
+                finish = "budget"  # no budget left to read the output: do not run the block
+                break
+            if len(t.tool_calls) >= config.max_tool_calls:
+                t.cap_hit = True  # this block is not run; the note replaces its executor output
+                t.inject(TOOL_CAP_NOTE)
+                continue
+            if session is None:
+                session = await stack.enter_async_context(pool.session())  # type: ignore[union-attr]
+            await t.execute(session)
+    return AgentRecord(
+        problem_id=problem.id,
+        sample_index=sample_index,
+        prompt=prompt,
+        response=t.response,
+        n_tokens=t.n_tokens,
+        n_generated=t.n_generated,
+        tool_calls=t.tool_calls,
+        gen_time_s=round(t.gen_time, 4),
+        tool_time_s=round(t.tool_time, 4),
+        finish_reason=finish,
+        tool_cap_hit=t.cap_hit,
+        source=problem.source,
+        gold=problem.answer,
+        seed=seed,
+    )
+
+
+# ----------------------------------------------------------------------------- many trajectories
+def record_key(record: dict) -> tuple[str, str, int]:
+    """The resume key of a record: benchmark/source, problem id, sample index."""
+    return (str(record.get("source", "")), str(record["problem_id"]), int(record["sample_index"]))
+
+
+def trajectory_seed(seed: int, problem_id: str, sample_index: int) -> int:
+    """A seed that depends only on its inputs (never on scheduling order)."""
+    digest = hashlib.sha256(f"{seed}\x00{problem_id}\x00{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def grade_record(record: AgentRecord, *, timeout: float = 5.0) -> AgentRecord:
+    """Fill the verdict fields of ``record`` with the current grader."""
+    from dualdistill.grading import grade
+
+    verdict = grade(record.response, record.gold, timeout=timeout)
+    record.correct = bool(verdict.correct)
+    record.extracted = verdict.extracted
+    record.grade_status = verdict.status
+    return record
+
+
+async def run_many(
+    problems: Sequence[Problem],
+    backend: Backend,
+    pool: Pool | None,
+    config: AgentConfig,
+    *,
+    samples: int,
+    out_path: str | Path,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Run ``samples`` trajectories per problem, grade and append each to ``out_path`` (JSONL).
+
+    Keys already in ``out_path`` are skipped, so a rerun after a kill resumes. Returns every record of
+    these problems in the file (old and new), ordered by problem then sample index. An exception in one
+    trajectory (e.g. a backend that stays down) cancels the rest and propagates; finished records stay.
+    """
+    from dualdistill.records import read_jsonl
+
+    seen: set[tuple[str, str]] = set()
+    for p in problems:
+        if (p.source, p.id) in seen:
+            raise ValueError(f"duplicate problem id {p.id!r} in source {p.source!r}")
+        seen.add((p.source, p.id))
+    out_path = Path(out_path)
+    done = done_keys(out_path, record_key)
+    todo = [(p, i) for p in problems for i in range(samples) if (p.source, p.id, i) not in done]
+    tracker = _Tracker(problems, samples, done, enabled=progress)
+    # One grading thread: the grader need not be thread-safe, and generation goes on meanwhile.
+    grader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grade")
+    limit = asyncio.Semaphore(config.concurrency)
+
+    async def one(problem: Problem, index: int, appender: JsonlAppender) -> None:
+        async with limit:
+            record = await run_agent(
+                problem, backend, pool, config, sample_index=index,
+                seed=trajectory_seed(seed, problem.id, index),
+            )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(grader, partial(grade_record, record, timeout=config.grade_timeout_s))
+        appender.write(record.to_dict())  # one flushed line; only the event-loop thread writes
+        tracker.finished(record)
+
+    with JsonlAppender(out_path) as appender, tracker:
+        tasks = [asyncio.create_task(one(p, i, appender)) for p, i in todo]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            grader.shutdown(wait=True)
+    wanted = {(p.source, p.id) for p in problems}
+    order = {(p.source, p.id): n for n, p in enumerate(problems)}
+    records = [r for _, r in read_jsonl(out_path, allow_torn_tail=True) if record_key(r)[:2] in wanted]
+    records = [r for r in records if r["sample_index"] < samples]
+    return sorted(records, key=lambda r: (order[record_key(r)[:2]], r["sample_index"]))
+
+
+class _Tracker:
+    """Rich progress: problems whose samples are all done, accuracy so far, generated tokens/s."""
+
+    def __init__(self, problems, samples: int, done: set, *, enabled: bool):
+        self.samples = samples
+        self.remaining = {(p.source, p.id): samples for p in problems}
+        for key in done:
+            if key[:2] in self.remaining and key[2] < samples:
+                self.remaining[key[:2]] -= 1
+        self.correct = self.graded = self.tokens = 0
+        self.start = time.perf_counter()
+        self.enabled = enabled
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> _Tracker:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]problems"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+            )  # fmt: skip
+            self.progress.start()
+            done = sum(1 for v in self.remaining.values() if v <= 0)
+            self.task = self.progress.add_task("", total=len(self.remaining), completed=done, stats="")
+        return self
+
+    def finished(self, record: AgentRecord) -> None:
+        key = (record.source, record.problem_id)
+        self.remaining[key] -= 1
+        self.graded += 1
+        self.correct += bool(record.correct)
+        self.tokens += record.n_generated
+        if self.progress is not None:
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            stats = f"acc {self.correct / self.graded:.1%} ({self.graded} new)  {self.tokens / elapsed:,.0f} tok/s"
+            self.progress.update(self.task, advance=int(self.remaining[key] == 0), stats=stats)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()

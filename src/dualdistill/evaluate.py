@@ -1,0 +1,358 @@
+"""Evaluation runs: generate graded records over benchmarks, resume, report, plot, regrade.
+
+Workflow (``run_eval``)::
+
+    DIR/config.yaml    the resolved EvalConfig (checked against on resume)
+    DIR/records.jsonl  one graded AgentRecord per (benchmark, problem, sample), appended and flushed
+    DIR/report.json    summarize() per benchmark
+    DIR/report.md      the same as tables
+    DIR/report.png     accuracy and tool-use rate per benchmark
+
+Guarantees:
+- Rerunning with the same ``DIR`` resumes: records already there are kept, missing ones generated; the
+  final report is computed from the file alone, so an interrupted-then-resumed run reports the same
+  metrics as an uninterrupted one with the same seed (for a deterministic backend).
+- A rerun whose generation settings (model, seed, budget, temperature, tools, ...) differ from
+  ``DIR/config.yaml`` is refused with a ``ConfigError`` naming the key, so one file never mixes runs.
+- ``regrade`` rewrites only the verdict fields, atomically; it never generates.
+
+Metrics (per benchmark; the problem is the sampling unit):
+- accuracy: mean over problems of the share of correct samples (= mean over samples of accuracy),
+  with a 95% normal interval from the spread of per-problem scores;
+- pass@k: the unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al., 2021), mean over problems;
+- maj@k: majority vote over the extracted answers of the first k samples (exact string match after
+  whitespace removal; a tie counts as the expected score of a random pick among tied answers);
+- tool-use rate (responses with >= 1 code block), strategy-switch rate (``trajectory.strategy_facts``),
+  mean tokens, executor status counts, share of time in tools (tool time / (generation + tool time)).
+
+Not guaranteed: maj@k groups answers by their text, so equivalent forms (1/2 vs 0.5) vote apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dualdistill import __version__
+from dualdistill.agent import AgentConfig, AgentRecord, grade_record, make_pool, run_many
+from dualdistill.config import ConfigError, from_dict, save_config
+from dualdistill.problems import Problem, load_benchmark
+from dualdistill.records import DataError, read_jsonl, write_jsonl
+from dualdistill.trajectory import strategy_facts
+
+DEFAULT_BENCHES = ("math500", "aime2025", "amc", "combinatorics300")
+RECORDS, CONFIG = "records.jsonl", "config.yaml"
+# Settings that change what a record contains; a resumed run must match them.
+GENERATION_KEYS = ("model", "seed", "served_model_name")
+AGENT_GENERATION_KEYS = (
+    "tools", "template", "max_tool_calls", "budget", "temperature", "top_p",
+    "executor_output_limit", "executor_timeout_s",
+)  # fmt: skip
+
+
+@dataclass
+class EvalConfig:
+    model: str = ""  # a local HF model directory, or an http(s) URL of an OpenAI-compatible server
+    benches: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHES))
+    samples: int = 1
+    limit: int | None = None
+    seed: int = 0
+    served_model_name: str | None = None  # the model name sent to a server (default: the URL's last part)
+    api_key_env: str = "OPENAI_API_KEY"
+    device: str = "auto"
+    max_batch: int = 64
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+
+
+# ----------------------------------------------------------------------------- metrics
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one problem with ``n`` samples of which ``c`` are correct (Chen et al., 2021)."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def maj_at_k(records: list[dict], k: int) -> float:
+    """Majority-vote score over the first ``k`` samples (by sample index) of one problem."""
+    first = sorted(records, key=lambda r: r["sample_index"])[:k]
+    votes: dict[str, list[bool]] = defaultdict(list)
+    for r in first:
+        if r.get("extracted") is not None:
+            votes["".join(str(r["extracted"]).split())].append(bool(r.get("correct")))
+    if not votes:
+        return 0.0
+    top = max(len(v) for v in votes.values())
+    tied = [v for v in votes.values() if len(v) == top]
+    return sum(1.0 for v in tied if any(v)) / len(tied)
+
+
+def k_values(n: int) -> list[int]:
+    """1, 2, 4, ... up to ``n``, and ``n`` itself."""
+    ks = [1 << i for i in range(n.bit_length()) if (1 << i) <= n]
+    return sorted({*ks, n})
+
+
+def _interval(scores: list[float]) -> tuple[float, float, float]:
+    mean = sum(scores) / len(scores)
+    if len(scores) < 2:
+        return mean, mean, mean
+    var = sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)
+    half = 1.96 * math.sqrt(var / len(scores))
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
+def summarize(records: list[dict], problems_by_id: dict[str, Problem] | None = None) -> dict[str, Any]:
+    """Metrics for the records of ONE benchmark. ``problems_by_id`` adds problems that have no record."""
+    by_problem: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_problem[str(r["problem_id"])].append(r)
+    missing = sorted(set(problems_by_id or ()) - set(by_problem))
+    if not by_problem:
+        return {"problems": 0, "records": 0, "missing_problems": len(missing)}
+    n_min = min(len(v) for v in by_problem.values())
+    scores = [sum(bool(r.get("correct")) for r in v) / len(v) for v in by_problem.values()]
+    acc, low, high = _interval(scores)
+    ks = k_values(n_min)
+    facts = [strategy_facts(r["response"]) for r in records]
+    statuses = Counter(c["status"] for r in records for c in r.get("tool_calls", []))
+    gen = sum(float(r.get("gen_time_s", 0.0)) for r in records)
+    tool = sum(float(r.get("tool_time_s", 0.0)) for r in records)
+    return {
+        "problems": len(by_problem),
+        "records": len(records),
+        "samples_per_problem": n_min,
+        "missing_problems": len(missing),
+        "accuracy": acc,
+        "accuracy_ci95": [low, high],
+        "pass_at_k": {
+            str(k): _mean([pass_at_k(len(v), _correct(v), k) for v in by_problem.values()]) for k in ks
+        },
+        "maj_at_k": {str(k): _mean([maj_at_k(v, k) for v in by_problem.values()]) for k in ks},
+        "tool_use_rate": _mean([f.used_tools for f in facts]),
+        "strategy_switch_rate": _mean([f.switched for f in facts]),
+        "mean_tokens": _mean([r.get("n_tokens", 0) for r in records]),
+        "mean_tool_calls": _mean([len(r.get("tool_calls", [])) for r in records]),
+        "executor_status_counts": dict(sorted(statuses.items())),
+        "finish_reasons": dict(sorted(Counter(r.get("finish_reason", "?") for r in records).items())),
+        "tool_time_share": tool / (gen + tool) if gen + tool > 0 else 0.0,
+        "gen_time_s": gen,
+        "tool_time_s": tool,
+    }
+
+
+def _mean(values: list) -> float:
+    return sum(float(v) for v in values) / len(values) if values else 0.0
+
+
+def _correct(records: list[dict]) -> int:
+    return sum(bool(r.get("correct")) for r in records)
+
+
+def summarize_by_source(records: list[dict], problems: dict[str, list[Problem]] | None = None) -> dict:
+    """``summarize`` per benchmark (the records' ``source``), in the order of ``problems`` if given."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[str(r.get("source", ""))].append(r)
+    names = list(problems or {}) + [g for g in groups if g not in (problems or {})]
+    return {
+        name: summarize(groups.get(name, []), {p.id: p for p in (problems or {}).get(name, [])})
+        for name in names
+    }
+
+
+# ----------------------------------------------------------------------------- report files
+def write_report(out_dir: str | Path, summaries: dict[str, dict], *, meta: dict | None = None) -> None:
+    """Write report.json, report.md and report.png for ``{benchmark: summarize(...)}``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"version": __version__, **(meta or {}), "benchmarks": summaries}
+    (out_dir / "report.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "report.md").write_text(report_markdown(summaries, meta=meta), encoding="utf-8")
+    plot_report(summaries, out_dir / "report.png")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def report_markdown(summaries: dict[str, dict], *, meta: dict | None = None) -> str:
+    lines = ["# Evaluation report", ""]
+    if meta:
+        lines += [f"- {k}: `{v}`" for k, v in meta.items()] + [""]
+    head = "| benchmark | problems | n | accuracy % (95% CI) | pass@k % | maj@k % | tool use % | switch % | mean tokens | tool time % |"
+    lines += [head, "|" + "---|" * 10]
+    for name, s in summaries.items():
+        if not s.get("records"):
+            lines.append(f"| {name} | 0 | 0 | - | - | - | - | - | - | - |")
+            continue
+        low, high = s["accuracy_ci95"]
+        passk = ", ".join(f"@{k} {_pct(v)}" for k, v in s["pass_at_k"].items())
+        majk = ", ".join(f"@{k} {_pct(v)}" for k, v in s["maj_at_k"].items())
+        lines.append(
+            f"| {name} | {s['problems']} | {s['samples_per_problem']} | {_pct(s['accuracy'])} "
+            f"({_pct(low)}–{_pct(high)}) | {passk} | {majk} | {_pct(s['tool_use_rate'])} | "
+            f"{_pct(s['strategy_switch_rate'])} | {s['mean_tokens']:.0f} | {_pct(s['tool_time_share'])} |"
+        )
+    lines += ["", "## Executor statuses and finish reasons", ""]
+    for name, s in summaries.items():
+        if s.get("records"):
+            lines.append(
+                f"- {name}: executor {s['executor_status_counts'] or '{}'}; finish {s['finish_reasons']}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(summaries: dict[str, dict], path: str | Path) -> None:
+    """A grouped bar chart: accuracy (with its 95% interval) and tool-use rate per benchmark."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, s in summaries.items() if s.get("records")]
+    acc = [100 * summaries[n]["accuracy"] for n in names]
+    err = [
+        [a - 100 * summaries[n]["accuracy_ci95"][0] for a, n in zip(acc, names, strict=True)],
+        [100 * summaries[n]["accuracy_ci95"][1] - a for a, n in zip(acc, names, strict=True)],
+    ]
+    tools = [100 * summaries[n]["tool_use_rate"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(names) + 2), 3.5))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], acc, 0.4, yerr=err, capsize=3, label="accuracy")
+    ax.bar([x + 0.2 for x in xs], tools, 0.4, label="tool-use rate")
+    ax.set_xticks(list(xs), names)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("%")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- runs
+def load_benches(names: list[str], *, limit: int | None = None) -> dict[str, list[Problem]]:
+    """``{source: problems}`` for built-in names or problem files; two files with one stem are refused."""
+    out: dict[str, list[Problem]] = {}
+    for name in names:
+        problems = load_benchmark(name, limit=limit)
+        source = problems[0].source if problems else Path(name).stem
+        if source in out:
+            raise DataError(name, f"benchmark {source!r} given twice (two files with the same name?)")
+        out[source] = problems
+    return out
+
+
+def check_resume(out_dir: Path, config: EvalConfig) -> None:
+    """Refuse to append to records made with different generation settings."""
+    path = out_dir / CONFIG
+    if not path.exists() or not (out_dir / RECORDS).exists():
+        return
+    import yaml
+
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+    new = dataclasses.asdict(config)
+    pairs = [(k, old.get(k), new[k]) for k in GENERATION_KEYS]
+    pairs += [(f"agent.{k}", (old.get("agent") or {}).get(k), new["agent"][k]) for k in AGENT_GENERATION_KEYS]
+    for key, was, now in pairs:
+        if was != now:
+            raise ConfigError(
+                f"{path}: key '{key}' was {was!r}, now {now!r}; these records came from other settings "
+                "(use a new --out, or the old settings to resume)"
+            )
+
+
+def make_backend(config: EvalConfig) -> Any:
+    """HFBackend for a local directory, OpenAIBackend for an http(s) URL."""
+    from dualdistill import backends
+
+    if config.model.startswith(("http://", "https://")):
+        name = config.served_model_name or config.model.rstrip("/").rsplit("/", 1)[-1]
+        return backends.OpenAIBackend(config.model, name, api_key_env=config.api_key_env)
+    if not Path(config.model).is_dir():
+        raise DataError(config.model, "model not found: give a local model directory or an http(s) URL")
+    return backends.HFBackend(config.model, device=config.device, max_batch=config.max_batch)
+
+
+def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, progress: bool = True) -> dict:
+    """Generate (or resume) the records of ``config`` in ``out_dir`` and write the report."""
+    out_dir = Path(out_dir)
+    problems = load_benches(config.benches, limit=config.limit)
+    check_resume(out_dir, config)
+    backend = backend if backend is not None else make_backend(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, out_dir / CONFIG)
+    pool = make_pool(config.agent) if config.agent.tools else None
+    everything = [p for ps in problems.values() for p in ps]
+    try:
+        job = run_many(
+            everything,
+            backend,
+            pool,
+            config.agent,
+            samples=config.samples,
+            out_path=out_dir / RECORDS,
+            seed=config.seed,
+            progress=progress,
+        )
+        records = asyncio.run(job)
+    finally:
+        if pool is not None and hasattr(pool, "close"):
+            pool.close()
+    summaries = summarize_by_source(records, problems)
+    write_report(out_dir, summaries, meta=_meta(config))
+    return summaries
+
+
+def _meta(config: EvalConfig) -> dict:
+    a = config.agent
+    return {
+        "model": config.model, "samples": config.samples, "budget": a.budget, "tools": a.tools,
+        "template": a.template, "temperature": a.temperature, "seed": config.seed,
+    }  # fmt: skip
+
+
+def load_eval_config(out_dir: Path) -> EvalConfig:
+    import yaml
+
+    path = out_dir / CONFIG
+    if not path.exists():
+        raise DataError(path, "no config.yaml here; is this an eval output directory?")
+    return from_dict(EvalConfig, yaml.safe_load(path.read_text(encoding="utf-8")) or {}, source=str(path))
+
+
+def regrade(out_dir: str | Path) -> dict:
+    """Re-grade ``out_dir/records.jsonl`` with the current grader (no generation); rewrite the report."""
+    out_dir = Path(out_dir)
+    path = out_dir / RECORDS
+    if not path.exists():
+        raise DataError(path, "no records to regrade")
+    config = load_eval_config(out_dir)
+    rows = [r for _, r in read_jsonl(path, allow_torn_tail=True)]
+    for line, r in enumerate(rows, start=1):
+        for key in ("problem_id", "sample_index", "response", "gold"):
+            if key not in r:
+                raise DataError(path, f"record lacks field '{key}'", line=line)
+    for r in rows:
+        graded = grade_record(AgentRecord.from_dict(r), timeout=config.agent.grade_timeout_s)
+        r.update(correct=graded.correct, extracted=graded.extracted, grade_status=graded.grade_status)
+    write_jsonl(path, rows)
+    summaries = summarize_by_source(rows)
+    write_report(out_dir, summaries, meta={**_meta(config), "regraded": True})
+    return summaries
