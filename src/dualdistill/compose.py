@@ -1,0 +1,421 @@
+"""Trajectory composition (the heart of DualDistill): pairs of attempts -> one training set.
+
+One workflow, top to bottom (``compose_file``)::
+
+    pairs.jsonl -> grade y1, y2 -> compose (four cases) -> clean -> decontaminate -> balance -> out.jsonl
+
+The four cases of the paper, with g = 1 for a correct attempt:
+
+    g1 g2  case          text
+    0  1   wrong_right   cut(y1) ⊕ t−+ ⊕ y2      (a switch: "…let's try code reasoning.")
+    1  1   right_right   cut(y1) ⊕ t++ ⊕ y2      (a verification: "…as an alternative way to verify…")
+    1  0   right_only    y1 alone
+    0  0   dropped       counted, never written
+
+Joining (the documented cut): when a second attempt follows, y1 loses its ``<answer>`` block and
+everything after it, so the composed trajectory has exactly one final answer (the second's), which
+``trajectory.check_format`` requires. A y1 without an answer block is kept whole. The pieces are
+joined as ``cut(y1).rstrip() + "\\n\\n" + transition + "\\n\\n" + y2.lstrip()``.
+
+Directions: the transition is chosen by (first strategy -> second strategy). A pair's strategies
+come from its ``strategy`` fields when present (``teach`` writes them); otherwise the first is read
+from its response (any ``<code>`` block means code) and the second is taken as the other one.
+Two attempts with the same explicit strategy are rejected: DualDistill composes a code and a text
+teacher.
+
+Guarantees:
+- Every written record passes ``check_format`` (cleaning) and no written problem has a fuzzy ratio
+  above the threshold to any question of the decontamination benchmarks.
+- Balancing is seeded and deterministic; the report holds counts per cell before and after.
+- Bad pair records raise ``DataError`` naming the file, line and key.
+
+Not guaranteed: that the composed text reads naturally (the transitions are fixed sentences), or
+that the grader's verdicts are right (``grading.grade`` decides g1 and g2).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dualdistill import trajectory as tj
+from dualdistill.records import DataError, read_jsonl, write_jsonl
+
+Case = Literal["wrong_right", "right_right", "right_only", "dropped"]
+Strategy = Literal["code", "text"]
+CASES: tuple[str, ...] = ("wrong_right", "right_right", "right_only", "dropped")
+# grader(list of (response, gold)) -> list of correct flags
+Grader = Callable[[list[tuple[str, str]]], list[bool]]
+
+
+@dataclass
+class Transitions:
+    """Sentences placed between y1 and y2; defaults are the paper's released strings."""
+
+    # wrong -> right (a switch of strategy after a failed first attempt)
+    text_to_code: str = tj.TEXT_TO_CODE
+    code_to_text: str = tj.CODE_TO_TEXT
+    # right -> right (the second attempt verifies the first)
+    also_code: str = tj.ALSO_CODE
+    also_text: str = tj.ALSO_TEXT
+
+
+@dataclass
+class BalanceConfig:
+    """Target shares after composition. Empty mappings switch that balancing step off.
+
+    ``cell_shares`` keys are ``"<first teacher>/<case>"`` (e.g. ``"agentic/wrong_right"``); cells not
+    named are removed. ``strategy_shares`` keys are the first attempt's strategy (``code``, ``text``).
+    Shares are relative weights (they need not sum to 1). Each step keeps as many records as it can
+    while meeting the shares exactly up to rounding.
+    """
+
+    cell_shares: dict[str, float] = field(default_factory=dict)
+    strategy_shares: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, shares in (("cell_shares", self.cell_shares), ("strategy_shares", self.strategy_shares)):
+            for key, value in shares.items():
+                if value < 0:
+                    raise ValueError(f"balance.{name}.{key}: a share must be >= 0, got {value}")
+        bad = [k for k in self.strategy_shares if k not in ("code", "text")]
+        if bad:
+            raise ValueError(f"balance.strategy_shares: unknown strategy {bad[0]!r} (use code, text)")
+        bad = [k for k in self.cell_shares if "/" not in k or k.rsplit("/", 1)[1] not in CASES[:3]]
+        if bad:
+            raise ValueError(
+                f"balance.cell_shares: bad cell {bad[0]!r} (use '<teacher>/<case>', case one of "
+                "wrong_right, right_right, right_only)"
+            )
+
+
+@dataclass
+class ComposeConfig:
+    transitions: Transitions = field(default_factory=Transitions)
+    clean: bool = True  # drop composed texts that fail trajectory.check_format
+    # Decontamination: drop problems whose rapidfuzz ratio to a benchmark question is > threshold.
+    decontaminate: bool = True
+    decontam_threshold: float = 90.0
+    decontam_benchmarks: list[str] = field(
+        default_factory=lambda: ["math500", "aime2025", "amc", "combinatorics300"]
+    )
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    grade_timeout_s: float = 5.0
+
+
+# ----------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class Attempt:
+    teacher: str
+    strategy: Strategy
+    response: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: str
+    problem: str
+    answer: str
+    first: Attempt
+    second: Attempt
+
+
+@dataclass(frozen=True)
+class Composed:
+    id: str
+    problem: str
+    answer: str
+    text: str
+    case: Case
+    first_teacher: str
+    second_teacher: str
+    first_strategy: Strategy
+    transition: str | None
+    g1: bool
+    g2: bool
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "problem": self.problem,
+            "answer": self.answer,
+            "text": self.text,
+            "case": self.case,
+            "first_teacher": self.first_teacher,
+            "second_teacher": self.second_teacher,
+            "first_strategy": self.first_strategy,
+            "transition": self.transition,
+            "grades": {"g1": self.g1, "g2": self.g2},
+        }
+
+
+def infer_strategy(response: str) -> Strategy:
+    return "code" if any(s.kind == "code" for s in tj.parse(response)) else "text"
+
+
+def _attempt(record: dict, key: str, path: Path, line: int, default: Strategy | None) -> Attempt:
+    node = record.get(key)
+    if not isinstance(node, dict):
+        raise DataError(path, f"key '{key}' must be an object with teacher and response", line=line)
+    for sub in ("teacher", "response"):
+        if not isinstance(node.get(sub), str):
+            raise DataError(path, f"key '{key}.{sub}' is missing or not a string", line=line)
+    strategy = node.get("strategy")
+    if strategy is not None and strategy not in ("code", "text"):
+        raise DataError(path, f"key '{key}.strategy' must be 'code' or 'text', got {strategy!r}", line=line)
+    strategy = strategy or default or infer_strategy(node["response"])
+    return Attempt(node["teacher"], strategy, node["response"])
+
+
+def read_pairs(path: str | Path) -> list[Pair]:
+    """Read a pairs file (``teach`` output). Every problem must have id, problem, answer, first, second."""
+    path = Path(path)
+    pairs: list[Pair] = []
+    seen: dict[str, int] = {}
+    for line, r in read_jsonl(path):
+        for key in ("id", "problem", "answer"):
+            if key not in r or r[key] is None or str(r[key]).strip() == "":
+                raise DataError(path, f"missing or empty key '{key}'", line=line)
+        pid = str(r["id"])
+        if pid in seen:
+            raise DataError(path, f"duplicate id {pid!r} (first seen on line {seen[pid]})", line=line)
+        seen[pid] = line
+        first = _attempt(r, "first", path, line, None)
+        other: Strategy = "text" if first.strategy == "code" else "code"
+        second = _attempt(r, "second", path, line, other)
+        if first.strategy == second.strategy:
+            raise DataError(
+                path,
+                f"both attempts use strategy {first.strategy!r}; DualDistill composes a code teacher "
+                "and a text teacher",
+                line=line,
+            )
+        pairs.append(Pair(pid, str(r["problem"]), str(r["answer"]), first, second))
+    return pairs
+
+
+# ----------------------------------------------------------------------------- the four cases
+def cut_before_answer(response: str) -> str:
+    """y1 without its ``<answer>`` block (and anything after it); unchanged when it has none."""
+    answers = [s for s in tj.parse(response) if s.kind == "answer"]
+    return response[: answers[0].start] if answers else response
+
+
+def transition_for(first: Strategy, second: Strategy, *, wrong_first: bool, t: Transitions) -> str:
+    if wrong_first:
+        return t.text_to_code if (first, second) == ("text", "code") else t.code_to_text
+    return t.also_code if second == "code" else t.also_text
+
+
+def join(y1: str, transition: str, y2: str) -> str:
+    return f"{cut_before_answer(y1).rstrip()}\n\n{transition}\n\n{y2.lstrip()}"
+
+
+def compose_pair(pair: Pair, g1: bool, g2: bool, transitions: Transitions | None = None) -> Composed:
+    """Apply the paper's table to one graded pair (``case == "dropped"`` has an empty text)."""
+    t = transitions or Transitions()
+    transition: str | None = None
+    if g2:
+        case: Case = "right_right" if g1 else "wrong_right"
+        transition = transition_for(pair.first.strategy, pair.second.strategy, wrong_first=not g1, t=t)
+        text = join(pair.first.response, transition, pair.second.response)
+    elif g1:
+        case, text = "right_only", pair.first.response
+    else:
+        case, text = "dropped", ""
+    return Composed(
+        pair.id, pair.problem, pair.answer, text, case,
+        pair.first.teacher, pair.second.teacher, pair.first.strategy, transition, g1, g2,
+    )  # fmt: skip
+
+
+def default_grader(timeout_s: float) -> Grader:
+    def grader(items: list[tuple[str, str]]) -> list[bool]:
+        from dualdistill.grading import grade_many  # the grader runs answers in killable workers
+
+        return [v.correct for v in grade_many(items, timeout=timeout_s)]
+
+    return grader
+
+
+# ----------------------------------------------------------------------------- decontamination
+@dataclass(frozen=True)
+class Contamination:
+    id: str
+    problem: str
+    benchmark: str
+    benchmark_id: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def find_contaminated(
+    questions: Sequence[str], benchmarks: Sequence[str], *, threshold: float = 90.0, ids=None
+) -> list[Contamination]:
+    """Questions whose ``rapidfuzz.fuzz.ratio`` to some benchmark question is above ``threshold``.
+
+    ``fuzz.ratio`` without preprocessing is what ``thefuzz.fuzz.ratio`` computes (the reference
+    rounds it to an int; we compare the float). ``process.cdist`` scores all pairs in C over every
+    core, with ``score_cutoff`` so pairs below the threshold cost nothing to store; rows go in chunks so
+    memory stays bounded for large training sets.
+    """
+    import numpy as np
+    from rapidfuzz import fuzz, process
+
+    from dualdistill.problems import load_benchmark
+
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(questions))]
+    bench_q: list[str] = []
+    bench_ref: list[tuple[str, str]] = []
+    for name in benchmarks:
+        for p in load_benchmark(name):
+            bench_q.append(p.question)
+            bench_ref.append((name, p.id))
+    found: list[Contamination] = []
+    if not bench_q or not questions:
+        return found
+    chunk = 2048
+    for start in range(0, len(questions), chunk):
+        rows = list(questions[start : start + chunk])
+        scores = process.cdist(
+            rows, bench_q, scorer=fuzz.ratio, score_cutoff=threshold, dtype=np.float32, workers=-1
+        )
+        for i in np.flatnonzero(scores.max(axis=1) > threshold):
+            j = int(scores[i].argmax())
+            name, bid = bench_ref[j]
+            found.append(Contamination(ids[start + i], rows[i], name, bid, round(float(scores[i, j]), 2)))
+    return found
+
+
+# ----------------------------------------------------------------------------- balancing
+def _take(groups: dict[str, list[Composed]], shares: dict[str, float], rng: random.Random) -> list:
+    """Largest subset with group sizes proportional to ``shares`` (floor); unnamed groups removed."""
+    weights = {k: v for k, v in shares.items() if v > 0}
+    total_w = sum(weights.values())
+    if not weights:
+        return []
+    # The scale N is limited by the scarcest group relative to its target share.
+    n_total = min(len(groups.get(k, [])) * total_w / w for k, w in weights.items())
+    kept: list[Composed] = []
+    for key, w in weights.items():
+        items = groups.get(key, [])
+        k = min(len(items), int(n_total * w / total_w + 1e-9))
+        kept.extend(rng.sample(items, k))
+    return kept
+
+
+def cell_of(c: Composed) -> str:
+    return f"{c.first_teacher}/{c.case}"
+
+
+def balance(records: list[Composed], config: BalanceConfig) -> list[Composed]:
+    """Subsample to the target shares over (first teacher × case), then over first strategy."""
+    rng = random.Random(config.seed)
+    order = {id(r): i for i, r in enumerate(records)}
+    out = list(records)
+    if config.cell_shares:
+        groups: dict[str, list[Composed]] = {}
+        for r in out:
+            groups.setdefault(cell_of(r), []).append(r)
+        out = _take(groups, config.cell_shares, rng)
+    if config.strategy_shares:
+        groups = {}
+        for r in out:
+            groups.setdefault(r.first_strategy, []).append(r)
+        out = _take(groups, config.strategy_shares, rng)
+    return sorted(out, key=lambda r: order[id(r)])
+
+
+def cell_counts(records: list[Composed]) -> dict[str, int]:
+    counts = Counter(cell_of(r) for r in records)
+    counts.update(f"{r.first_strategy}-first" for r in records)
+    return dict(sorted(counts.items()))
+
+
+# ----------------------------------------------------------------------------- the workflow
+@dataclass
+class ComposeReport:
+    pairs: int
+    cases: dict[str, int]  # all four cases, before cleaning
+    cleaned: list[dict]  # {id, case, reason}
+    contaminated: list[dict]  # Contamination.to_dict()
+    balance_before: dict[str, int]
+    balance_after: dict[str, int]
+    written: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def compose(
+    pairs: list[Pair], config: ComposeConfig, grader: Grader | None = None
+) -> tuple[list[Composed], ComposeReport]:
+    """Grade, compose, clean, decontaminate and balance; returns the records to write and a report."""
+    grader = grader or default_grader(config.grade_timeout_s)
+    verdicts = grader(
+        [(p.first.response, p.answer) for p in pairs] + [(p.second.response, p.answer) for p in pairs]
+    )
+    if len(verdicts) != 2 * len(pairs):
+        raise RuntimeError(f"grader returned {len(verdicts)} verdicts for {2 * len(pairs)} responses")
+    n = len(pairs)
+    composed = [
+        compose_pair(p, verdicts[i], verdicts[n + i], config.transitions) for i, p in enumerate(pairs)
+    ]
+    cases = {c: 0 for c in CASES} | Counter(c.case for c in composed)
+    kept = [c for c in composed if c.case != "dropped"]
+
+    cleaned: list[dict] = []
+    if config.clean:
+        survivors = []
+        for c in kept:
+            check = tj.check_format(c.text)
+            if check.valid:
+                survivors.append(c)
+            else:
+                cleaned.append({"id": c.id, "case": c.case, "reason": check.reason})
+        kept = survivors
+
+    contaminated: list[Contamination] = []
+    if config.decontaminate and kept:
+        contaminated = find_contaminated(
+            [c.problem for c in kept], config.decontam_benchmarks,
+            threshold=config.decontam_threshold, ids=[c.id for c in kept],
+        )  # fmt: skip
+        bad = {x.id for x in contaminated}
+        kept = [c for c in kept if c.id not in bad]
+
+    before = cell_counts(kept)
+    kept = balance(kept, config.balance)
+    report = ComposeReport(
+        pairs=n,
+        cases=dict(cases),
+        cleaned=cleaned,
+        contaminated=[x.to_dict() for x in contaminated],
+        balance_before=before,
+        balance_after=cell_counts(kept),
+        written=len(kept),
+    )
+    return kept, report
+
+
+def compose_file(
+    pairs_path: str | Path, out_path: str | Path, config: ComposeConfig, grader: Grader | None = None
+) -> ComposeReport:
+    """``compose`` over files: writes ``out_path`` atomically and ``<out>.report.json`` beside it."""
+    import json
+
+    from dualdistill import __version__
+    from dualdistill.config import to_dict
+
+    records, report = compose(read_pairs(pairs_path), config, grader)
+    write_jsonl(out_path, [r.to_dict() for r in records])
+    meta = {"version": __version__, "config": to_dict(config), "pairs": str(pairs_path), **report.to_dict()}
+    Path(str(out_path) + ".report.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return report

@@ -1,0 +1,209 @@
+"""Composition: the four cases, transitions both ways, the answer cut, cleaning, decontamination, balancing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dualdistill import trajectory as tj
+from dualdistill.compose import (
+    Attempt,
+    BalanceConfig,
+    ComposeConfig,
+    Composed,
+    Pair,
+    Transitions,
+    balance,
+    cell_counts,
+    compose,
+    compose_file,
+    compose_pair,
+    cut_before_answer,
+    find_contaminated,
+    read_pairs,
+)
+from dualdistill.problems import load_benchmark
+from dualdistill.records import DataError
+
+CODE = "<code>\nprint(6*7)\n</code>\n<executor>\n42\n</executor>\n<answer>\n\\boxed{42}\n</answer>"
+CODE_WRONG = "<code>\nprint(6*8)\n</code>\n<executor>\n48\n</executor>\n<answer>\n\\boxed{48}\n</answer>"
+TEXT = "<think>\n6 times 7 is 42.\n</think>\n<answer>\nSo \\boxed{42}\n</answer>"
+TEXT_WRONG = "<think>\n6 times 7 is 41.\n</think>\n<answer>\nSo \\boxed{41}\n</answer>"
+
+
+def exact_grader(items):
+    """Compare the extracted answer with the gold string (the real grader is tested elsewhere)."""
+    return [tj.extract_answer(r) == g for r, g in items]
+
+
+def pair(y1, y2, s1="code", s2="text", pid="p1", t1="agentic", t2="r1", question="What is 6 times 7?"):
+    return Pair(pid, question, "42", Attempt(t1, s1, y1), Attempt(t2, s2, y2))
+
+
+# ----------------------------------------------------------------------------- the four cases
+def test_wrong_right_code_to_text():
+    c = compose_pair(pair(CODE_WRONG, TEXT), g1=False, g2=True)
+    assert c.case == "wrong_right"
+    assert c.transition == tj.CODE_TO_TEXT
+    assert c.text == cut_before_answer(CODE_WRONG).rstrip() + "\n\n" + tj.CODE_TO_TEXT + "\n\n" + TEXT
+    assert "\\boxed{48}" not in c.text  # the wrong answer block is cut
+    assert c.text.count("<answer>") == 1 and tj.extract_answer(c.text) == "42"
+    assert tj.check_format(c.text).valid
+    assert tj.strategy_facts(c.text).first_strategy == "code"
+
+
+def test_wrong_right_text_to_code():
+    c = compose_pair(pair(TEXT_WRONG, CODE, s1="text", s2="code", t1="r1", t2="agentic"), g1=False, g2=True)
+    assert c.case == "wrong_right" and c.transition == tj.TEXT_TO_CODE
+    assert c.text.startswith("<think>\n6 times 7 is 41.\n</think>\n\n" + tj.TEXT_TO_CODE + "\n\n<code>")
+    assert tj.check_format(c.text).valid and tj.extract_answer(c.text) == "42"
+    assert c.first_teacher == "r1" and c.second_teacher == "agentic" and c.first_strategy == "text"
+
+
+@pytest.mark.parametrize(
+    ("s1", "s2", "y1", "y2", "expected"),
+    [("code", "text", CODE, TEXT, tj.ALSO_TEXT), ("text", "code", TEXT, CODE, tj.ALSO_CODE)],
+)
+def test_right_right_uses_verification_sentence(s1, s2, y1, y2, expected):
+    c = compose_pair(pair(y1, y2, s1=s1, s2=s2), g1=True, g2=True)
+    assert c.case == "right_right" and c.transition == expected
+    assert expected in c.text and c.text.count("<answer>") == 1
+    assert tj.check_format(c.text).valid
+
+
+def test_right_only_keeps_y1_whole_and_dropped_is_empty():
+    c = compose_pair(pair(CODE, TEXT_WRONG), g1=True, g2=False)
+    assert (c.case, c.text, c.transition) == ("right_only", CODE, None)
+    d = compose_pair(pair(CODE_WRONG, TEXT_WRONG), g1=False, g2=False)
+    assert (d.case, d.text) == ("dropped", "")
+
+
+def test_custom_transitions_are_used():
+    t = Transitions(code_to_text="SWITCH-CT", also_code="ALSO-C")
+    assert "SWITCH-CT" in compose_pair(pair(CODE_WRONG, TEXT), False, True, t).text
+    c = compose_pair(pair(TEXT, CODE, s1="text", s2="code"), True, True, t)
+    assert c.transition == "ALSO-C"
+
+
+# ----------------------------------------------------------------------------- answer-block cut
+def test_cut_before_answer_drops_answer_and_what_follows():
+    assert cut_before_answer(TEXT) == "<think>\n6 times 7 is 42.\n</think>\n"
+    no_answer = "<code>\nprint(1)\n</code>\n<executor>\n1\n</executor>\n"
+    assert cut_before_answer(no_answer) == no_answer  # nothing to cut: kept whole
+    assert cut_before_answer("<think>a</think><answer>\\boxed{1}</answer> trailing") == "<think>a</think>"
+
+
+# ----------------------------------------------------------------------------- reading pairs
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_read_pairs_infers_strategy_and_names_bad_lines(tmp_path):
+    ok = {"id": "a", "problem": "q", "answer": "1",
+          "first": {"teacher": "t1", "response": CODE}, "second": {"teacher": "t2", "response": TEXT}}  # fmt: skip
+    (p,) = read_pairs(_write(tmp_path / "ok.jsonl", [ok]))
+    assert (p.first.strategy, p.second.strategy) == ("code", "text")
+    bad = dict(ok, second={"teacher": "t2"})
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: key 'second\.response'"):
+        read_pairs(_write(tmp_path / "bad.jsonl", [ok | {"id": "b"}, bad]))
+    same = dict(ok, first={**ok["first"], "strategy": "text"}, second={**ok["second"], "strategy": "text"})
+    with pytest.raises(DataError, match="both attempts use strategy 'text'"):
+        read_pairs(_write(tmp_path / "same.jsonl", [same]))
+    with pytest.raises(DataError, match="duplicate id 'a'"):
+        read_pairs(_write(tmp_path / "dup.jsonl", [ok, ok]))
+
+
+# ----------------------------------------------------------------------------- decontamination
+def test_decontamination_catches_near_copies_only():
+    bench = load_benchmark("aime2025")[0]
+    near = bench.question.replace(".", "!", 1)[:-3]  # a couple of edits: ratio well above 90
+    unrelated = "How many ways are there to tile a 2 by 10 strip with dominoes?"
+    found = find_contaminated([unrelated, near, bench.question], ["aime2025", "math500"], ids=["u", "n", "x"])
+    assert [f.id for f in found] == ["n", "x"]
+    assert all(f.benchmark == "aime2025" and f.benchmark_id == bench.id for f in found)
+    assert found[1].score == 100.0 and 90 < found[0].score < 100
+    # the threshold is respected: a high threshold lets the near copy through
+    strict = find_contaminated([near], ["aime2025"], threshold=found[0].score + 0.5)
+    assert strict == []
+
+
+# ----------------------------------------------------------------------------- balancing
+def _composed(teacher, case, strategy, i):
+    return Composed(f"{teacher}-{case}-{i}", "q", "1", "t", case, teacher, "x", strategy, None, True, True)
+
+
+def _population():
+    recs = []
+    spec = {("agentic", "wrong_right", "code"): 10, ("agentic", "right_right", "code"): 30,
+            ("r1", "wrong_right", "text"): 6, ("r1", "right_only", "text"): 40}  # fmt: skip
+    for (teacher, case, strategy), n in spec.items():
+        recs += [_composed(teacher, case, strategy, i) for i in range(n)]
+    return recs
+
+
+def test_balance_over_cells_meets_shares():
+    recs = _population()
+    shares = {"agentic/wrong_right": 1, "agentic/right_right": 1, "r1/wrong_right": 1, "r1/right_only": 2}
+    out = balance(recs, BalanceConfig(cell_shares=shares, seed=3))
+    counts = cell_counts(out)
+    # the scarcest cell (r1/wrong_right: 6 at share 1) limits the scale: 6, 6, 6, 12
+    assert counts["agentic/wrong_right"] == 6 and counts["agentic/right_right"] == 6
+    assert counts["r1/wrong_right"] == 6 and counts["r1/right_only"] == 12
+    assert len({r.id for r in out}) == len(out) == 30
+    assert out == balance(recs, BalanceConfig(cell_shares=shares, seed=3))  # seeded
+    assert [r.id for r in out] == [r.id for r in recs if r in out]  # original order kept
+
+
+def test_balance_over_strategy_and_unnamed_cells():
+    recs = _population()  # 40 code-first, 46 text-first
+    out = balance(recs, BalanceConfig(strategy_shares={"code": 1, "text": 1}))
+    assert cell_counts(out)["code-first"] == cell_counts(out)["text-first"] == 40
+    only = balance(recs, BalanceConfig(cell_shares={"r1/right_only": 1}))
+    assert {r.case for r in only} == {"right_only"} and len(only) == 40
+    assert balance(recs, BalanceConfig()) == recs  # no shares: untouched
+    with pytest.raises(ValueError, match="bad cell 'r1'"):
+        BalanceConfig(cell_shares={"r1": 1})
+
+
+# ----------------------------------------------------------------------------- the workflow
+def test_compose_counts_cleans_and_decontaminates():
+    bench_q = load_benchmark("math500")[0].question
+    broken = "<code>\nprint(42)\n</code>\n<answer>\\boxed{42}"  # unclosed answer: grades right, bad format
+    pairs = [
+        pair(CODE_WRONG, TEXT, pid="wr"),
+        pair(TEXT, CODE, s1="text", s2="code", pid="rr", t1="r1", t2="agentic"),
+        pair(CODE, TEXT_WRONG, pid="ro"),
+        pair(CODE_WRONG, TEXT_WRONG, pid="dd"),
+        pair(broken, TEXT_WRONG, pid="bad"),
+        pair(CODE, TEXT, pid="leak", question=bench_q),
+    ]
+    recs, report = compose(pairs, ComposeConfig(), grader=exact_grader)
+    assert report.cases == {"wrong_right": 1, "right_right": 2, "right_only": 2, "dropped": 1}
+    assert [c["id"] for c in report.cleaned] == ["bad"]
+    assert [c["id"] for c in report.contaminated] == ["leak"]
+    assert [r.id for r in recs] == ["wr", "rr", "ro"] and report.written == 3
+    assert report.balance_before == report.balance_after
+    assert report.balance_before["agentic/wrong_right"] == 1 and report.balance_before["text-first"] == 1
+
+
+def test_compose_file_writes_records_and_report(tmp_path):
+    rows = [
+        {"id": "a", "problem": "What is 6 times 7?", "answer": "42",
+         "first": {"teacher": "agentic", "strategy": "code", "response": CODE_WRONG},
+         "second": {"teacher": "r1", "strategy": "text", "response": TEXT}},
+        {"id": "b", "problem": "What is 6 times 7, again?", "answer": "42",
+         "first": {"teacher": "r1", "strategy": "text", "response": TEXT_WRONG},
+         "second": {"teacher": "agentic", "strategy": "code", "response": CODE_WRONG}},
+    ]  # fmt: skip
+    out = tmp_path / "out.jsonl"
+    report = compose_file(_write(tmp_path / "pairs.jsonl", rows), out, ComposeConfig(), grader=exact_grader)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 1 and report.cases["dropped"] == 1
+    rec = lines[0]
+    assert set(rec) >= {"id", "problem", "answer", "text", "case", "first_teacher", "second_teacher",
+                        "transition", "grades"}  # fmt: skip
+    assert rec["grades"] == {"g1": False, "g2": True} and rec["transition"] == tj.CODE_TO_TEXT
+    meta = json.loads((tmp_path / "out.jsonl.report.json").read_text())
+    assert meta["version"] and meta["config"]["decontam_threshold"] == 90.0 and meta["written"] == 1
