@@ -1,0 +1,296 @@
+"""Supervised fine-tuning of a student on composed trajectories, with TRL's ``SFTTrainer``.
+
+Workflow (``train``): read the composed JSONL -> build each prompt with ``prompts.build_prompt`` (the
+function evaluation uses) -> tokenize and label with ``sft.masking`` -> hand the pre-tokenized
+``input_ids``/``labels`` to ``trl.SFTTrainer`` (best-fit packing without padding, position ids restart per
+sequence) -> save a normal Hugging Face model directory (weights, tokenizer, ``sft_config.yaml``).
+
+Single- and multi-process runs share this one path: under ``accelerate launch`` (see
+``recipes/accelerate/``) the Trainer picks up the distributed environment.
+
+Guarantees:
+- Training runs with ``model.config.use_cache = False``: with padding-free packing a KV cache makes the
+  tokens of one packed sequence attend to the one before it. The saved model has ``use_cache = True`` again
+  for generation. ``tests/test_sft_train.py`` checks packed and unpacked logits agree under these settings.
+- The resolved ``SFTConfig`` is saved next to every checkpoint and in the final model directory.
+- An existing ``checkpoint-*`` in the output directory is resumed (``resume: true``, the default).
+- ``max_time_s`` stops training at the first step past the budget and still saves the model.
+
+Not guaranteed: bit-identical results across resumes, and GPU throughput (measure it with the bench).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dualdistill.config import ConfigError, save_config, to_dict
+from dualdistill.prompts import PromptTemplate, build_prompt
+from dualdistill.records import DataError, read_jsonl
+from dualdistill.sft.masking import MaskConfig, MaskStats, encode
+
+CONFIG_FILE = "sft_config.yaml"
+
+
+@dataclass
+class SFTConfig:
+    """Everything that shapes an SFT run. A recipe YAML is this dataclass serialised."""
+
+    data: str | None = None  # composed JSONL (the CLI's --data overrides)
+    model: str | None = None  # initial model dir or hub id (--model overrides)
+    output_dir: str | None = None  # (--out overrides)
+    template: PromptTemplate = "paper"
+    tools: bool = True
+    masking: MaskConfig = field(default_factory=MaskConfig)
+    max_length: int = 16384
+    truncation: Literal["drop", "truncate"] = "drop"
+    epochs: float = 4.0
+    max_steps: int = -1  # > 0 overrides epochs
+    max_time_s: float | None = None  # stop (and save) after this many seconds of training
+    lr: float = 1e-5
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup: float = 0.0  # a fraction of the steps when < 1, else a number of steps
+    weight_decay: float = 0.0
+    batch_size: int = 1  # sequences (packed rows when packing) per device per step
+    grad_accum: int = 1
+    packing: bool = True
+    bf16: bool | Literal["auto"] = "auto"  # auto: bf16 when a CUDA device supports it
+    gradient_checkpointing: bool = False
+    attn_implementation: str = "sdpa"
+    seed: int = 42
+    logging_steps: int = 10
+    report_to: list[str] = field(default_factory=list)  # [] | ["tensorboard"] | ["wandb"]
+    save_steps: int = 0  # 0: save only at the end
+    save_total_limit: int = 2
+    resume: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        for r in self.report_to:
+            if r not in ("tensorboard", "wandb"):
+                raise ValueError(f"report_to: unknown logger {r!r} (choose tensorboard or wandb)")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    steps: int
+    train_loss: float | None
+    stats: MaskStats
+    seconds: float
+
+
+def load_examples(config: SFTConfig, data_path: str | Path, tokenizer) -> tuple[list[dict], MaskStats]:
+    """Tokenize and label every record; bad records raise DataError naming file and line."""
+    stats = MaskStats()
+    rows: list[dict] = []
+    for line, rec in read_jsonl(data_path):
+        for key in ("problem", "text"):
+            if not isinstance(rec.get(key), str) or not rec[key]:
+                raise DataError(data_path, f"missing or empty string field '{key}'", line=line)
+        stats.examples += 1
+        prompt = build_prompt(rec["problem"], template=config.template, tools=config.tools)
+        ex = encode(
+            prompt, rec["text"], tokenizer, config.masking,
+            max_length=config.max_length, truncation=config.truncation,
+        )  # fmt: skip
+        if ex is None:
+            stats.dropped_too_long += 1
+            continue
+        n_trained = ex.n_trained
+        if n_trained == 0:
+            stats.dropped_no_target += 1
+            continue
+        stats.truncated += ex.truncated
+        stats.kept += 1
+        stats.tokens += len(ex.input_ids)
+        stats.trained_tokens += n_trained
+        case = str(rec.get("case", "unknown"))
+        stats.per_case[case] = stats.per_case.get(case, 0) + 1
+        rows.append({"input_ids": ex.input_ids, "labels": ex.labels})
+    if not rows:
+        raise DataError(data_path, f"no usable examples (stats: {to_dict(stats)})")
+    return rows, stats
+
+
+def _use_bf16(config: SFTConfig) -> bool:
+    import torch
+
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if config.bf16 == "auto":
+        return gpu_bf16
+    if config.bf16 and not gpu_bf16:
+        raise ConfigError("bf16: true needs a CUDA device with bf16 support (set bf16: auto on CPU)")
+    return bool(config.bf16)
+
+
+def _check_loggers(config: SFTConfig) -> None:
+    for r in config.report_to:
+        if importlib.util.find_spec(r) is None:
+            raise ConfigError(f"report_to: {r} is not installed (pip install {r})")
+
+
+def _trl_args(config: SFTConfig, output_dir: Path, bf16: bool):
+    import torch
+    from trl import SFTConfig as TRLConfig
+
+    # transformers 5.x renamed gradient_checkpointing; pass whichever name this version has.
+    names = {f.name for f in dataclasses.fields(TRLConfig)}
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return TRLConfig(
+        **{ckpt: config.gradient_checkpointing},
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.schedule,
+        warmup_steps=config.warmup,
+        weight_decay=config.weight_decay,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        max_length=config.max_length,
+        packing=config.packing,
+        packing_strategy="bfd",  # padding-free: position ids restart per sequence, no attention mask
+        padding_free=config.packing,
+        bf16=bf16,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        report_to=list(config.report_to) or "none",
+        save_strategy="steps" if config.save_steps > 0 else "no",
+        save_steps=config.save_steps if config.save_steps > 0 else 500,
+        save_total_limit=config.save_total_limit,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,  # our rich bar instead
+        dataset_num_proc=None,
+    )
+
+
+def _callbacks(config: SFTConfig, started: float):
+    from transformers import TrainerCallback
+
+    class Provenance(TrainerCallback):
+        """Writes the resolved config next to each checkpoint (on_save runs after the save)."""
+
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                save_config(config, Path(args.output_dir) / f"checkpoint-{state.global_step}" / CONFIG_FILE)
+
+    class Budget(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if config.max_time_s is not None and time.monotonic() - started > config.max_time_s:
+                control.should_training_stop = True
+
+    class RichProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            from rich.progress import Progress
+
+            self.bar = None
+            if state.is_world_process_zero and config.progress:
+                self.bar = Progress(*Progress.get_default_columns(), "{task.fields[loss]}")
+                self.task = self.bar.add_task(
+                    "sft", total=state.max_steps, loss="", completed=state.global_step
+                )
+                self.bar.start()
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.update(self.task, loss=f"loss {logs['loss']:.4f}")
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.stop()
+
+    return [Provenance(), Budget(), RichProgress()]
+
+
+def _last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+
+
+def train(config: SFTConfig, data_path: str | Path, output_dir: str | Path, *, init_model: str) -> Path:
+    """Fine-tune ``init_model`` on ``data_path``; returns the saved model directory (``output_dir/model``)."""
+    return train_run(config, data_path, output_dir, init_model=init_model).model_dir
+
+
+def train_run(
+    config: SFTConfig, data_path: str | Path, output_dir: str | Path, *, init_model: str
+) -> TrainResult:
+    """``train`` with the run's figures (steps, loss, mask statistics)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    import dualdistill
+
+    output_dir = Path(output_dir)
+    _check_loggers(config)
+    bf16 = _use_bf16(config)
+
+    # Data: tokenized and labelled by us; TRL only packs and collates.
+    tokenizer = AutoTokenizer.from_pretrained(init_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows, stats = load_examples(config, data_path, tokenizer)
+    dataset = Dataset.from_list(rows)
+
+    # Model: the cache stays off in training, or packed sequences attend to each other.
+    model = AutoModelForCausalLM.from_pretrained(
+        init_model,
+        dtype=torch.bfloat16 if bf16 else torch.float32,
+        attn_implementation=config.attn_implementation,
+    )
+    model.config.use_cache = False
+
+    trainer = SFTTrainer(
+        model=model,
+        args=_trl_args(config, output_dir, bf16),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=_callbacks(config, time.monotonic()),
+    )
+    if config.progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # the rich bar shows progress and loss
+    started = time.monotonic()
+    resume = _last_checkpoint(output_dir) if config.resume else None
+    out = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.monotonic() - started
+
+    model_dir = output_dir / "model"
+    trainer.save_model(str(model_dir))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(model_dir)
+        cfg_path = model_dir / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["use_cache"] = True  # generation wants the cache back
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+        save_config(config, model_dir / CONFIG_FILE)
+        summary = {
+            "version": dualdistill.__version__,
+            "init_model": str(init_model),
+            "data": str(data_path),
+            "steps": trainer.state.global_step,
+            "train_loss": out.training_loss,
+            "seconds": round(seconds, 2),
+            "stats": to_dict(stats),
+            "log_history": trainer.state.log_history,
+        }
+        (model_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return TrainResult(model_dir, trainer.state.global_step, out.training_loss, stats, seconds)
