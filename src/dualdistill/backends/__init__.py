@@ -1,0 +1,129 @@
+"""Model backends behind one small interface: give a prompt, get text that stops at a stop string.
+
+``Backend`` is a Protocol with two methods, ``complete`` and ``count_tokens``. Three backends implement it:
+
+- ``HFBackend`` (``backends/hf.py``): a local transformers model with its own continuous-batching loop.
+- ``OpenAIBackend`` (``backends/openai_api.py``): any OpenAI-compatible completions server (vLLM,
+  SGLang, hosted APIs) through the official ``openai`` client, with bounded concurrency and retries.
+- ``VLLMBackend`` (``backends/vllm_engine.py``): vLLM's offline engine, when ``vllm`` is installed.
+
+Guarantees (all backends):
+- ``Completion.text`` is the generated text only (not the prompt). When generation stopped at one of
+  ``stop``, the text ends with that stop string (servers that strip it get it appended back) and
+  ``Completion.stop`` names it; nothing after the first stop string is returned.
+- ``finish_reason`` is ``"length"`` when ``max_new_tokens`` ran out, else ``"stop"`` (a stop string,
+  or the model's end-of-sequence token, in which case ``stop`` is None).
+- ``temperature == 0`` means greedy decoding.
+
+Not guaranteed: identical text across backends for the same prompt, or token counts that match a
+different tokenizer. A stop string that straddles the prompt/completion boundary is not detected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # the implementations import torch / openai; load them only when used
+    from dualdistill.backends.hf import HFBackend
+    from dualdistill.backends.openai_api import OpenAIBackend
+    from dualdistill.backends.vllm_engine import VLLMBackend
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Completion",
+    "HFBackend",
+    "OpenAIBackend",
+    "VLLMBackend",
+    "cut_at_stop",
+    "make_backend",
+]
+
+
+@dataclass
+class Completion:
+    text: str  # generated text; ends with the stop string when one was hit
+    n_tokens: int  # tokens the model generated for this completion
+    finish_reason: Literal["stop", "length"]
+    stop: str | None  # the stop string hit, or None (end of sequence, or length)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        stop: list[str],
+        temperature: float,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Completion: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class BackendError(RuntimeError):
+    """A backend could not produce a completion (server down after retries, bad request, model error)."""
+
+
+def cut_at_stop(text: str, stop: list[str]) -> tuple[str, str | None]:
+    """Cut ``text`` just after the earliest occurrence of any stop string; return (text, stop hit).
+
+    When two stop strings start at the same place the longer one wins (``"</code>"`` over ``"</"``).
+    """
+    best: tuple[int, int, str] | None = None
+    for s in stop:
+        if not s:
+            continue
+        i = text.find(s)
+        if i >= 0 and (best is None or (i, -len(s)) < (best[0], -best[1])):
+            best = (i, len(s), s)
+    if best is None:
+        return text, None
+    return text[: best[0] + best[1]], best[2]
+
+
+def make_backend(model: str, **options: Any) -> Backend:
+    """Pick a backend from a model spec, as ``dualdistill eval --model PATH_OR_URL`` does.
+
+    - ``http://…`` or ``https://…``: ``OpenAIBackend``; ``URL#name`` selects the served model name
+      (otherwise the server's first listed model).
+    - ``vllm:PATH``: ``VLLMBackend`` on a local model directory.
+    - anything else: a local model directory for ``HFBackend``.
+
+    ``options`` go to the backend's constructor unchanged.
+    """
+    if model.startswith(("http://", "https://")):
+        from dualdistill.backends.openai_api import OpenAIBackend
+
+        url, _, name = model.partition("#")
+        return OpenAIBackend(url, name or None, **options)
+    if model.startswith("vllm:"):
+        from dualdistill.backends.vllm_engine import VLLMBackend
+
+        return VLLMBackend(model.removeprefix("vllm:"), **options)
+    from dualdistill.backends.hf import HFBackend
+
+    if not Path(model).is_dir():
+        raise BackendError(f"{model}: not a model directory (and not an http(s):// URL or vllm:PATH)")
+    return HFBackend(model, **options)
+
+
+def __getattr__(name: str):
+    if name == "HFBackend":
+        from dualdistill.backends.hf import HFBackend
+
+        return HFBackend
+    if name == "OpenAIBackend":
+        from dualdistill.backends.openai_api import OpenAIBackend
+
+        return OpenAIBackend
+    if name == "VLLMBackend":
+        from dualdistill.backends.vllm_engine import VLLMBackend
+
+        return VLLMBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
