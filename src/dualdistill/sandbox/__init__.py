@@ -1,0 +1,57 @@
+"""Sandbox: a secure, stateful, fast executor for model-written Python.
+
+    from dualdistill.sandbox import SandboxConfig, Session, SandboxPool
+    with Session(SandboxConfig(timeout_s=3)) as s:
+        s.run("x = 6 * 7")
+        print(s.run("print(x)").output)          # 42
+    async with SandboxPool(config, max_concurrency=16).session() as s:
+        r = await s.run(code)
+
+How it works: a template ("zygote") process is started once inside the isolation with numpy and sympy
+already imported; each session is a child forked from it (a few ms), holding the model's globals from
+block to block (earlier blocks are never re-run). See template.py (isolation), session.py (one session),
+pool.py (asyncio), _zygote.py (the code inside the sandbox).
+
+Guarantees (with bubblewrap or unshare, as root, i.e. this project's machines and CI):
+- No network: a fresh network namespace with only a down loopback; DNS and connects fail.
+- Own PID namespace: the host's processes (the parent, the teachers' API clients) are invisible.
+- Read-only system: the host file system is mounted read-only; the parent's home directory is hidden
+  (replaced by an empty tmpfs, with only the Python installation bound back).
+- Writable scratch: ``/tmp`` (also ``$HOME``, the working directory) is a private tmpfs of
+  ``scratch_mb`` per session; the kernel frees it when the session's processes end.
+- No inherited environment: the sandbox starts from a fixed environment (template.SANDBOX_ENV); API keys
+  and every other variable of the parent are absent.
+- Limits per session: wall clock per block, CPU seconds per session, address space, processes+threads,
+  file size, open files. Each session runs under its own fresh uid without capabilities, so
+  RLIMIT_NPROC counts only that session and one session cannot signal, ptrace or read the files of
+  another session, of the template, or of the host's root.
+- Nothing hangs: on timeout, crash or output flood every process of the session's uid is SIGKILLed
+  (ignoring SIGTERM, forking, setsid, or leaving threads running does not help); the next block gets a
+  notice that the state was lost and runs in a fresh session.
+- Without a working isolation mechanism the sandbox refuses to start (``SandboxUnavailable``);
+  ``isolation="none"`` runs unisolated only when asked, and warns loudly.
+
+Not guaranteed:
+- World-readable host files outside the hidden home directory can be read (read-only).
+- Kernel exploits, CPU side channels, and a session using the full CPU for up to ``timeout_s`` while
+  others run are out of scope; memory is limited per process (RLIMIT_AS), not per session.
+- As non-root (bwrap in a user namespace) all sessions share one uid: RLIMIT_NPROC then counts the
+  whole pool, sessions could signal each other, and scratch dirs share one tmpfs.
+- ``isolation="unshare"`` does not hide the home directory; ``isolation="none"`` gives only rlimits, a
+  cleared environment and a private scratch directory.
+"""
+
+from dualdistill.sandbox.pool import AsyncSession, SandboxPool
+from dualdistill.sandbox.session import TIMEOUT_MESSAGE, ExecResult, SandboxConfig, Session, truncate
+from dualdistill.sandbox.template import SandboxUnavailable
+
+__all__ = [
+    "TIMEOUT_MESSAGE",
+    "AsyncSession",
+    "ExecResult",
+    "SandboxConfig",
+    "SandboxPool",
+    "SandboxUnavailable",
+    "Session",
+    "truncate",
+]

@@ -1,0 +1,281 @@
+"""The template ("zygote") process that runs INSIDE the isolation; started by ``template.py``.
+
+This file is run as a standalone script (``python -I -B _zygote.py FD CONFIG_JSON``) and imports nothing
+from dualdistill, so the sandbox never loads the parent's package. It pre-imports numpy/sympy once and
+then serves one control socket (fd FD) from the parent:
+
+- ``spawn`` (with two passed fds: the session socket and the output pipe's write end): fork a session
+  child. The child gets its own process group, its own uid (when we are root: a fresh uid per session, so
+  sessions cannot signal each other and RLIMIT_NPROC counts only that session), its own scratch tmpfs in
+  a private mount namespace, rlimits, and then runs code blocks in persistent globals.
+- ``kill``: kill every process of a session (a helper forked with the session's uid calls ``kill(-1)``
+  until nothing is left, which also catches grandchildren that left the process group), reap the
+  session child and return its wait status.
+
+Messages are 4-byte big-endian length + JSON, both on the control socket and on session sockets.
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import errno
+import io
+import json
+import linecache
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import traceback
+
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV = 2, 4
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def send_msg(sock: socket.socket, obj: dict, fds: list[int] = ()) -> None:
+    data = json.dumps(obj).encode()
+    payload = struct.pack(">I", len(data)) + data
+    if fds:
+        socket.send_fds(sock, [payload], list(fds))
+    else:
+        sock.sendall(payload)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def recv_msg(sock: socket.socket) -> tuple[dict, list[int]]:
+    # The header arrives with any passed fds (they ride on the first byte of the message).
+    header, fds, _, _ = socket.recv_fds(sock, 4, 4)
+    if not header:
+        raise EOFError
+    header += _recv_exact(sock, 4 - len(header)) if len(header) < 4 else b""
+    (n,) = struct.unpack(">I", header)
+    return json.loads(_recv_exact(sock, n)), fds
+
+
+# ---------------------------------------------------------------- session child (runs model code)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def _setup_child(cfg: dict, spec: dict, sock_fd: int, out_fd: int) -> None:
+    """Everything between fork and the first block: order matters (mounts and rlimits before setuid)."""
+    os.setsid()
+    uid = spec["uid"]
+    if cfg["private_tmp"]:
+        # A private mount namespace with its own size-limited tmpfs: wiped by the kernel at exit.
+        _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        opts = f"size={spec['scratch_mb']}m,mode=0700,uid={uid},gid={uid}".encode()
+        _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts), "mount /tmp")
+        scratch = "/tmp"
+    else:
+        scratch = spec["scratch"]
+        if uid is not None:
+            os.chown(scratch, uid, uid)
+    os.chdir(scratch)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.closerange(3, sock_fd)
+    os.closerange(sock_fd + 1, 65536)
+    os.environ["HOME"] = os.environ["TMPDIR"] = scratch
+    limits = spec["limits"]
+    for name, value in limits.items():
+        if value is not None:
+            resource.setrlimit(getattr(resource, name), (value, value))
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # from root to a fresh uid: drops every capability too
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # cleared by setuid, so set it after
+    # Write-through text streams so output printed before a timeout kill still reaches the parent.
+    sys.stdout = io.TextIOWrapper(
+        os.fdopen(1, "wb", 0), encoding="utf-8", errors="replace", write_through=True
+    )
+    sys.stderr = io.TextIOWrapper(
+        os.fdopen(2, "wb", 0), encoding="utf-8", errors="replace", write_through=True
+    )
+    sys.stdin = io.TextIOWrapper(os.fdopen(0, "rb"), encoding="utf-8")
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    sys.argv = [""]
+
+
+def _format_exception(exc: BaseException, prefix: str) -> str:
+    """A traceback without our own frames: only the model's cells and the libraries it called."""
+    tb = exc.__traceback__
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(prefix):
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError):
+        return "".join(traceback.format_exception_only(type(exc), exc))
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _run_block(code: str, cell: int, repl: bool, env: dict) -> str:
+    """Execute one block in ``env``; returns ``ok``, ``error`` or ``memory``."""
+    filename = f"<cell {cell}>"
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    try:
+        tree = ast.parse(code, filename, "exec")
+        last = None
+        if repl and tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, filename, "exec"), env)
+        if last is not None:
+            value = eval(compile(last, filename, "eval"), env)
+            if value is not None:
+                print(repr(value))
+        return "ok"
+    except SystemExit as e:
+        if e.code in (None, 0):
+            return "ok"
+        sys.stderr.write(_format_exception(e, "<cell "))
+        return "error"
+    except BaseException as e:  # the model's own error, reported like a Jupyter kernel would
+        try:
+            sys.stderr.write(_format_exception(e, "<cell "))
+        except BaseException:
+            sys.stderr.write(f"{type(e).__name__}\n")
+        return "memory" if isinstance(e, MemoryError) else "error"
+
+
+def session_main(sock: socket.socket) -> None:
+    env: dict = {"__name__": "__main__", "__builtins__": __builtins__}
+    cell = 0
+    while True:
+        try:
+            msg, _ = recv_msg(sock)
+        except (EOFError, OSError):
+            os._exit(0)
+        cell += 1
+        kind = _run_block(msg["code"], cell, msg["repl"], env)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+        # The nonce marks the end of this block's output on the pipe (the reply travels on the socket).
+        os.write(1, msg["nonce"].encode())
+        send_msg(sock, {"kind": kind})
+
+
+# ---------------------------------------------------------------- the zygote itself
+
+
+def _kill_uid(uid: int) -> None:
+    """Kill every process owned by ``uid`` (a forked helper takes the uid and calls kill(-1))."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            for _ in range(10000):
+                try:
+                    os.kill(-1, signal.SIGKILL)  # every process we may signal, except ourselves
+                except ProcessLookupError:
+                    break
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _spawn(cfg: dict, msg: dict, fds: list[int], ctl: socket.socket, used: set[int]) -> dict:
+    sock_fd, out_fd = fds
+    uid = None
+    if cfg["per_session_uid"]:
+        uid = random.randrange(200_000, 2_000_000_000)
+        while uid in used:
+            uid = random.randrange(200_000, 2_000_000_000)
+        used.add(uid)
+    scratch = None if cfg["private_tmp"] else tempfile.mkdtemp(prefix="dd-sandbox-")
+    spec = {**msg, "uid": uid, "scratch": scratch}
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ctl.close()
+            _setup_child(cfg, spec, sock_fd, out_fd)
+            session_main(socket.socket(fileno=sock_fd))
+        except BaseException:
+            traceback.print_exc()
+        os._exit(70)
+    os.close(sock_fd)
+    os.close(out_fd)
+    return {"pid": pid, "uid": uid, "scratch": scratch}
+
+
+def _kill(msg: dict, used: set[int]) -> dict:
+    pid, uid = msg["pid"], msg["uid"]
+    if uid is not None:
+        _kill_uid(uid)
+        used.discard(uid)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        status = None
+    if msg.get("scratch"):
+        shutil.rmtree(msg["scratch"], ignore_errors=True)
+    reply: dict = {"status": status}
+    if status is not None:
+        reply["signal"] = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        reply["exit"] = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    return reply
+
+
+def main() -> None:
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    cfg = json.loads(sys.argv[2])
+    for name in cfg["preimport"]:
+        __import__(name)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    used: set[int] = set()
+    send_msg(ctl, {"ready": True, "pid": os.getpid()})
+    while True:
+        try:
+            msg, fds = recv_msg(ctl)
+        except EOFError:
+            return
+        try:
+            if msg["op"] == "spawn":
+                reply = _spawn(cfg, msg, fds, ctl, used)
+            elif msg["op"] == "kill":
+                reply = _kill(msg, used)
+            else:
+                reply = {"error": f"unknown op {msg['op']!r}"}
+        except OSError as e:
+            reply = {"error": f"{type(e).__name__}: {e}", "errno": e.errno or errno.EIO}
+        send_msg(ctl, reply)
+        # Reap sessions that exited on their own; their status was already reported or is not needed.
+
+
+if __name__ == "__main__":
+    main()

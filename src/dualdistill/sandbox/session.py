@@ -1,0 +1,295 @@
+"""A stateful sandbox session: one forked Python process per trajectory, blocks run in shared globals.
+
+``Session.run(code)`` sends a block to the session process and waits (wall-clock ``timeout_s``) while it
+reads the process's stdout+stderr from a pipe. It never re-runs earlier blocks. When a block ends the
+process (timeout, crash, ``os._exit``, an output flood), the whole session is killed and the next block
+runs in a fresh one, with a notice in front of its output and ``state_lost=True``.
+
+Guarantees: ``run`` returns within about ``timeout_s`` + 1 s whatever the code does (ignoring SIGTERM,
+forking, leaving threads behind); every process of a killed session is SIGKILLed. Output is at most
+``output_limit`` characters plus a truncation marker. Not thread-safe: use one Session per thread (or
+``SandboxPool`` for asyncio).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dualdistill.sandbox._zygote import recv_msg, send_msg
+from dualdistill.sandbox.template import Template, get_template
+
+Status = Literal["ok", "error", "timeout", "memory", "output_limit", "crashed"]
+
+TIMEOUT_MESSAGE = (
+    "Error: Code execution timed out."  # the reference's marker (trajectory.EXECUTOR_ERROR_MARKERS)
+)
+
+
+@dataclass
+class SandboxConfig:
+    """Limits and behaviour of sandbox sessions. Every limit applies to one session."""
+
+    timeout_s: float = 3.0  # wall clock per block, as in the paper
+    cpu_time_s: int = 60  # CPU seconds for the whole session (RLIMIT_CPU; all blocks together)
+    memory_mb: int = 2048  # address space per process (RLIMIT_AS)
+    max_procs: int = 64  # processes + threads of the session (RLIMIT_NPROC; per-session uid as root)
+    file_size_mb: int = 64  # largest file the code may write (RLIMIT_FSIZE)
+    scratch_mb: int = 128  # size of the private /tmp (a tmpfs) per session
+    max_open_files: int = 256  # RLIMIT_NOFILE
+    output_limit: int = 2000  # characters shown to the model; head and tail kept around a marker
+    output_kill_bytes: int = 1_000_000  # a block printing more than this is killed (status output_limit)
+    isolation: Literal["auto", "bwrap", "unshare", "none"] = "auto"
+    repl: bool = False  # print the repr of a bare last expression, like a REPL
+    preimport: tuple[str, ...] = ("math", "numpy", "sympy")  # imported once in the template
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        for name in ("cpu_time_s", "memory_mb", "max_procs", "file_size_mb", "scratch_mb", "output_limit"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.isolation not in ("auto", "bwrap", "unshare", "none"):
+            raise ValueError(f"isolation must be auto|bwrap|unshare|none, got {self.isolation!r}")
+        self.preimport = tuple(self.preimport)
+
+
+@dataclass
+class ExecResult:
+    """What one block did. ``output`` is the text for ``<executor>``."""
+
+    status: Status
+    output: str
+    duration_s: float
+    state_lost: bool = False  # this block ran in a fresh session because the previous one was lost
+    killed: bool = False  # the session was killed after this block; the next block starts fresh
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "output": self.output}
+
+
+def truncate(text: str, limit: int) -> str:
+    """Keep the head and the tail of ``text`` around a marker saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    cut = len(text) - 2 * half
+    return f"{text[:half]}\n... [output truncated: {cut} characters omitted] ...\n{text[len(text) - half :]}"
+
+
+@dataclass
+class _Output:
+    """Head and tail of a byte stream plus its total size; finds the end-of-block nonce."""
+
+    keep: int
+    head: bytearray = field(default_factory=bytearray)
+    tail: bytearray = field(default_factory=bytearray)
+    total: int = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.keep - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            del self.tail[: max(0, len(self.tail) - self.keep)]
+
+    def strip_suffix(self, nonce: bytes) -> bool:
+        """Remove ``nonce`` (and anything after it) if it is in the kept bytes; True if found."""
+        for buf in (self.tail, self.head):
+            i = buf.rfind(nonce)
+            if i >= 0:
+                self.total -= len(buf) - i
+                del buf[i:]
+                return True
+        return False
+
+    def text(self, limit: int) -> str:
+        if self.total <= len(self.head) + len(self.tail):
+            return truncate(bytes(self.head + self.tail).decode("utf-8", "replace"), limit)
+        head = bytes(self.head).decode("utf-8", "replace")
+        tail = bytes(self.tail).decode("utf-8", "replace")
+        cut = self.total - len(self.head) - len(self.tail)
+        half = limit // 2
+        return (
+            f"{head[:half]}\n... [output truncated: about {cut + len(head) + len(tail) - 2 * half} "
+            f"characters omitted] ...\n{tail[len(tail) - half :]}"
+        )
+
+
+class Session:
+    """One stateful, isolated Python session. Use as a context manager; ``close`` kills its processes."""
+
+    def __init__(self, config: SandboxConfig | None = None):
+        self.config = config or SandboxConfig()
+        self._template: Template | None = None
+        self._proc: dict | None = None  # {"pid", "uid", "scratch"} of the live session process
+        self._sock: socket.socket | None = None
+        self._out: int | None = None
+        self._lost_reason: str | None = None
+        self.start()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Fork a fresh session process from the template (no-op if one is running)."""
+        if self._proc is not None:
+            return
+        c = self.config
+        self._template = get_template(c.isolation, c.preimport)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        limits = {
+            "RLIMIT_AS": c.memory_mb * 2**20,
+            "RLIMIT_CPU": int(c.cpu_time_s),
+            "RLIMIT_NPROC": c.max_procs,
+            "RLIMIT_FSIZE": c.file_size_mb * 2**20,
+            "RLIMIT_NOFILE": c.max_open_files,
+            "RLIMIT_CORE": 0,
+        }
+        try:
+            spec = {"op": "spawn", "limits": limits, "scratch_mb": c.scratch_mb}
+            self._proc = self._template.request(spec, [theirs.fileno(), out_w])
+        finally:
+            theirs.close()
+            os.close(out_w)
+        self._sock, self._out = mine, out_r
+        os.set_blocking(out_r, False)
+
+    def _kill(self) -> dict:
+        """Kill every process of the session; returns the session process's exit info."""
+        info: dict = {}
+        if self._proc is not None and self._template is not None and self._template.alive():
+            with contextlib.suppress(OSError, EOFError):
+                info = self._template.request({"op": "kill", **self._proc})
+        self._proc = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._out is not None:
+            os.close(self._out)
+            self._out = None
+        return info
+
+    def reset(self) -> None:
+        """Drop all state: kill the session process and start a fresh one."""
+        self._kill()
+        self._lost_reason = None
+        self.start()
+
+    def close(self) -> None:
+        self._kill()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # ------------------------------------------------------------ running a block
+
+    def run(self, code: str) -> ExecResult:
+        """Run one block in this session's globals; see the module docstring for what can happen."""
+        start = time.monotonic()
+        notice = ""
+        lost = self._lost_reason is not None
+        if lost:
+            notice = (
+                f"Note: the previous code block {self._lost_reason}, so the Python session was restarted "
+                "and all earlier variables, functions and imports are lost.\n"
+            )
+            self._lost_reason = None
+        if self._proc is None or not self._template.alive():
+            self._kill()
+            self.start()
+        status, text, killed = self._exchange(code, start)
+        return ExecResult(status, notice + text, time.monotonic() - start, lost, killed)
+
+    def _exchange(self, code: str, start: float) -> tuple[Status, str, bool]:
+        c = self.config
+        nonce = "\x00end-" + secrets.token_hex(8) + "\x00"
+        out = _Output(keep=max(4 * c.output_limit, 4096))
+        try:
+            send_msg(self._sock, {"code": code, "nonce": nonce, "repl": c.repl})
+        except OSError:
+            return self._fail("crashed", out, "ended unexpectedly")
+        deadline = start + c.timeout_s
+        reply = None
+        while reply is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._fail("timeout", out, "timed out")
+            ready, _, _ = select.select([self._sock, self._out], [], [], left)
+            if self._out in ready:
+                self._read(out)
+                if out.total > c.output_kill_bytes:
+                    return self._fail("output_limit", out, "printed too much output")
+            if self._sock in ready:
+                try:
+                    reply, _ = recv_msg(self._sock)
+                except (EOFError, OSError):
+                    return self._fail("crashed", out, "crashed")
+        # The reply is sent after the nonce was written: read the pipe up to the nonce.
+        grace = time.monotonic() + 2.0
+        while not out.strip_suffix(nonce.encode()) and time.monotonic() < grace:
+            ready, _, _ = select.select([self._out], [], [], 0.1)
+            if ready and not self._read(out):
+                break
+        kind = reply.get("kind")
+        status: Status = kind if kind in ("ok", "error", "memory") else "crashed"
+        text = out.text(c.output_limit)
+        if status == "ok" and out.total > c.output_limit:
+            status = "output_limit"
+        return status, text, False
+
+    def _read(self, out: _Output) -> bool:
+        """Read what is in the pipe; False at EOF."""
+        got = False
+        while True:
+            try:
+                data = os.read(self._out, 65536)
+            except BlockingIOError:
+                return True
+            if not data:
+                return got
+            got = True
+            out.add(data)
+
+    def _fail(self, status: Status, out: _Output, reason: str) -> tuple[Status, str, bool]:
+        self._read(out)
+        info = self._kill()
+        sig, code = info.get("signal"), info.get("exit")
+        if status == "crashed" and sig == signal.SIGXCPU:
+            status, reason = "timeout", "used up its CPU time"
+        if status == "crashed" and sig == signal.SIGKILL:
+            status, reason = "memory", "was killed (out of memory)"
+        text = out.text(self.config.output_limit)
+        if text and not text.endswith("\n"):
+            text += "\n"
+        if status == "timeout":
+            text += f"{TIMEOUT_MESSAGE} (limit: {self.config.timeout_s:g} s)"
+        elif status == "output_limit":
+            text += f"Error: output limit exceeded (more than {self.config.output_kill_bytes} bytes); execution stopped."
+        elif status == "memory":
+            text += "Error: the process was killed for using too much memory."
+        elif sig is not None:
+            text += f"Error: the Python process crashed ({signal.Signals(sig).name})."
+            reason = f"crashed the Python process ({signal.Signals(sig).name})"
+        else:
+            text += f"Error: the Python process exited (exit code {code})."
+            reason = "exited the Python process"
+        self._lost_reason = reason
+        return status, text, True
