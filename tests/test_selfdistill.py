@@ -232,3 +232,66 @@ def test_report_buckets_kinds_and_strategy_mix(tmp_path):
     assert rep["strategy_mix"]["kept_correct"] == {"code": 2, "text": 0, "none": 0}
     assert rep["strategy_mix"]["repaired_wrong"] == {"code": 1, "text": 2, "none": 0}
     json.dumps(rep)  # JSON-able
+
+
+# ----------------------------------------------------------------------------- retraining
+def _tiny_sft_config(**kw):
+    from dualdistill.sft.train import SFTConfig
+
+    base = dict(template="compact", max_length=256, max_steps=3, lr=1e-2, batch_size=2, logging_steps=1,
+                schedule="constant", progress=False, seed=0)  # fmt: skip
+    return SFTConfig(**{**base, **kw})
+
+
+def _weights(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_retrain_runs_steps_and_changes_weights(tmp_path, tiny_model_dir):
+    result = run(tmp_path, {f"p{i}": mix(1, 4, wrong=CODE_WRONG) for i in range(4)})
+    data = tmp_path / "sd.jsonl"
+    from dualdistill.records import write_jsonl
+
+    write_jsonl(data, result.records)
+    out = tmp_path / "retrained"
+    model_dir = sd.retrain(tiny_model_dir, data, out, _tiny_sft_config())
+    summary = json.loads((model_dir / "train_summary.json").read_text())
+    assert summary["steps"] == 3 and summary["stats"]["kept"] == len(result.records) == 8
+    # The student's own part is context (before the first transition); the teacher's part is trained.
+    assert 0 < summary["stats"]["trained_tokens"] < summary["stats"]["tokens"]
+    before, after = _weights(tiny_model_dir), _weights(model_dir)
+    changed = [k for k in before if not torch_equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2
+    # A rerun of the finished retrain returns it instead of training zero steps or starting over.
+    assert sd.retrain(tiny_model_dir, data, out, _tiny_sft_config()) == model_dir
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_retrain_refuses_another_runs_checkpoints(tmp_path, tiny_model_dir):
+    # The released second stage resumed the finished first stage's trainer state: zero epochs left.
+    first_stage = tmp_path / "sft1"
+    (first_stage / "checkpoint-40").mkdir(parents=True)
+    data = tmp_path / "sd.jsonl"
+    data.write_text('{"problem": "q", "text": "t"}\n')
+    with pytest.raises(DataError, match="checkpoints of another run"):
+        sd.retrain(tiny_model_dir, data, first_stage, _tiny_sft_config())
+    with pytest.raises(DataError, match="holds the initial model"):
+        sd.retrain(tiny_model_dir, data, tiny_model_dir.parent, _tiny_sft_config())
+
+
+def test_retrain_with_zero_steps_raises(tmp_path, tiny_model_dir):
+    result = run(tmp_path, {"p": mix(1, 2)})
+    data = tmp_path / "sd.jsonl"
+    from dualdistill.records import write_jsonl
+
+    write_jsonl(data, result.records)
+    with pytest.raises(RuntimeError, match="ran 0 optimizer steps"):
+        sd.retrain(tiny_model_dir, data, tmp_path / "out", _tiny_sft_config(max_steps=-1, epochs=0.0))

@@ -1,0 +1,166 @@
+"""``dualdistill self-distill sample|build|report|train``: dispatch to ``dualdistill.selfdistill``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dualdistill.cli.app import app, fail
+from dualdistill.config import ConfigError
+from dualdistill.records import DataError
+
+sd_app = typer.Typer(
+    help="Self-distillation: sample the student, select and repair with a text teacher, retrain.",
+    no_args_is_help=True,
+)
+app.add_typer(sd_app, name="self-distill")
+
+
+@sd_app.command("sample")
+def sample_command(
+    model: str = typer.Option(..., help="Student model directory, or URL[#served-name] of a server."),
+    problems: str = typer.Option(..., help="Problem file (JSONL/JSON/Parquet) or built-in benchmark name."),
+    out: Path = typer.Option(..., help="Output directory (samples.jsonl, problems.jsonl); reruns resume."),
+    k: int = typer.Option(16, min=1, help="Samples per problem."),
+    budget: int = typer.Option(4096, min=1, help="Response tokens, executor output included."),
+    temperature: float = typer.Option(0.6, min=0.0),
+    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
+    tools: bool = typer.Option(True, "--tools/--no-tools"),
+    max_tool_calls: int = typer.Option(10, min=0),
+    executor_timeout: float = typer.Option(3.0, min=0.1, help="Seconds per code block."),
+    template: str = typer.Option("paper", help="Prompt template: paper or compact (as in SFT)."),
+    limit: int | None = typer.Option(None, min=1, help="Only the first N problems."),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Sample K graded tool-loop trajectories per problem from the intermediate student.
+
+    Example: dualdistill self-distill sample --model runs/sft1/model --problems train.jsonl --k 16 --out runs/sd
+    """
+    from dualdistill import selfdistill as sd
+    from dualdistill.backends import BackendError, make_backend
+    from dualdistill.problems import load_benchmark
+
+    if template not in ("paper", "compact"):
+        fail(f"--template must be 'paper' or 'compact', got {template!r}")
+    config = sd.SampleConfig(
+        k=k, temperature=temperature, top_p=top_p, budget=budget, tools=tools,
+        max_tool_calls=max_tool_calls, executor_timeout_s=executor_timeout, template=template,  # type: ignore[arg-type]
+        seed=seed,
+    )  # fmt: skip
+    try:
+        chosen = load_benchmark(problems, limit=limit)
+        path = sd.sample(chosen, make_backend(model), out, config, model=model, progress=progress)
+        scores = sd.load_samples(out, k=k)
+    except (DataError, ConfigError, BackendError) as e:
+        fail(str(e))
+    except KeyError as e:
+        fail(str(e.args[0]) if e.args else str(e))
+    solved = sum(s.s_bar == 1 for s in scores)
+    mean = sum(float(s.s_bar) for s in scores) / max(len(scores), 1)
+    Console().print(
+        f"{len(scores)} problems × {k} samples in {path}: mean s̄ {mean:.3f}, "
+        f"{solved} fully solved, {len(scores) - solved} take part in self-distillation"
+    )
+
+
+@sd_app.command("build")
+def build_command(
+    samples: Path = typer.Option(..., help="A directory written by `self-distill sample`."),
+    teacher_solutions: Path = typer.Option(..., help="JSONL of {id, response}: text-teacher solutions."),
+    out: Path = typer.Option(..., help="Output JSONL (fields problem, text + provenance) for `train`."),
+    beta1: float = typer.Option(0.0, min=0.0, max=1.0, help="Keep a correct sample when s̄ > beta1."),
+    beta2: float = typer.Option(0.9, min=0.0, max=1.0, help="Repair a wrong sample when s̄ <= beta2."),
+    seed: int = typer.Option(0, help="Seeds the choice among candidate samples."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Select and repair: one kept-correct and/or one repaired-wrong trajectory per problem with s̄ < 1.
+
+    Example: dualdistill self-distill build --samples runs/sd --teacher-solutions text.jsonl
+    --beta1 0 --beta2 0.9 --out runs/sd/sd_data.jsonl
+    """
+    from dualdistill import selfdistill as sd
+
+    try:
+        config = sd.BuildConfig(beta1=beta1, beta2=beta2, seed=seed)
+        result = sd.build(samples, teacher_solutions, out, config)
+    except (DataError, ConfigError, ValueError) as e:
+        fail(str(e))
+    _show(sd.report(result.records, result.scores, result.counts, config), as_json)
+
+
+@sd_app.command("report")
+def report_command(
+    built: Path = typer.Argument(..., help="A JSONL written by `self-distill build`."),
+    samples: Path | None = typer.Option(None, help="Its sampling directory, for s̄ over all problems."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Counts by s̄ bucket and kind, and the code-first/text-first mix of the kept samples.
+
+    Example: dualdistill self-distill report runs/sd/sd_data.jsonl --samples runs/sd
+    """
+    from dualdistill import selfdistill as sd
+
+    try:
+        records = sd.load_built(built)
+        scores = sd.load_samples(samples) if samples is not None else None
+    except (DataError, ConfigError) as e:
+        fail(str(e))
+    counts = None
+    side = Path(f"{built}.report.json")
+    if side.exists():
+        counts = json.loads(side.read_text(encoding="utf-8")).get("counts")
+    _show(sd.report(records, scores, counts), as_json)
+
+
+@sd_app.command("train")
+def train_command(
+    model: Path = typer.Option(..., help="The intermediate student (a model directory)."),
+    data: Path = typer.Option(..., help="The JSONL written by `self-distill build`."),
+    config: Path = typer.Option(..., help="SFT recipe YAML (e.g. recipes/sft_tiny.yaml)."),
+    out: Path = typer.Option(..., help="New output directory; the model lands in OUT/model."),
+    overrides: list[str] = typer.Argument(None, help="Recipe overrides, key=value (e.g. epochs=2)."),
+) -> None:
+    """Retrain from the intermediate student's weights on the self-distillation set (fresh optimizer).
+
+    Example: dualdistill self-distill train --model runs/sft1/model --data runs/sd/sd_data.jsonl
+    --config recipes/sft_tiny.yaml --out runs/sft_sd lr=1e-5
+    """
+    from dualdistill import selfdistill as sd
+    from dualdistill.config import load_config
+    from dualdistill.sft.train import SFTConfig
+
+    try:
+        cfg = load_config(SFTConfig, config, list(overrides or []))
+        model_dir = sd.retrain(model, data, out, cfg)
+    except (DataError, ConfigError) as e:
+        fail(str(e))
+    except RuntimeError as e:
+        fail(str(e), code=1)
+    Console().print(f"self-distilled student saved in {model_dir}")
+
+
+def _show(rep: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(rep, indent=2))
+        return
+    console = Console()
+    if rep.get("by_s_bar"):
+        t = Table("s̄", "problems", "kept_correct", "repaired_wrong", title="by s̄ bucket")
+        for name, row in rep["by_s_bar"].items():
+            t.add_row(name, str(row["problems"]), str(row["kept_correct"]), str(row["repaired_wrong"]))
+        console.print(t)
+    t = Table("kind", "records", "code-first", "text-first", "none", title="kept trajectories")
+    for kind, n in rep["by_kind"].items():
+        m = rep["strategy_mix"][kind]
+        t.add_row(kind, str(n), str(m["code"]), str(m["text"]), str(m["none"]))
+    console.print(t)
+    if rep.get("counts"):
+        t = Table("count", "value", title="selection and teacher counts")
+        for key, value in rep["counts"].items():
+            t.add_row(key, str(value))
+        console.print(t)
