@@ -1,0 +1,357 @@
+"""Generation at scale (``dualdistill teach``): y1 and y2 for every problem, concurrent and resumable.
+
+For each problem a seeded binary indicator (a hash of ``first_teacher_seed`` and the problem id, so it
+never depends on order or on which problems ran before) picks whether the code teacher or the text
+teacher goes first. The first teacher writes y1; the other writes y2 conditioned on the problem and y1.
+
+Files in the output directory:
+
+- ``records.jsonl``: one flushed line per attempt of one (problem, role): ``status`` ``ok`` with the
+  response, or ``failed`` with ``reason`` (``api_error``, ``timeout``, ``empty``, ``refusal``, …) and
+  ``detail``. A rerun reads it back: finished roles are reused, failed ones are retried until
+  ``max_attempts`` attempts in total (across runs) have failed. So a killed run continues and loses
+  nothing but the attempts in flight.
+- ``pairs.jsonl``: ``id, problem, answer, first: {teacher, strategy, response}, second: {…}`` for every
+  problem with both attempts, in problem order: the input of ``compose --pairs``. Rewritten at the end
+  of each run.
+- ``teach.json``: the resolved config, the project version and the counts of the run.
+
+Guarantees: attempt records are appended only from the event-loop thread; a failure detail never
+contains the value of an API-key environment variable named in the config (it is masked).
+Not guaranteed: the same y1/y2 text on a rerun of a failed attempt (hosted models sample).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dualdistill.problems import Problem
+from dualdistill.records import JsonlAppender, read_jsonl, write_jsonl
+from dualdistill.teachers import Teacher, TeacherError
+
+Role = Literal["first", "second"]
+
+
+@dataclass
+class TeacherSpec:
+    """One teacher as a config names it. Keys are never written here, only the variable holding one."""
+
+    kind: Literal["programmatic", "openai", "anthropic", "dataset"] = "programmatic"
+    name: str = ""  # default: the kind plus the model or file
+    url: str = ""  # openai: base URL of an OpenAI-compatible server (…/v1); anthropic: optional base URL
+    model: str = ""  # served model name (openai) or Anthropic model id
+    api_key_env: str = ""  # environment variable holding the API key ("" = none)
+    path: str = ""  # dataset: file with precomputed responses
+    field: str = "r1_solution_1"  # dataset: which field holds the response
+    template: Literal["paper", "compact"] = "paper"
+    max_new_tokens: int = 16384  # text teacher: per call; code teacher: the whole trajectory budget
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tool_calls: int = 10
+
+
+@dataclass
+class TeachConfig:
+    """The two teachers of DualDistill and how a run is driven. The default is the synthetic world."""
+
+    code_teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(kind="programmatic"))
+    text_teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(kind="programmatic"))
+    first_teacher_seed: int = 0
+    concurrency: int = 8  # problems in flight at once
+    sandbox_concurrency: int = 4  # sandbox sessions of the agentic teacher open at once
+    sandbox_timeout_s: float = 3.0  # wall clock per code block, as in the paper
+    max_attempts: int = 3  # per (problem, role), counted across reruns
+    retry_backoff_s: float = 1.0  # doubled after each failed attempt
+    attempt_timeout_s: float = 1800.0  # one solve() call; hosted reasoning models can be slow
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.sandbox_concurrency < 1 or self.max_attempts < 1:
+            raise ValueError("concurrency, sandbox_concurrency and max_attempts must be >= 1")
+
+
+def code_goes_first(problem_id: str, seed: int) -> bool:
+    """The seeded binary indicator: a fair coin from (seed, problem id) alone."""
+    return hashlib.sha256(f"{seed}\x00{problem_id}".encode()).digest()[0] & 1 == 1
+
+
+# ----------------------------------------------------------------------------- response checks
+_REFUSAL = re.compile(r"^\s*(I'm sorry|I am sorry|I can(?:no|')t help|I cannot|I can't|I won't)", re.I)
+
+
+def response_problem(text: str) -> str | None:
+    """Why a response is unusable before grading (``empty``/``refusal``), or None when it is usable."""
+    if not text.strip():
+        return "empty"
+    if _REFUSAL.match(text) and "\\boxed" not in text and "<code>" not in text:
+        return "refusal"
+    return None
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, TeacherError):
+        return exc.reason, exc.detail
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timeout", "the attempt ran past attempt_timeout_s"
+    from dualdistill.backends import BackendError
+
+    if isinstance(exc, BackendError | ConnectionError | OSError):
+        return "api_error", f"{type(exc).__name__}: {exc}"
+    return "error", f"{type(exc).__name__}: {exc}"
+
+
+# ----------------------------------------------------------------------------- resume state
+class _State:
+    """What ``records.jsonl`` already holds: responses and failure counts per (id, role)."""
+
+    def __init__(self, path: Path):
+        self.ok: dict[tuple[str, str], dict] = {}
+        self.failures: Counter[tuple[str, str]] = Counter()
+        if path.exists():
+            for _, r in read_jsonl(path, allow_torn_tail=True):
+                key = (str(r["id"]), r["role"])
+                if r.get("status") == "ok":
+                    self.ok[key] = r
+                else:
+                    self.failures[key] += 1
+
+
+@dataclass
+class TeachReport:
+    problems: int
+    pairs: int
+    failed: dict[str, int]  # reason -> attempts that failed with it (this run and earlier ones)
+    gave_up: int  # problems without a pair after max_attempts
+    code_first: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class _Run:
+    def __init__(self, code: Teacher, text: Teacher, config: TeachConfig, appender: JsonlAppender,
+                 state: _State, secrets: Sequence[str]):  # fmt: skip
+        self.code, self.text, self.config = code, text, config
+        self.appender, self.state = appender, state
+        self.secrets = [s for s in secrets if s]
+
+    def _mask(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def order(self, problem: Problem) -> tuple[Teacher, Teacher]:
+        if code_goes_first(problem.id, self.config.first_teacher_seed):
+            return self.code, self.text
+        return self.text, self.code
+
+    async def attempt(self, teacher: Teacher, problem: Problem, role: Role, previous: str | None):
+        """Solve with bounded retries; every attempt is recorded. Returns the response or None."""
+        key = (problem.id, role)
+        if key in self.state.ok:
+            return self.state.ok[key]["response"]
+        c = self.config
+        while self.state.failures[key] < c.max_attempts:
+            number = self.state.failures[key] + 1
+            base = {"id": problem.id, "role": role, "teacher": teacher.name, "strategy": teacher.strategy,
+                    "attempt": number}  # fmt: skip
+            t0 = time.perf_counter()
+            try:
+                text = await asyncio.wait_for(teacher.solve(problem, previous), c.attempt_timeout_s)
+                reason, detail = response_problem(text), ""
+            except Exception as e:  # any teacher failure is recorded and retried, never fatal
+                text, (reason, detail) = "", _classify(e)
+            took = round(time.perf_counter() - t0, 3)
+            if reason is None:
+                record = {**base, "status": "ok", "response": text, "time_s": took}
+                self.appender.write(record)
+                self.state.ok[key] = record
+                return text
+            self.appender.write({**base, "status": "failed", "reason": reason,
+                                 "detail": self._mask(detail)[:500], "time_s": took})  # fmt: skip
+            self.state.failures[key] += 1
+            if self.state.failures[key] < c.max_attempts:
+                await asyncio.sleep(c.retry_backoff_s * 2 ** (number - 1))
+        return None
+
+    async def problem(self, problem: Problem) -> None:
+        first, second = self.order(problem)
+        y1 = await self.attempt(first, problem, "first", None)
+        if y1 is not None:
+            await self.attempt(second, problem, "second", y1)
+
+
+def _pairs(problems: Sequence[Problem], state: _State) -> list[dict]:
+    out = []
+    for p in problems:
+        a, b = state.ok.get((p.id, "first")), state.ok.get((p.id, "second"))
+        if a is None or b is None:
+            continue
+        out.append({
+            "id": p.id, "problem": p.question, "answer": p.answer,
+            "first": {k: a[k] for k in ("teacher", "strategy", "response")},
+            "second": {k: b[k] for k in ("teacher", "strategy", "response")},
+        })  # fmt: skip
+    return out
+
+
+async def teach(
+    problems: Sequence[Problem], code_teacher: Teacher, text_teacher: Teacher, out_dir: str | Path,
+    config: TeachConfig, *, progress: bool = True, secrets: Sequence[str] = (),
+) -> TeachReport:  # fmt: skip
+    """Run both teachers over ``problems`` into ``out_dir`` (resuming what is there); write pairs.jsonl."""
+    if code_teacher.strategy != "code" or text_teacher.strategy != "text":
+        raise ValueError("teach needs a code teacher and a text teacher (check their strategy)")
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ValueError("problem ids must be unique")
+    out_dir = Path(out_dir)
+    records = out_dir / "records.jsonl"
+    state = _State(records)
+    t0 = time.perf_counter()
+    limit = asyncio.Semaphore(config.concurrency)
+    with JsonlAppender(records) as appender, _progress(progress, len(problems)) as advance:
+        run = _Run(code_teacher, text_teacher, config, appender, state, secrets)
+
+        async def one(p: Problem) -> None:
+            async with limit:
+                await run.problem(p)
+            advance()
+
+        tasks = [asyncio.create_task(one(p)) for p in problems]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    pairs = _pairs(problems, state)
+    write_jsonl(out_dir / "pairs.jsonl", pairs)
+    wanted = set(ids)
+    failed = Counter()
+    for _, r in read_jsonl(records, allow_torn_tail=True):
+        if r.get("status") == "failed" and r["id"] in wanted:
+            failed[r["reason"]] += 1
+    report = TeachReport(
+        problems=len(problems), pairs=len(pairs), failed=dict(failed), gave_up=len(problems) - len(pairs),
+        code_first=sum(code_goes_first(i, config.first_teacher_seed) for i in ids),
+        seconds=round(time.perf_counter() - t0, 2),
+    )  # fmt: skip
+    _write_meta(out_dir / "teach.json", config, report)
+    return report
+
+
+def _write_meta(path: Path, config: TeachConfig, report: TeachReport) -> None:
+    from dualdistill import __version__
+    from dualdistill.config import to_dict
+
+    meta = {"version": __version__, "config": to_dict(config), **report.to_dict()}
+    path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+class _progress:
+    """A rich progress bar over problems (or nothing); the context value advances it by one."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]teach"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+            )
+            self.task = self.bar.add_task("", total=total)
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.start()
+        return lambda: self.bar.advance(self.task) if self.bar is not None else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ----------------------------------------------------------------------------- building teachers
+def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: Any) -> Teacher:
+    """The teacher a spec names, for the given role's strategy."""
+    from dualdistill.agent import AgentConfig
+    from dualdistill.teachers import AgenticTeacher, DatasetTeacher, TextTeacher, TextTeacherConfig
+
+    name = spec.name or f"{spec.kind}-{strategy}" + (f":{spec.model}" if spec.model else "")
+    if spec.kind == "programmatic":
+        from dualdistill.synthetic import teachers as synthetic
+
+        if strategy == "code":
+            return synthetic.AgenticTeacher(pool=pool, name=spec.name or "synthetic-agentic")
+        return synthetic.TextTeacher(name=spec.name or "synthetic-text")
+    if spec.kind == "dataset":
+        if not spec.path:
+            raise ValueError(f"{strategy}_teacher.path: a dataset teacher needs a file")
+        return DatasetTeacher(spec.path, spec.field, name=spec.name or None, strategy=strategy)
+    backend = _backend(spec)
+    if strategy == "code":
+        agent = AgentConfig(tools=True, template=spec.template, max_tool_calls=spec.max_tool_calls,
+                            budget=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p)  # fmt: skip
+        return AgenticTeacher(backend, pool, agent, name=name)
+    text = TextTeacherConfig(template=spec.template, max_new_tokens=spec.max_new_tokens,
+                             temperature=spec.temperature, top_p=spec.top_p)  # fmt: skip
+    return TextTeacher(backend, text, name=name)
+
+
+def _backend(spec: TeacherSpec) -> Any:
+    from dualdistill.config import ConfigError
+
+    if spec.kind == "anthropic":
+        from dualdistill.teachers import AnthropicBackend, AnthropicConfig
+
+        marker = "\nAssistant: " if spec.template == "paper" else "\nSolution: "
+        return AnthropicBackend(AnthropicConfig(
+            model=spec.model or AnthropicConfig.model, api_key_env=spec.api_key_env or "ANTHROPIC_API_KEY",
+            base_url=spec.url or None, assistant_marker=marker,
+        ))  # fmt: skip
+    from dualdistill.backends.openai_api import OpenAIBackend
+
+    if not spec.url:
+        raise ConfigError("an openai teacher needs 'url' (the server's …/v1 base URL)")
+    key = None
+    if spec.api_key_env:
+        key = os.environ.get(spec.api_key_env)
+        if not key:
+            raise ConfigError(f"environment variable {spec.api_key_env} is not set (API key of {spec.url})")
+    return OpenAIBackend(spec.url, spec.model or None, api_key=key)
+
+
+def secrets_of(config: TeachConfig) -> list[str]:
+    """Values of the API-key variables the config names (masked out of failure details)."""
+    names = {s.api_key_env for s in (config.code_teacher, config.text_teacher) if s.api_key_env}
+    if config.code_teacher.kind == "anthropic" or config.text_teacher.kind == "anthropic":
+        names.add("ANTHROPIC_API_KEY")
+    return [os.environ[n] for n in sorted(names) if os.environ.get(n)]
+
+
+async def teach_from_config(
+    problems: Sequence[Problem], config: TeachConfig, out_dir: str | Path, *, progress: bool = True
+) -> TeachReport:
+    """Build the configured teachers (one sandbox pool for the code teacher) and run ``teach``."""
+    from dualdistill.sandbox import SandboxConfig, SandboxPool
+
+    pool = SandboxPool(
+        SandboxConfig(timeout_s=config.sandbox_timeout_s), max_concurrency=config.sandbox_concurrency
+    )
+    async with pool:
+        code = build_teacher(config.code_teacher, "code", pool)
+        text = build_teacher(config.text_teacher, "text", pool)
+        return await teach(
+            problems, code, text, out_dir, config, progress=progress, secrets=secrets_of(config)
+        )

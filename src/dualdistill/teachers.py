@@ -1,0 +1,303 @@
+"""Teachers: who writes y1 and y2. One protocol, four kinds (the programmatic ones live in synthetic/).
+
+``Teacher.solve(problem, previous=None) -> str`` returns a response in the trajectory format.
+
+- ``AgenticTeacher``: any ``Backend`` driving the tool loop (``agent.run_agent``) with the real sandbox;
+  it writes ``<code>``/``<executor>`` trajectories (OpenHands with Claude-3.5-Sonnet in the paper).
+- ``TextTeacher``: long chain of thought, no tools (DeepSeek-R1 in the paper). R1-style output
+  ``<think>…</think> rest`` becomes ``<think>…</think>\\n<answer>\\nrest\\n</answer>``: the text after
+  ``</think>`` is wrapped in ``<answer>``, as the released code converts R1 solutions.
+- ``DatasetTeacher``: precomputed responses from a file (e.g. DeepMath-103K's ``r1_solution_1``),
+  matched by problem id, else by question text.
+- ``AnthropicBackend``: the ``Backend`` protocol over the official ``anthropic`` client (messages API).
+
+Conditioning on ``previous`` (y2 given y1): the question the teacher sees becomes
+``PREVIOUS_TEMPLATE`` filled with the problem and y1 (tags and all), so the second teacher reads the
+first attempt and solves the problem its own way. Only the teacher's prompt changes; the problem
+record (and so the student's SFT prompt) keeps the original question. ``DatasetTeacher`` ignores
+``previous``: its responses were written before y1 existed.
+
+Guarantees:
+- API keys are read from environment variables when a backend is built, passed only to the client,
+  and never appear in ``repr``, logs, records or error reasons. The sandbox gets no key: code runs
+  under ``SandboxPool``, which starts it with a scrubbed environment (tested with a planted secret).
+- A failure (API error after the client's retries, empty output, refusal, truncated reasoning)
+  raises ``TeacherError`` with a short ``reason`` that ``teach`` records.
+
+Not guaranteed: that a teacher's answer is right (grading decides), or that a hosted model follows
+the format; ``compose`` cleans what does not.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from dualdistill.backends import BackendError, Completion
+from dualdistill.config import ConfigError
+from dualdistill.problems import FieldMap, Problem, load_problems
+from dualdistill.prompts import PromptTemplate, build_prompt
+from dualdistill.records import DataError
+
+Strategy = Literal["code", "text"]
+
+PREVIOUS_TEMPLATE = (
+    "{question}\n\n"
+    "Another solver has already attempted this problem. Their attempt:\n"
+    "<<<\n{previous}\n>>>\n"
+    "Solve the problem yourself, using your own approach. The attempt above may be wrong."
+)
+
+
+class Teacher(Protocol):
+    name: str
+    strategy: Strategy
+
+    async def solve(self, problem: Problem, previous: str | None = None) -> str: ...
+
+
+class TeacherError(RuntimeError):
+    """A teacher produced no usable response. ``reason`` is a short code teach records."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def conditioned(problem: Problem, previous: str | None, template: str = PREVIOUS_TEMPLATE) -> Problem:
+    """The problem as the second teacher sees it (unchanged when there is no previous attempt)."""
+    if previous is None:
+        return problem
+    question = template.replace("{question}", problem.question).replace("{previous}", previous.strip())
+    return replace(problem, question=question)
+
+
+# ----------------------------------------------------------------------------- agentic teacher
+class AgenticTeacher:
+    """Drives ``agent.run_agent`` (tools on) with any backend and a real ``SandboxPool``."""
+
+    strategy: Strategy = "code"
+
+    def __init__(
+        self, backend: Any, pool: Any, agent_config: Any = None, *, name: str = "agentic",
+        previous_template: str = PREVIOUS_TEMPLATE,
+    ):  # fmt: skip
+        from dualdistill.agent import AgentConfig
+
+        self.backend, self.pool = backend, pool
+        self.config = agent_config or AgentConfig()
+        if not self.config.tools:
+            raise ValueError("AgenticTeacher needs tools=True in its AgentConfig")
+        self.name = name
+        self.previous_template = previous_template
+
+    async def solve(self, problem: Problem, previous: str | None = None) -> str:
+        from dualdistill.agent import run_agent
+
+        record = await run_agent(conditioned(problem, previous, self.previous_template), self.backend,
+                                 self.pool, self.config)  # fmt: skip
+        if not record.response.strip():
+            raise TeacherError("empty", "the backend returned no text")
+        return record.response
+
+
+# ----------------------------------------------------------------------------- text teacher
+def r1_to_trajectory(text: str) -> str:
+    """Convert R1-style ``<think>…</think> rest`` into ``<think>…</think>\\n<answer>\\nrest\\n</answer>``.
+
+    A missing opening ``<think>`` (chat templates often put it in the prompt) is restored. A ``rest``
+    already wrapped in ``<answer>`` is kept as it is.
+    """
+    head, sep, tail = text.partition("</think>")
+    if not sep:
+        raise TeacherError("format", "no </think> in the output (truncated reasoning?)")
+    body = head.split("<think>", 1)[1] if "<think>" in head else head
+    tail = tail.strip()
+    if not tail:
+        raise TeacherError("empty", "nothing after </think>")
+    answer = (
+        tail if tail.startswith("<answer>") and tail.endswith("</answer>") else f"<answer>\n{tail}\n</answer>"
+    )
+    return f"<think>{body}</think>\n{answer}"
+
+
+@dataclass
+class TextTeacherConfig:
+    template: PromptTemplate = "paper"
+    max_new_tokens: int = 16384
+    temperature: float = 0.6
+    top_p: float = 0.95
+    convert_r1: bool = True  # wrap the text after </think> in <answer>
+
+
+class TextTeacher:
+    """Long chain of thought from any backend, no tools; R1 output converted by ``r1_to_trajectory``."""
+
+    strategy: Strategy = "text"
+
+    def __init__(
+        self, backend: Any, config: TextTeacherConfig | None = None, *, name: str = "text",
+        previous_template: str = PREVIOUS_TEMPLATE,
+    ):  # fmt: skip
+        self.backend = backend
+        self.config = config or TextTeacherConfig()
+        self.name = name
+        self.previous_template = previous_template
+
+    async def solve(self, problem: Problem, previous: str | None = None) -> str:
+        c = self.config
+        question = conditioned(problem, previous, self.previous_template).question
+        prompt = build_prompt(question, template=c.template, tools=False)
+        out = await self.backend.complete(
+            prompt, max_new_tokens=c.max_new_tokens, stop=[], temperature=c.temperature, top_p=c.top_p
+        )
+        if not out.text.strip():
+            raise TeacherError("empty", "the backend returned no text")
+        if out.finish_reason == "length" and "</think>" not in out.text:
+            raise TeacherError("length", f"reasoning cut at max_new_tokens={c.max_new_tokens}")
+        return r1_to_trajectory(out.text) if c.convert_r1 else out.text
+
+
+# ----------------------------------------------------------------------------- dataset teacher
+class DatasetTeacher:
+    """Precomputed responses from a JSONL/JSON/Parquet file, looked up by problem id, then question.
+
+    DeepMath-103K rows have ``question``, ``final_answer`` and ``r1_solution_1..3``; pass
+    ``field="r1_solution_2"`` for another one. R1 solutions are converted with ``r1_to_trajectory``
+    unless ``convert_r1=False``.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, field: str = "r1_solution_1", *, name: str | None = None,
+        strategy: Strategy = "text", fields: FieldMap | None = None, convert_r1: bool = True,
+    ):  # fmt: skip
+        self.path = Path(path)
+        self.field = field
+        self.name = name or f"dataset:{self.path.stem}:{field}"
+        self.strategy = strategy
+        self.convert_r1 = convert_r1
+        self._by_id: dict[str, str] = {}
+        self._by_question: dict[str, str] = {}
+        for p in load_problems(self.path, fields=fields):
+            value = p.metadata.get(field)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise DataError(self.path, f"field '{field}' of problem {p.id!r} is not a string")
+            self._by_id[p.id] = value
+            self._by_question[_norm(p.question)] = value
+        if not self._by_id:
+            raise DataError(self.path, f"no record has the field '{field}'")
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    async def solve(self, problem: Problem, previous: str | None = None) -> str:
+        text = self._by_id.get(problem.id) or self._by_question.get(_norm(problem.question))
+        if text is None:
+            raise TeacherError("missing", f"no '{self.field}' for problem {problem.id!r} in {self.path}")
+        if self.convert_r1 and "</think>" in text:
+            return r1_to_trajectory(text)
+        return text
+
+
+def _norm(question: str) -> str:
+    return " ".join(question.split())
+
+
+# ----------------------------------------------------------------------------- Anthropic backend
+@dataclass
+class AnthropicConfig:
+    model: str = "claude-3-5-sonnet-20241022"
+    api_key_env: str = "ANTHROPIC_API_KEY"  # the key itself never goes in a config
+    base_url: str | None = None  # None: the client's default (api.anthropic.com)
+    timeout_s: float = 600.0
+    max_retries: int = 2  # the client's own retries (429 and 5xx, with backoff)
+    # The prompt text before this marker is the user turn; the text after it is the partial
+    # trajectory, sent as an assistant prefill to continue. "\nAssistant: " fits the paper template.
+    assistant_marker: str = "\nAssistant: "
+    # Which sampling parameters to send (some newer models accept only one, or none).
+    sampling: Literal["temperature", "both", "none"] = "temperature"
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+class AnthropicBackend:
+    """``Backend`` over the Anthropic messages API (``anthropic.AsyncAnthropic``).
+
+    ``complete(prompt, stop=...)`` sends the user turn and, when the agent is continuing a partial
+    trajectory, that text as an assistant prefill (without trailing whitespace, which the API
+    rejects). ``stop`` becomes ``stop_sequences``; like every backend, the returned text ends with the
+    stop string that ended it. ``seed`` is not supported by the API and is ignored. ``count_tokens``
+    is an estimate (characters / 3.5), since exact counting would cost an API call.
+    """
+
+    def __init__(self, config: AnthropicConfig | None = None):
+        import anthropic
+
+        self.config = config or AnthropicConfig()
+        key = os.environ.get(self.config.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"environment variable {self.config.api_key_env} is not set (the Anthropic backend's API key)"
+            )
+        self._client = anthropic.AsyncAnthropic(
+            api_key=key, base_url=self.config.base_url, timeout=self.config.timeout_s,
+            max_retries=self.config.max_retries, default_headers=self.config.extra_headers or None,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"AnthropicBackend(model={self.config.model!r}, base_url={self.config.base_url!r})"
+
+    def messages(self, prompt: str) -> list[dict]:
+        """The messages sent for ``prompt``: a user turn and, when there is one, an assistant prefill."""
+        marker = self.config.assistant_marker
+        at = prompt.find(marker)
+        if at == -1:
+            raise ValueError(
+                f"prompt has no assistant marker {marker!r}; set AnthropicConfig.assistant_marker"
+            )
+        user, prefill = prompt[:at], prompt[at + len(marker) :].rstrip()
+        messages = [{"role": "user", "content": user}]
+        if prefill:
+            messages.append({"role": "assistant", "content": prefill})
+        return messages
+
+    async def complete(
+        self, prompt: str, *, max_new_tokens: int, stop: list[str], temperature: float,
+        top_p: float = 1.0, seed: int | None = None,
+    ) -> Completion:  # fmt: skip
+        import anthropic
+
+        sampling: dict[str, float] = {}
+        if self.config.sampling in ("temperature", "both"):
+            sampling["temperature"] = temperature
+        if self.config.sampling == "both":
+            sampling["top_p"] = top_p
+        kwargs: dict[str, Any] = {}
+        if stop:
+            kwargs["stop_sequences"] = list(stop)
+        try:
+            msg = await self._client.messages.create(
+                model=self.config.model, max_tokens=max_new_tokens, messages=self.messages(prompt),
+                extra_body=sampling or None, **kwargs,
+            )  # fmt: skip
+        except anthropic.APIStatusError as e:
+            raise BackendError(f"HTTP {e.status_code} from the Anthropic API ({type(e).__name__})") from None
+        except anthropic.APIConnectionError as e:
+            kind = "timeout" if isinstance(e, anthropic.APITimeoutError) else "connection"
+            raise BackendError(f"{kind} error talking to the Anthropic API") from None
+        if msg.stop_reason == "refusal":
+            raise TeacherError("refusal", "the model refused")
+        text = "".join(getattr(b, "text", "") for b in msg.content)
+        hit = msg.stop_sequence if msg.stop_reason == "stop_sequence" else None
+        if hit:
+            text += hit
+        finish = "length" if msg.stop_reason == "max_tokens" else "stop"
+        return Completion(text, int(msg.usage.output_tokens), finish, hit)
+
+    def count_tokens(self, text: str) -> int:
+        return math.ceil(len(text) / 3.5)
