@@ -128,7 +128,12 @@ def make_pool(config: AgentConfig) -> Any:
     """The real sandbox pool for ``config`` (output limit and timeout passed to the sandbox)."""
     from dualdistill.sandbox import SandboxConfig, SandboxPool
 
+    from dualdistill.sandbox import Session
+
     sandbox = SandboxConfig(timeout_s=config.executor_timeout_s, output_limit=config.executor_output_limit)
+    # Start the shared template process from this (long-lived) thread: bwrap's --die-with-parent kills
+    # it when the thread that started it exits, and the pool's worker threads exit on pool.close().
+    Session(sandbox).close()
     return SandboxPool(sandbox, max_concurrency=config.sandbox_concurrency)
 
 

@@ -298,23 +298,26 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
     backend = backend if backend is not None else make_backend(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / CONFIG)
-    pool = make_pool(config.agent) if config.agent.tools else None
     everything = [p for ps in problems.values() for p in ps]
-    try:
-        job = run_many(
-            everything,
-            backend,
-            pool,
-            config.agent,
-            samples=config.samples,
-            out_path=out_dir / RECORDS,
-            seed=config.seed,
-            progress=progress,
-        )
-        records = asyncio.run(job)
-    finally:
-        if pool is not None and hasattr(pool, "close"):
-            pool.close()
+
+    async def generate() -> list[dict]:
+        pool = make_pool(config.agent) if config.agent.tools else None
+        try:
+            return await run_many(
+                everything,
+                backend,
+                pool,
+                config.agent,
+                samples=config.samples,
+                out_path=out_dir / RECORDS,
+                seed=config.seed,
+                progress=progress,
+            )
+        finally:
+            if pool is not None:
+                await pool.close()
+
+    records = asyncio.run(generate())
     summaries = summarize_by_source(records, problems)
     write_report(out_dir, summaries, meta=_meta(config))
     return summaries
