@@ -295,3 +295,190 @@ def test_retrain_with_zero_steps_raises(tmp_path, tiny_model_dir):
     write_jsonl(data, result.records)
     with pytest.raises(RuntimeError, match="ran 0 optimizer steps"):
         sd.retrain(tiny_model_dir, data, tmp_path / "out", _tiny_sft_config(max_steps=-1, epochs=0.0))
+
+
+# ----------------------------------------------------------------------------- sampling and resume
+def sd_problems(n=4) -> list[Problem]:
+    return [Problem(f"q{i}", f"What is 6*7? ({i})", "42", source="toy") for i in range(n)]
+
+
+def sd_responder(prompt: str, seed) -> str:
+    """A student that writes code for even seeds (right) and wrong text for odd ones."""
+    if prompt.endswith("</executor>\n"):
+        return "<answer>\\boxed{42}</answer>"
+    if seed % 2 == 0:
+        return "<code>\nprint(6*7)\n</code>"
+    return "<think>6*7 = 41</think>\n<answer>\\boxed{41}</answer>"
+
+
+SAMPLE_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_selfdistill import sd_problems, sd_responder
+from scripted_backend import ScriptedBackend
+from dualdistill import selfdistill as sd
+cfg = sd.SampleConfig(k=4, budget=200, template="compact", sandbox_concurrency=2)
+sd.sample(sd_problems(), ScriptedBackend(sd_responder, delay_s=0.05), {out!r}, cfg, progress=False)
+"""
+
+
+def test_sample_resumes_after_sigkill_and_builds(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from scripted_backend import ScriptedBackend
+
+    out = tmp_path / "sd"
+    script = SAMPLE_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    records = out / sd.SAMPLES_FILE
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not records.exists() or records.read_text().count("\n") < 3):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = records.read_text().count("\n")
+    assert 3 <= written < 16, written
+    with records.open("a") as f:
+        f.write('{"problem_id": "q3", "sampl')  # a line torn by the kill
+
+    backend = ScriptedBackend(sd_responder)
+    cfg = sd.SampleConfig(k=4, budget=200, template="compact", sandbox_concurrency=2)
+    sd.sample(sd_problems(), backend, out, cfg, progress=False)
+    scores = sd.load_samples(out)  # refuses duplicates and missing samples
+    assert [len(s.samples) for s in scores] == [4, 4, 4, 4]
+    assert len(backend.calls) <= 2 * (16 - written) + 2  # only missing trajectories were generated
+    from dualdistill.agent import trajectory_seed
+
+    # Seeds come from (seed, problem, sample index); even seeds write (right) code, odd ones wrong text.
+    even = {f"q{p}": [trajectory_seed(0, f"q{p}", i) % 2 == 0 for i in range(4)] for p in range(4)}
+    assert {s.problem.id: [x.correct for x in s.samples] for s in scores} == even
+    for s in scores:
+        for x in s.samples:
+            assert x.correct == ("<code>" in x.response)
+    assert all(c.temperature == 0.6 and c.top_p == 0.95 for c in backend.calls)
+
+    teacher = tmp_path / "teacher.jsonl"
+    teacher.write_text("".join(json.dumps({"id": f"q{i}", "response": TEACHER}) + "\n" for i in range(4)))
+    result = sd.build(out, teacher, tmp_path / "sd.jsonl")
+    want = {(p, "kept_correct") for p, c in even.items() if 0 < sum(c) < 4}
+    want |= {(p, "repaired_wrong") for p, c in even.items() if sum(c) < 4}
+    assert {(r["problem_id"], r["kind"]) for r in result.records} == want
+    assert len(want) >= 4  # the seeds give both branches
+    for r in result.records:
+        assert r["first_strategy"] == ("code" if r["kind"] == "kept_correct" else "text")
+
+
+def test_sample_refuses_a_different_problem_set(tmp_path):
+    from scripted_backend import ScriptedBackend
+
+    cfg = sd.SampleConfig(k=1, tools=False, template="compact")
+    sd.sample(sd_problems(2), ScriptedBackend(sd_responder), tmp_path, cfg, progress=False)
+    with pytest.raises(DataError, match="different problem set"):
+        sd.sample(sd_problems(3), ScriptedBackend(sd_responder), tmp_path, cfg, progress=False)
+
+
+# ----------------------------------------------------------------------------- teacher solutions
+def test_teacher_file_is_graded_and_bad_solutions_counted(tmp_path):
+    d = make_dir(tmp_path, {"a": mix(1, 2), "b": mix(1, 2), "c": mix(1, 2), "d": mix(1, 2)})
+    lines = [
+        {"id": "a", "response": TEACHER},
+        {"id": "b", "response": "<think>6*7 = 43</think>\n<answer>\\boxed{43}</answer>"},  # wrong
+        {"id": "c", "response": CODE_RIGHT},  # right, but code: not text feedback
+        {"id": "d", "response": "<think>42"},  # malformed
+        {"id": "zz", "response": TEACHER},  # a problem that was not sampled
+    ]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = sd.build(d, path, tmp_path / "out.jsonl")
+    assert {r["problem_id"] for r in result.records} == {"a"}
+    c = result.counts
+    assert (c["teacher_read"], c["teacher_wrong"], c["teacher_not_text"], c["teacher_malformed"]) == (
+        4,
+        1,
+        1,
+        1,
+    )
+    assert c["teacher_unknown_problem"] == 1
+    written = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert written == result.records
+    side = json.loads((tmp_path / "out.jsonl.report.json").read_text())
+    assert side["by_kind"] == {"kept_correct": 1, "repaired_wrong": 1}
+    assert side["config"]["beta2"] == 0.9
+
+
+def test_teacher_file_errors_name_the_line(tmp_path):
+    d = make_dir(tmp_path, {"a": mix(1, 2)})
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"id": "a", "response": TEACHER}) + "\n" + json.dumps({"id": "a"}) + "\n")
+    with pytest.raises(DataError, match=r"t\.jsonl:2: record needs a string 'response' field"):
+        sd.build(d, path, tmp_path / "out.jsonl")
+
+
+class ScriptedTextTeacher:
+    """A Teacher (protocol) that is right except on problem ids listed in ``wrong``."""
+
+    name, strategy = "scripted-text", "text"
+
+    def __init__(self, wrong=()):
+        self.wrong, self.asked = set(wrong), []
+
+    async def solve(self, problem, previous=None):
+        self.asked.append(problem.id)
+        value = 0 if problem.id in self.wrong else problem.answer
+        return f"<think>By hand: {value}.</think>\n<answer>\\boxed{{{value}}}</answer>"
+
+
+def test_teacher_object_is_asked_only_where_needed_and_graded(tmp_path):
+    d = make_dir(tmp_path, {"solved": mix(4, 4), "a": mix(1, 4), "b": mix(0, 4)})
+    teacher = ScriptedTextTeacher(wrong={"b"})
+    result = sd.build(d, teacher, tmp_path / "out.jsonl")
+    assert sorted(teacher.asked) == ["a", "b"]
+    assert {(r["problem_id"], r["kind"]) for r in result.records} == {
+        ("a", "kept_correct"),
+        ("a", "repaired_wrong"),
+    }
+    assert result.counts["teacher_wrong"] == 1 and result.counts["no_teacher_solution_repaired_wrong"] == 1
+    assert all(r["text"].endswith("<answer>\\boxed{42}</answer>") for r in result.records)
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_build_report_and_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from dualdistill.cli import app
+
+    d = make_dir(tmp_path, {"a": mix(1, 4), "b": mix(0, 4), "c": mix(4, 4)})
+    teacher = tmp_path / "t.jsonl"
+    teacher.write_text("".join(json.dumps({"id": p, "response": TEACHER}) + "\n" for p in "abc"))
+    out = tmp_path / "sd.jsonl"
+    runner = CliRunner()
+    args = [
+        "self-distill",
+        "build",
+        "--samples",
+        str(d),
+        "--teacher-solutions",
+        str(teacher),
+        "--out",
+        str(out),
+    ]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["by_kind"] == {"kept_correct": 1, "repaired_wrong": 2}
+    res = runner.invoke(app, ["self-distill", "report", str(out), "--samples", str(d)])
+    assert res.exit_code == 0 and "repaired_wrong" in res.output and "by s̄ bucket" in res.output
+    res = runner.invoke(app, ["self-distill", "report", str(out), "--json"])
+    assert json.loads(res.output)["counts"]["skipped_all_correct"] == 1
+    (tmp_path / "bad.jsonl").write_text("{nope\n")
+    res = runner.invoke(app, ["self-distill", "report", str(tmp_path / "bad.jsonl")])
+    assert res.exit_code == 2 and "bad.jsonl:1: malformed JSON" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(app, [*args[:-1], str(tmp_path / "x.jsonl"), "--beta1", "2"])
+    assert res.exit_code == 2
+    res = runner.invoke(app, ["self-distill", "train", "--help"])
+    assert res.exit_code == 0 and "Example:" in res.output
