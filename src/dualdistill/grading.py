@@ -195,7 +195,20 @@ def answers_match(pred: str, gold: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- worker processes
+def _close_inherited_fds(keep: int) -> None:
+    # A forked worker must not hold the parent's other pipes and sockets open (a sandbox child would
+    # never see EOF on its stdin while a grader worker lives).
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        fd = int(name)
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def _worker_main(conn: Connection) -> None:
+    _close_inherited_fds(conn.fileno())
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # silences "timeout is disabled"
     try:
         _math_verify("1", "1", timeout=None)  # warm up the LaTeX parser before reporting ready
