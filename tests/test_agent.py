@@ -281,3 +281,44 @@ def test_waiting_on_the_sandbox_does_not_block_other_trajectories(tmp_path, pool
     slow_record = next(r for _, r in read_jsonl(out) if r["problem_id"] == "slow")
     assert slow_record["tool_time_s"] >= 1.4 and slow_record["gen_time_s"] < slow_record["tool_time_s"]
     assert len(fast_record["tool_calls"]) == 3 and fast_record["finish_reason"] == "answer"
+
+
+# ----------------------------------------------------------------------------- the real HF backend
+def test_hf_backend_generates_after_the_injected_executor_text(tiny_model_dir, pool):
+    from dualdistill.backends import Completion, HFBackend
+
+    hf = HFBackend(str(tiny_model_dir), device="cpu", max_batch=4)
+    code = "<code>\nprint(6 * 7)\n</code>"
+
+    class FirstBlockScripted:
+        """The random model never writes </code> by itself: script its first block, then let HF go on."""
+
+        def __init__(self):
+            self.prompts: list[str] = []
+
+        def count_tokens(self, text):
+            return hf.count_tokens(text)
+
+        async def complete(self, prompt, **kw):
+            self.prompts.append(prompt)
+            if len(self.prompts) == 1:
+                return Completion(code, hf.count_tokens(code), "stop", "</code>")
+            return await hf.complete(prompt, **kw)
+
+    try:
+        config = AgentConfig(budget=40, template="compact", temperature=0.0)
+        backend = FirstBlockScripted()
+        rec = run(run_agent(PROBLEM, backend, pool, config))
+        injected = hf.count_tokens(executor_block("42"))
+        assert backend.prompts[1] == rec.prompt + code + executor_block("42")
+        assert rec.response.startswith(code + executor_block("42"))
+        continuation = rec.response[len(code + executor_block("42")) :]
+        assert continuation and rec.n_generated > hf.count_tokens(code)
+        assert rec.n_tokens == rec.n_generated + injected
+        assert rec.finish_reason in ("budget", "stop", "answer") and rec.tool_calls[0]["status"] == "ok"
+        if rec.finish_reason == "budget":
+            assert rec.n_tokens == 40
+        backend.prompts = []
+        assert run(run_agent(PROBLEM, backend, pool, config)).response == rec.response  # greedy: repeatable
+    finally:
+        hf.close()

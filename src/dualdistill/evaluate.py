@@ -63,7 +63,7 @@ class EvalConfig:
     samples: int = 1
     limit: int | None = None
     seed: int = 0
-    served_model_name: str | None = None  # the model name sent to a server (default: the URL's last part)
+    served_model_name: str | None = None  # the model name sent to a server (default: its first model)
     api_key_env: str = "OPENAI_API_KEY"
     device: str = "auto"
     max_batch: int = 64
@@ -279,15 +279,19 @@ def check_resume(out_dir: Path, config: EvalConfig) -> None:
 
 
 def make_backend(config: EvalConfig) -> Any:
-    """HFBackend for a local directory, OpenAIBackend for an http(s) URL."""
-    from dualdistill import backends
+    """HFBackend for a local directory, OpenAIBackend for an http(s) URL, VLLMBackend for ``vllm:PATH``."""
+    from dualdistill.backends import make_backend as pick
 
-    if config.model.startswith(("http://", "https://")):
-        name = config.served_model_name or config.model.rstrip("/").rsplit("/", 1)[-1]
-        return backends.OpenAIBackend(config.model, name, api_key_env=config.api_key_env)
-    if not Path(config.model).is_dir():
-        raise DataError(config.model, "model not found: give a local model directory or an http(s) URL")
-    return backends.HFBackend(config.model, device=config.device, max_batch=config.max_batch)
+    model = config.model
+    if model.startswith(("http://", "https://")):
+        if config.served_model_name and "#" not in model:
+            model = f"{model}#{config.served_model_name}"
+        return pick(model, api_key_env=config.api_key_env)
+    if model.startswith("vllm:"):
+        return pick(model)
+    if not Path(model).is_dir():
+        raise DataError(model, "model not found: give a local model directory, an http(s) URL or vllm:PATH")
+    return pick(model, device=config.device, max_batch=config.max_batch)
 
 
 def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, progress: bool = True) -> dict:
@@ -295,7 +299,8 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
     out_dir = Path(out_dir)
     problems = load_benches(config.benches, limit=config.limit)
     check_resume(out_dir, config)
-    backend = backend if backend is not None else make_backend(config)
+    own_backend = backend is None
+    backend = make_backend(config) if own_backend else backend
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / CONFIG)
     everything = [p for ps in problems.values() for p in ps]
@@ -317,7 +322,11 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
             if pool is not None:
                 await pool.close()
 
-    records = asyncio.run(generate())
+    try:
+        records = asyncio.run(generate())
+    finally:
+        if own_backend and hasattr(backend, "close"):
+            backend.close()
     summaries = summarize_by_source(records, problems)
     write_report(out_dir, summaries, meta=_meta(config))
     return summaries

@@ -43,6 +43,7 @@ def eval_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     from dualdistill import evaluate
+    from dualdistill.backends import BackendError
 
     try:
         if regrade is not None:
@@ -67,7 +68,7 @@ def eval_command(
             agent=agent,
         )
         summaries = evaluate.run_eval(config, out, progress=progress)
-    except (DataError, ConfigError) as e:
+    except (DataError, ConfigError, BackendError) as e:
         fail(str(e))
     except KeyError as e:  # unknown benchmark name
         fail(str(e.args[0]) if e.args else str(e))
