@@ -37,8 +37,11 @@ Not guaranteed:
   others run are out of scope; memory is limited per process (RLIMIT_AS), not per session.
 - As non-root (bwrap in a user namespace) all sessions share one uid: RLIMIT_NPROC then counts the
   whole pool, sessions could signal each other, and scratch dirs share one tmpfs.
-- ``isolation="unshare"`` does not hide the home directory; ``isolation="none"`` gives only rlimits, a
-  cleared environment and a private scratch directory.
+- ``isolation="unshare"`` (util-linux, root only) is the fallback when bwrap is missing: same namespaces,
+  read-only remounts and hidden home; ``isolation="none"`` gives only rlimits, a cleared environment and
+  a private scratch directory (plus a per-session uid when run as root).
+- A block may leave no process behind: after every block, all other processes of the session's uid are
+  killed (background subprocesses do not survive to the next block). Threads of the session process do.
 """
 
 from dualdistill.sandbox.pool import AsyncSession, SandboxPool

@@ -18,6 +18,7 @@ Messages are 4-byte big-endian length + JSON, both on the control socket and on 
 from __future__ import annotations
 
 import ast
+import contextlib
 import ctypes
 import errno
 import io
@@ -32,10 +33,11 @@ import socket
 import struct
 import sys
 import tempfile
+import time
 import traceback
 
 CLONE_NEWNS = 0x00020000
-MS_NOSUID, MS_NODEV = 2, 4
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -160,9 +162,48 @@ def _run_block(code: str, cell: int, repl: bool, env: dict) -> str:
         return "memory" if isinstance(e, MemoryError) else "error"
 
 
-def session_main(sock: socket.socket) -> None:
+def _kill_others() -> None:
+    """kill(-1): every process we may signal (same uid), except ourselves and the namespace's init.
+
+    Its return value cannot tell whether anything was hit (Linux counts processes it may not signal),
+    so callers check ``_live_pids`` instead. A process caught in the middle of fork() has its fork
+    cancelled by the pending SIGKILL, so a fork bomb cannot outrun this.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(-1, signal.SIGKILL)
+
+
+def _live_pids(uid: int) -> list[int]:
+    """Processes of ``uid`` in this PID namespace that are not yet zombies."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("Uid", "-1").split()[0]) == uid and not fields.get("State", "").strip().startswith(
+            ("Z", "X")
+        ):
+            found.append(int(name))
+    return found
+
+
+def _reap_leftovers() -> None:
+    """No process outlives its block: kill the block's children (same uid) and reap our own."""
+    _kill_others()
+    _kill_others()
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def session_main(sock: socket.socket, uid_isolated: bool) -> None:
     env: dict = {"__name__": "__main__", "__builtins__": __builtins__}
     cell = 0
+    me = os.getpid()
     while True:
         try:
             msg, _ = recv_msg(sock)
@@ -170,6 +211,11 @@ def session_main(sock: socket.socket) -> None:
             os._exit(0)
         cell += 1
         kind = _run_block(msg["code"], cell, msg["repl"], env)
+        if os.getpid() != me:
+            # A child forked by the model's code finished the block: it must not answer as the session.
+            os._exit(0)
+        if uid_isolated:
+            _reap_leftovers()
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -184,20 +230,21 @@ def session_main(sock: socket.socket) -> None:
 
 
 def _kill_uid(uid: int) -> None:
-    """Kill every process owned by ``uid`` (a forked helper takes the uid and calls kill(-1))."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            for _ in range(10000):
-                try:
-                    os.kill(-1, signal.SIGKILL)  # every process we may signal, except ourselves
-                except ProcessLookupError:
-                    break
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+    """Kill every process owned by ``uid``: a forked helper takes the uid and calls kill(-1)."""
+    for attempt in range(100):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+                for _ in range(3):
+                    _kill_others()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        if not _live_pids(uid):
+            return
+        time.sleep(0.001 * attempt)  # SIGKILLed processes take a moment to become zombies
 
 
 def _spawn(cfg: dict, msg: dict, fds: list[int], ctl: socket.socket, used: set[int]) -> dict:
@@ -215,7 +262,7 @@ def _spawn(cfg: dict, msg: dict, fds: list[int], ctl: socket.socket, used: set[i
         try:
             ctl.close()
             _setup_child(cfg, spec, sock_fd, out_fd)
-            session_main(socket.socket(fileno=sock_fd))
+            session_main(socket.socket(fileno=sock_fd), uid is not None)
         except BaseException:
             traceback.print_exc()
         os._exit(70)
@@ -226,22 +273,18 @@ def _spawn(cfg: dict, msg: dict, fds: list[int], ctl: socket.socket, used: set[i
 
 def _kill(msg: dict, used: set[int]) -> dict:
     pid, uid = msg["pid"], msg["uid"]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        _, status = os.waitpid(pid, 0)  # reap first: kill(-1) would keep hitting the zombie
+    except ChildProcessError:
+        status = None
     if uid is not None:
         _kill_uid(uid)
         used.discard(uid)
     else:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        status = None
     if msg.get("scratch"):
         shutil.rmtree(msg["scratch"], ignore_errors=True)
     reply: dict = {"status": status}
@@ -251,9 +294,36 @@ def _kill(msg: dict, used: set[int]) -> dict:
     return reply
 
 
+def _make_readonly(hidden: list[str], binds: list[str]) -> None:
+    """For the ``unshare`` launcher (bwrap does this itself): a fresh /tmp, the home directories in
+    ``hidden`` replaced by empty dirs except the Python installation (``binds``), every mount read-only."""
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"), "mount /tmp")
+    staged = []
+    for i, p in enumerate(binds):
+        stage = f"/tmp/.python{i}"
+        os.mkdir(stage)
+        _check(_libc.mount(p.encode(), stage.encode(), None, MS_BIND | MS_REC, None), f"bind {p}")
+        staged.append((stage, p))
+    for h in hidden:
+        _check(_libc.mount(b"tmpfs", h.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755"), f"hide {h}")
+    for stage, p in staged:
+        os.makedirs(p, mode=0o755, exist_ok=True)
+        _check(_libc.mount(stage.encode(), p.encode(), None, MS_BIND | MS_REC, None), f"bind back {p}")
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].encode().decode("unicode_escape") for line in f]
+    for mp in points:
+        if mp == "/proc" or mp.startswith("/proc/"):
+            continue  # the new PID namespace's own /proc (the code needs it)
+        _libc.mount(None, mp.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+    os.chdir("/tmp")
+
+
 def main() -> None:
     ctl = socket.socket(fileno=int(sys.argv[1]))
     cfg = json.loads(sys.argv[2])
+    if cfg["readonly_remount"]:
+        _make_readonly(cfg["hidden"], cfg["binds"])
     for name in cfg["preimport"]:
         __import__(name)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -9,12 +9,13 @@ installation is bound back), a cleared environment, and ``/tmp`` a private tmpfs
 Guarantees: a template that fails to start raises ``SandboxUnavailable`` with the launcher's stderr; with
 ``isolation="auto"`` and no working mechanism the sandbox refuses to start (it never silently runs
 unisolated). ``isolation="none"`` logs a loud warning every time a template starts.
-Not guaranteed: the ``unshare`` fallback needs root (it has no read-only remount helper like bwrap's).
+Not guaranteed: the ``unshare`` fallback needs root (the template remounts everything read-only itself).
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import json
 import logging
@@ -75,19 +76,27 @@ def _python_binds() -> list[str]:
     return sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
 
 
+def _hidden_dirs() -> list[str]:
+    """Home directories to replace by empty ones (dotfiles, credentials, caches)."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    return sorted(h for h in {home, "/root"} if h != "/" and os.path.isdir(h))
+
+
+def _binds_under(hidden: list[str]) -> list[str]:
+    return [p for p in _python_binds() if any(p.startswith(h + "/") for h in hidden)]
+
+
 def _bwrap_argv(python: str) -> list[str]:
     argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    home = os.path.realpath(os.path.expanduser("~"))
-    hidden = [h for h in {home, "/root"} if h != "/" and os.path.isdir(h)]
-    for h in sorted(hidden):
+    hidden = _hidden_dirs()
+    for h in hidden:
         argv += ["--perms", "0755", "--tmpfs", h]
-    for p in _python_binds():
-        if any(p.startswith(h + "/") for h in hidden):
-            # bwrap creates missing parents 0700; create them 0755 so a session's uid can traverse them.
-            parts = Path(p).parts
-            for i in range(2, len(parts)):
-                argv += ["--perms", "0755", "--dir", str(Path(*parts[:i]))]
-            argv += ["--ro-bind", p, p]
+    for p in _binds_under(hidden):
+        # bwrap creates missing parents 0700; create them 0755 so a session's uid can traverse them.
+        parts = Path(p).parts
+        for i in range(2, len(parts)):
+            argv += ["--perms", "0755", "--dir", str(Path(*parts[:i]))]
+        argv += ["--ro-bind", p, p]
     argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     argv += ["--die-with-parent", "--new-session", "--clearenv", "--chdir", "/tmp"]
     if os.geteuid() == 0:
@@ -149,37 +158,69 @@ class Template:
             "per_session_uid": os.geteuid() == 0,
             "private_tmp": self.private and os.geteuid() == 0,
             "readonly_remount": mode == "unshare",
+            "hidden": _hidden_dirs(),
+            "binds": _binds_under(_hidden_dirs()),
         }
         argv = [*launcher_argv(mode), "-I", "-B", str(ZYGOTE), str(child.fileno()), json.dumps(cfg)]
         env = dict(SANDBOX_ENV)
         if mode == "none":
             env["TMPDIR"] = os.environ.get("TMPDIR", "/tmp")
-        self.proc = subprocess.Popen(
-            argv,
-            pass_fds=[child.fileno()],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
+        self.proc = self._launch(argv, env, child)
         child.close()
         self.sock = parent
         try:
             hello, _ = recv_msg(self.sock)
         except (EOFError, OSError):
-            err = self.proc.communicate(timeout=10)[1].decode(errors="replace").strip()
-            raise SandboxUnavailable(f"sandbox template ({mode}) failed to start: {err[-2000:]}") from None
+            self.proc.wait(timeout=10)
+            raise SandboxUnavailable(
+                f"sandbox template ({mode}) failed to start (exit code {self.proc.returncode}): "
+                + " | ".join(self.proc.stderr_tail)[-2000:]
+            ) from None
         self.private_tmp = cfg["private_tmp"]
         self.per_session_uid = cfg["per_session_uid"]
-        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._drain.start()
         del hello
 
-    def _drain_stderr(self) -> None:
-        # Keep the template's stderr pipe from filling; only crashes of the sandbox machinery land here.
-        for line in self.proc.stderr:
-            log.debug("sandbox template: %s", line.decode(errors="replace").rstrip())
+    @staticmethod
+    def _launch(argv: list[str], env: dict, child: socket.socket) -> subprocess.Popen:
+        """Popen from a thread that lives as long as the template.
+
+        bwrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the *thread* that forked it
+        exits; starting it from a short-lived worker thread (a pool's executor) would kill the template.
+        """
+        started: list = []
+        ready = threading.Event()
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+
+        def keeper() -> None:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    pass_fds=[child.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                started.append(e)
+                ready.set()
+                return
+            started.append(proc)
+            ready.set()
+            # Drain stderr (only crashes of the sandbox machinery land there) until the template exits.
+            for raw in proc.stderr:
+                line = raw.decode(errors="replace").rstrip()
+                tail.append(line)
+                log.debug("sandbox template: %s", line)
+            proc.wait()
+
+        threading.Thread(target=keeper, name="sandbox-template", daemon=True).start()
+        ready.wait()
+        if isinstance(started[0], OSError):
+            raise SandboxUnavailable(f"cannot start the sandbox launcher {argv[0]}: {started[0]}")
+        started[0].stderr_tail = tail
+        return started[0]
 
     def alive(self) -> bool:
         return self.proc.poll() is None
