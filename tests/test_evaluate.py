@@ -194,3 +194,37 @@ def test_cli_eval_on_the_tiny_model_over_every_benchmark(tiny_model_dir, tmp_pat
     assert set(report["benchmarks"]) == {"math500", "aime2025", "amc", "combinatorics300"}
     assert all(s["problems"] == 3 for s in report["benchmarks"].values())
     assert (out / "report.png").exists() and "math500" in (out / "report.md").read_text()
+
+
+def test_cli_eval_over_a_server_that_goes_down_keeps_finished_records(tmp_path):
+    from fake_openai_server import FakeOpenAIServer, Outcome
+
+    bench = toy_benchmark(tmp_path / "toy.jsonl", n=6)
+    out = tmp_path / "run"
+    answer = Outcome(text="<answer>\\boxed{0}", stop_reason="</answer>")
+    args = ["eval", "--bench", str(bench), "--no-tools", "--concurrency", "1", "--max-retries", "1",
+            "--no-progress", "--out", str(out)]  # fmt: skip
+    with FakeOpenAIServer([answer] * 3) as srv:  # three answers, then 500 for ever
+        url = srv.url
+        res = CliRunner().invoke(app, ["eval", "--model", f"{url}#fake-model", *args[1:]])
+    assert res.exit_code == 2, res.output
+    assert url in res.output and "500" in res.output
+    assert len(list(read_jsonl(out / "records.jsonl"))) == 3
+    with FakeOpenAIServer([answer] * 3) as srv:  # back up: only the missing three are asked for
+        res = CliRunner().invoke(app, ["eval", "--model", f"{srv.url}#fake-model", *args[1:]])
+        assert res.exit_code == 0, res.output
+        assert len([r for r in srv.requests if r.path.endswith("/completions")]) == 3
+    rows = [r for _, r in read_jsonl(out / "records.jsonl")]
+    assert sorted(r["problem_id"] for r in rows) == [f"t{i}" for i in range(6)]
+    assert sum(r["correct"] for r in rows) == 1  # only t0 has the answer 0
+
+
+def test_regrade_names_a_record_without_its_field(tmp_path):
+    bench = toy_benchmark(tmp_path / "toy.jsonl", n=2)
+    out = tmp_path / "run"
+    run_eval(toy_config(bench), out, backend=ScriptedBackend(toy_responder), progress=False)
+    rows = [r for _, r in read_jsonl(out / "records.jsonl")]
+    del rows[1]["gold"]
+    write_jsonl(out / "records.jsonl", rows)
+    res = CliRunner().invoke(app, ["eval", "--regrade", str(out)])
+    assert res.exit_code == 2 and "records.jsonl:2" in res.output and "'gold'" in res.output

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from dualdistill import __version__
-from dualdistill.agent import AgentConfig, AgentRecord, grade_record, make_pool, run_many
+from dualdistill.agent import AgentConfig, make_pool, run_many
 from dualdistill.config import ConfigError, from_dict, save_config
 from dualdistill.problems import Problem, load_benchmark
 from dualdistill.records import DataError, read_jsonl, write_jsonl
@@ -49,7 +49,7 @@ from dualdistill.trajectory import strategy_facts
 DEFAULT_BENCHES = ("math500", "aime2025", "amc", "combinatorics300")
 RECORDS, CONFIG = "records.jsonl", "config.yaml"
 # Settings that change what a record contains; a resumed run must match them.
-GENERATION_KEYS = ("model", "seed", "served_model_name")
+GENERATION_KEYS = ("model", "seed")
 AGENT_GENERATION_KEYS = (
     "tools", "template", "max_tool_calls", "budget", "temperature", "top_p",
     "executor_output_limit", "executor_timeout_s",
@@ -65,6 +65,7 @@ class EvalConfig:
     seed: int = 0
     served_model_name: str | None = None  # the model name sent to a server (default: its first model)
     api_key_env: str = "OPENAI_API_KEY"
+    max_retries: int = 5  # per request, for server backends (exponential backoff between tries)
     device: str = "auto"
     max_batch: int = 64
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -256,6 +257,16 @@ def load_benches(names: list[str], *, limit: int | None = None) -> dict[str, lis
     return out
 
 
+def model_identity(config: dict) -> str:
+    """What must match to resume: the served model's name for a server (which may move to another
+    host or port between runs), else the model path."""
+    model = str(config.get("model") or "")
+    if model.startswith(("http://", "https://")):
+        url, _, name = model.partition("#")
+        return f"served:{name or config.get('served_model_name') or url}"
+    return model
+
+
 def check_resume(out_dir: Path, config: EvalConfig) -> None:
     """Refuse to append to records made with different generation settings."""
     path = out_dir / CONFIG
@@ -269,6 +280,7 @@ def check_resume(out_dir: Path, config: EvalConfig) -> None:
         raise ConfigError(f"{path}: malformed YAML: {e}") from None
     new = dataclasses.asdict(config)
     pairs = [(k, old.get(k), new[k]) for k in GENERATION_KEYS]
+    pairs[0] = ("model", model_identity(old), model_identity(new))
     pairs += [(f"agent.{k}", (old.get("agent") or {}).get(k), new["agent"][k]) for k in AGENT_GENERATION_KEYS]
     for key, was, now in pairs:
         if was != now:
@@ -286,7 +298,7 @@ def make_backend(config: EvalConfig) -> Any:
     if model.startswith(("http://", "https://")):
         if config.served_model_name and "#" not in model:
             model = f"{model}#{config.served_model_name}"
-        return pick(model, api_key_env=config.api_key_env)
+        return pick(model, api_key_env=config.api_key_env, max_retries=config.max_retries)
     if model.startswith("vllm:"):
         return pick(model)
     if not Path(model).is_dir():
@@ -361,9 +373,11 @@ def regrade(out_dir: str | Path) -> dict:
         for key in ("problem_id", "sample_index", "response", "gold"):
             if key not in r:
                 raise DataError(path, f"record lacks field '{key}'", line=line)
-    for r in rows:
-        graded = grade_record(AgentRecord.from_dict(r), timeout=config.agent.grade_timeout_s)
-        r.update(correct=graded.correct, extracted=graded.extracted, grade_status=graded.grade_status)
+    from dualdistill.grading import grade_many
+
+    pairs = [(str(r["response"]), str(r["gold"])) for r in rows]
+    for r, v in zip(rows, grade_many(pairs, timeout=config.agent.grade_timeout_s), strict=True):
+        r.update(correct=bool(v.correct), extracted=v.extracted, grade_status=v.status)
     write_jsonl(path, rows)
     summaries = summarize_by_source(rows)
     write_report(out_dir, summaries, meta={**_meta(config), "regraded": True})

@@ -38,6 +38,7 @@ def eval_command(
     seed: int = typer.Option(0),
     served_model_name: str | None = typer.Option(None, help="Model name sent to the server (URL models)."),
     concurrency: int = typer.Option(256, min=1, help="Trajectories in flight at once."),
+    max_retries: int = typer.Option(5, min=0, help="Retries per request to a server (URL models)."),
     out: Path | None = typer.Option(None, help="Output directory (records.jsonl, report.*); reruns resume."),
     regrade: Path | None = typer.Option(None, help="Re-grade the records in this directory; no generation."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -65,6 +66,7 @@ def eval_command(
             limit=limit,
             seed=seed,
             served_model_name=served_model_name,
+            max_retries=max_retries,
             agent=agent,
         )
         summaries = evaluate.run_eval(config, out, progress=progress)
