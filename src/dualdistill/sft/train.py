@@ -85,6 +85,7 @@ class TrainResult:
     train_loss: float | None
     stats: MaskStats
     seconds: float
+    resumed_from: str | None = None
 
 
 def load_examples(config: SFTConfig, data_path: str | Path, tokenizer) -> tuple[list[dict], MaskStats]:
@@ -174,7 +175,7 @@ def _trl_args(config: SFTConfig, output_dir: Path, bf16: bool):
     )
 
 
-def _callbacks(config: SFTConfig, started: float):
+def _callbacks(config: SFTConfig):
     from transformers import TrainerCallback
 
     class Provenance(TrainerCallback):
@@ -185,8 +186,11 @@ def _callbacks(config: SFTConfig, started: float):
                 save_config(config, Path(args.output_dir) / f"checkpoint-{state.global_step}" / CONFIG_FILE)
 
     class Budget(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.started = time.monotonic()
+
         def on_step_end(self, args, state, control, **kw):
-            if config.max_time_s is not None and time.monotonic() - started > config.max_time_s:
+            if config.max_time_s is not None and time.monotonic() - self.started > config.max_time_s:
                 control.should_training_stop = True
 
     class RichProgress(TrainerCallback):
@@ -227,47 +231,58 @@ def train(config: SFTConfig, data_path: str | Path, output_dir: str | Path, *, i
     return train_run(config, data_path, output_dir, init_model=init_model).model_dir
 
 
-def train_run(
-    config: SFTConfig, data_path: str | Path, output_dir: str | Path, *, init_model: str
-) -> TrainResult:
-    """``train`` with the run's figures (steps, loss, mask statistics)."""
+def load_model(config: SFTConfig, init_model: str, *, bf16: bool = False):
+    """The model as training uses it: cache off, or packed sequences attend to each other."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTTrainer
+    from transformers import AutoModelForCausalLM
 
-    import dualdistill
-
-    output_dir = Path(output_dir)
-    _check_loggers(config)
-    bf16 = _use_bf16(config)
-
-    # Data: tokenized and labelled by us; TRL only packs and collates.
-    tokenizer = AutoTokenizer.from_pretrained(init_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    rows, stats = load_examples(config, data_path, tokenizer)
-    dataset = Dataset.from_list(rows)
-
-    # Model: the cache stays off in training, or packed sequences attend to each other.
     model = AutoModelForCausalLM.from_pretrained(
         init_model,
         dtype=torch.bfloat16 if bf16 else torch.float32,
         attn_implementation=config.attn_implementation,
     )
     model.config.use_cache = False
+    return model
+
+
+def build_trainer(
+    config: SFTConfig, rows: list[dict], model, tokenizer, output_dir: Path, *, bf16: bool = False
+):
+    """TRL's SFTTrainer on our pre-tokenized rows: TRL only packs (best fit, padding-free) and collates."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
 
     trainer = SFTTrainer(
         model=model,
         args=_trl_args(config, output_dir, bf16),
-        train_dataset=dataset,
+        train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=_callbacks(config, time.monotonic()),
+        callbacks=_callbacks(config),
     )
     if config.progress:
-        from transformers import PrinterCallback
-
         trainer.remove_callback(PrinterCallback)  # the rich bar shows progress and loss
+    return trainer
+
+
+def train_run(
+    config: SFTConfig, data_path: str | Path, output_dir: str | Path, *, init_model: str
+) -> TrainResult:
+    """``train`` with the run's figures (steps, loss, mask statistics)."""
+    from transformers import AutoTokenizer
+
+    import dualdistill
+
+    output_dir = Path(output_dir)
+    _check_loggers(config)
+    bf16 = _use_bf16(config)
+    tokenizer = AutoTokenizer.from_pretrained(init_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows, stats = load_examples(config, data_path, tokenizer)
+    model = load_model(config, init_model, bf16=bf16)
+    trainer = build_trainer(config, rows, model, tokenizer, output_dir, bf16=bf16)
+
     started = time.monotonic()
     resume = _last_checkpoint(output_dir) if config.resume else None
     out = trainer.train(resume_from_checkpoint=resume)
@@ -286,6 +301,7 @@ def train_run(
             "version": dualdistill.__version__,
             "init_model": str(init_model),
             "data": str(data_path),
+            "resumed_from": resume,
             "steps": trainer.state.global_step,
             "train_loss": out.training_loss,
             "seconds": round(seconds, 2),
@@ -293,4 +309,4 @@ def train_run(
             "log_history": trainer.state.log_history,
         }
         (model_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    return TrainResult(model_dir, trainer.state.global_step, out.training_loss, stats, seconds)
+    return TrainResult(model_dir, trainer.state.global_step, out.training_loss, stats, seconds, resume)
