@@ -11,7 +11,7 @@ Usage::
         ...
         assert len(srv.requests) == 2
 
-Each request (``POST /v1/completions`` or ``POST /v1/chat/completions``) consumes the next scripted
+``GET /v1/models`` lists ``model``. Each ``POST /v1/completions`` or ``POST /v1/chat/completions`` consumes the next scripted
 ``Outcome`` per returned choice; instead of a list, a callable ``responder(body) -> Outcome`` may
 compute the outcome from the request body. Outcomes:
 
@@ -51,13 +51,19 @@ class Outcome:
 @dataclass
 class RecordedRequest:
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: dict[str, Any]
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a handler sleeping for a timeout test must not block shutdown
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up is expected
+            super().handle_error(request, client_address)
 
 
 class FakeOpenAIServer:
@@ -75,6 +81,7 @@ class FakeOpenAIServer:
         self.requests: list[RecordedRequest] = []
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> FakeOpenAIServer:
@@ -91,7 +98,8 @@ class FakeOpenAIServer:
             server_owner = owner
 
         self._httpd = _Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._port = self._httpd.server_address[1]  # kept after stop(): tests of a server that went down
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -102,8 +110,8 @@ class FakeOpenAIServer:
 
     @property
     def port(self) -> int:
-        assert self._httpd is not None, "server not started"
-        return self._httpd.server_address[1]
+        assert self._port is not None, "server not started"
+        return self._port
 
     @property
     def url(self) -> str:
@@ -140,6 +148,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # keep test output clean
         pass
 
+    def do_GET(self) -> None:
+        owner = self.server_owner
+        owner._record(RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, {}))
+        if self.path != "/v1/models":
+            return self._send(404, _error(f"no route {self.path}", "not_found"))
+        self._send(
+            200, {"object": "list", "data": [{"id": owner.model, "object": "model", "owned_by": "fake"}]}
+        )
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
@@ -148,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             return self._send(400, _error("request body is not JSON", "invalid_request_error"))
         owner = self.server_owner
-        owner._record(RecordedRequest(self.path, dict(self.headers.items()), body))
+        owner._record(RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
         if self.path not in ("/v1/completions", "/v1/chat/completions"):
             return self._send(404, _error(f"no route {self.path}", "not_found"))
         chat = self.path.endswith("/chat/completions")

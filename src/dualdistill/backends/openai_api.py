@@ -1,0 +1,212 @@
+"""``OpenAIBackend``: any OpenAI-compatible completions server (vLLM, SGLang, hosted APIs).
+
+Plain-text prompts go to ``POST {base_url}/completions`` through the official ``openai`` client
+(``AsyncOpenAI``), with the ``stop`` list, ``max_tokens``, ``temperature``, ``top_p`` and ``seed``.
+
+Guarantees:
+- At most ``concurrency`` requests are in flight per backend (an ``asyncio.Semaphore``).
+- 429, 5xx, timeouts and connection errors are retried ``max_retries`` times with exponential backoff
+  (``backoff_s * 2**attempt``, capped, with jitter; a server's ``Retry-After`` is honoured); then a
+  ``BackendError`` names the URL, the attempts and the last status. Other 4xx fail at once.
+- vLLM and OpenAI strip the stop string from the text. vLLM reports it as ``stop_reason``; the
+  backend appends it back so ``Completion.text`` ends with it, as the protocol says.
+- The API key is read from the environment variable ``api_key_env`` and is never logged or put in
+  an error message.
+
+Not guaranteed: stop detection on servers that report no ``stop_reason`` and strip the stop string
+(hosted OpenAI): there the backend cannot tell a stop string from end-of-sequence and returns
+``stop=None``. ``count_tokens`` is exact only when ``tokenizer`` names a loadable tokenizer; otherwise
+it estimates four bytes per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import warnings
+import weakref
+
+import openai
+
+from dualdistill.backends import BackendError, Completion, cut_at_stop
+
+_RETRYABLE = (
+    openai.RateLimitError,
+    openai.InternalServerError,
+    openai.APITimeoutError,
+    openai.APIConnectionError,
+)
+
+
+class OpenAIBackend:
+    """Completions over HTTP. Example::
+
+    backend = OpenAIBackend("http://localhost:8000/v1", "agentic-r1", concurrency=128)
+    c = await backend.complete(prompt, max_new_tokens=1024, stop=["</code>"], temperature=0.6)
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 64,
+        max_retries: int = 5,
+        request_timeout: float = 600.0,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        tokenizer: str | None = None,
+    ):
+        if concurrency < 1 or max_retries < 0:
+            raise ValueError(f"need concurrency >= 1 and max_retries >= 0, got {concurrency}, {max_retries}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.max_retries = max_retries
+        self.request_timeout = request_timeout
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._concurrency = concurrency
+        self._api_key_env = api_key_env
+        # Per event loop: the client's connection pool and the semaphore belong to the loop that made
+        # them, and a backend may serve several ``asyncio.run`` calls.
+        self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._tokenizer_name = tokenizer
+        self._tokenizer = None
+        self._model_lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIBackend({self.base_url!r}, model={self.model!r})"
+
+    # -- Backend protocol ------------------------------------------------------------------------
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        stop: list[str],
+        temperature: float,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Completion:
+        model = self.model or await self._default_model()
+        request = dict(
+            model=model, prompt=prompt, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p
+        )
+        if stop:
+            request["stop"] = list(stop)
+        if seed is not None:
+            request["seed"] = seed
+        client, semaphore = self._loop_state()
+        async with semaphore:
+            response = await self._with_retries(lambda: client.completions.create(**request))
+        if not response.choices:
+            raise BackendError(f"{self.base_url}: response has no choices")
+        choice = response.choices[0]
+        text, hit = _restore_stop(choice.text or "", choice.finish_reason, _stop_reason(choice), stop)
+        usage = response.usage
+        n_tokens = usage.completion_tokens if usage and usage.completion_tokens is not None else None
+        return Completion(
+            text=text,
+            n_tokens=n_tokens if n_tokens is not None else self.count_tokens(text),
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            stop=hit,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        tok = self._load_tokenizer()
+        if tok is None:
+            return max(1, len(text.encode()) // 4) if text else 0
+        return len(tok.encode(text, add_special_tokens=False))
+
+    # -- internals -------------------------------------------------------------------------------
+    def _loop_state(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        if loop not in self._per_loop:
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                # Local servers (vLLM, SGLang) need no key; the client insists on a non-empty one.
+                api_key=os.environ.get(self._api_key_env) or "EMPTY",
+                max_retries=0,  # retries are ours: we want the backoff and the final error we document
+                timeout=self.request_timeout,
+            )
+            self._per_loop[loop] = (client, asyncio.Semaphore(self._concurrency))
+        return self._per_loop[loop]
+
+    def _client(self) -> openai.AsyncOpenAI:
+        return self._loop_state()[0]
+
+    async def _with_retries(self, call):
+        last = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await call()
+            except _RETRYABLE as e:
+                last = _describe(e)
+                if attempt == self.max_retries:
+                    break
+                await asyncio.sleep(self._delay(attempt, e))
+            except openai.APIStatusError as e:
+                raise BackendError(f"{self.base_url}: request rejected: {_describe(e)}") from None
+        raise BackendError(
+            f"{self.base_url}: gave up after {self.max_retries + 1} attempts; last error: {last}"
+        ) from None
+
+    def _delay(self, attempt: int, error: Exception) -> float:
+        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+        response = getattr(error, "response", None)
+        retry_after = response.headers.get("retry-after") if response is not None else None
+        if retry_after:
+            try:
+                delay = min(self.max_backoff_s, max(delay, float(retry_after)))
+            except ValueError:
+                pass
+        return delay * (0.5 + random.random() / 2)  # jitter: spread out a crowd of retrying requests
+
+    async def _default_model(self) -> str:
+        if self._model_lock is None:
+            self._model_lock = asyncio.Lock()
+        async with self._model_lock:
+            if self.model is None:
+                models = await self._with_retries(lambda: self._client().models.list())
+                if not models.data:
+                    raise BackendError(f"{self.base_url}: server lists no models; pass a model name")
+                self.model = models.data[0].id
+        return self.model
+
+    def _load_tokenizer(self):
+        name = self._tokenizer_name
+        if name is None or self._tokenizer is False:
+            return None
+        if self._tokenizer is None:
+            try:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(name)
+            except Exception as e:
+                warnings.warn(f"tokenizer {name!r} not loadable ({e}); estimating tokens", stacklevel=2)
+                self._tokenizer = False
+                return None
+        return self._tokenizer
+
+
+def _stop_reason(choice) -> str | int | None:
+    extra = getattr(choice, "model_extra", None) or {}
+    return extra.get("stop_reason", getattr(choice, "stop_reason", None))
+
+
+def _restore_stop(
+    text: str, finish_reason: str | None, stop_reason: str | int | None, stop: list[str]
+) -> tuple[str, str | None]:
+    """Put back the stop string a server stripped, and cut anything after the first stop string."""
+    stripped = isinstance(stop_reason, str) and stop_reason in stop and not text.endswith(stop_reason)
+    if finish_reason == "stop" and stripped:
+        text += stop_reason
+    return cut_at_stop(text, stop)
+
+
+def _describe(error: Exception) -> str:
+    status = getattr(error, "status_code", None)
+    kind = type(error).__name__
+    return f"HTTP {status} ({kind})" if status is not None else kind

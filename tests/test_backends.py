@@ -1,0 +1,303 @@
+"""Backends: the HF path on a tiny random Qwen2, the OpenAI path against a real local HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import openai
+import pytest
+import torch
+
+from dualdistill.backends import Backend, BackendError, Completion, cut_at_stop, make_backend
+from dualdistill.backends.hf import HFBackend
+from dualdistill.backends.openai_api import OpenAIBackend
+from dualdistill.trajectory import executor_block
+from fake_openai_server import FakeOpenAIServer, Outcome
+
+PROMPTS = [
+    "Compute 12 * 7.",
+    "What is the remainder when 7^2024 is divided by 9? Find the number of integers.",
+    "x",
+    "def f(n):\n    return pow(2, n, 1000)\nprint(f(10**18))",
+]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def hf(tiny_model_dir):
+    backend = HFBackend(tiny_model_dir, max_batch=16)
+    yield backend
+    backend.close()
+
+
+def forced_code_end(tiny_model_dir, tokenizer, after: int) -> HFBackend:
+    """A backend whose model emits ``</code>`` as its ``after``-th generated token after any prompt
+    of the lengths used in the test: the real model's logits with one logit raised at that position."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    code_end = tokenizer.convert_tokens_to_ids("</code>")
+    real_forward = model.forward
+    prompt_lengths: set[int] = set()
+
+    @functools.wraps(real_forward)  # keeps the signature, which the backend inspects
+    def forward(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        pos = kwargs["position_ids"][:, -1]  # position of the token whose successor is predicted
+        hit = torch.zeros_like(pos, dtype=torch.bool)
+        for n in prompt_lengths:
+            hit |= pos == n + after - 2
+        out.logits[hit, -1, code_end] += 1e4
+        return out
+
+    model.forward = forward
+    backend = HFBackend.from_objects(model, tokenizer)
+    backend.prompt_lengths = prompt_lengths  # the test registers the prompt lengths it uses
+    return backend
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def test_cut_at_stop_takes_the_earliest_and_longest():
+    assert cut_at_stop("a</code>b</code>", ["</code>"]) == ("a</code>", "</code>")
+    assert cut_at_stop("ab</answer>c</code>", ["</code>", "</answer>"]) == ("ab</answer>", "</answer>")
+    assert cut_at_stop("x</code>", ["</", "</code>"]) == ("x</code>", "</code>")
+    assert cut_at_stop("nothing", ["</code>"]) == ("nothing", None)
+
+
+def test_make_backend_rejects_a_missing_directory(tmp_path):
+    with pytest.raises(BackendError, match="not a model directory"):
+        make_backend(str(tmp_path / "nope"))
+
+
+# -- HF backend ---------------------------------------------------------------------------------
+def test_hf_generates_up_to_the_token_limit(hf):
+    assert isinstance(hf, Backend)
+    c = run(hf.complete(PROMPTS[0], max_new_tokens=12, stop=[], temperature=0.0))
+    assert c.finish_reason == "length" and c.stop is None and c.n_tokens == 12
+    assert c.text and 1 <= hf.count_tokens(c.text) <= 12
+    stats = hf.stats()
+    assert stats.generated_tokens == 12 and stats.requests == 1 and stats.gen_time_s > 0
+
+
+def test_hf_stops_at_code_end_and_continues_after_executor(tiny_model_dir, tiny_tokenizer):
+    backend = forced_code_end(tiny_model_dir, tiny_tokenizer, after=4)
+    prompt = "Solve it with code. <code>\n"
+    backend.prompt_lengths.add(len(tiny_tokenizer.encode(prompt)))
+    first = run(backend.complete(prompt, max_new_tokens=50, stop=["</code>"], temperature=0.0))
+    assert first.text.endswith("</code>") and first.text.count("</code>") == 1
+    assert (first.finish_reason, first.stop, first.n_tokens) == ("stop", "</code>", 4)
+
+    # The agent appends the executor output and asks for more: the model reads it and continues.
+    continued = prompt + first.text + executor_block("42")
+    n_prompt = len(tiny_tokenizer.encode(continued))
+    backend.reset_stats()
+    second = run(backend.complete(continued, max_new_tokens=6, stop=["</code>"], temperature=0.0))
+    assert second.n_tokens >= 1 and second.text
+    assert backend.stats().prompt_tokens == n_prompt
+    # Same continuation with the executor output as the model's context: greedy text must match a
+    # plain run on the same prompt, so the executor text really reached the model.
+    plain = HFBackend(tiny_model_dir)
+    assert run(plain.complete(continued, max_new_tokens=6, stop=[], temperature=0.0)).text.startswith(
+        second.text.removesuffix("</code>")
+    )
+    backend.close()
+    plain.close()
+
+
+def test_hf_multi_token_stop_string_cuts_the_text(hf):
+    full = run(hf.complete(PROMPTS[1], max_new_tokens=40, stop=[], temperature=1.0, seed=7))
+    ascii_at = [i for i in range(5, len(full.text) - 3) if full.text[i : i + 3].isascii()]
+    assert ascii_at, full.text
+    stop = full.text[ascii_at[0] : ascii_at[0] + 3]
+    cut = run(hf.complete(PROMPTS[1], max_new_tokens=40, stop=[stop], temperature=1.0, seed=7))
+    assert (cut.finish_reason, cut.stop) == ("stop", stop)
+    assert cut.text == full.text[: full.text.find(stop) + len(stop)]
+    assert cut.n_tokens < full.n_tokens
+
+
+def test_hf_seed_reproduces_and_differs(hf):
+    def once(seed):
+        return run(hf.complete(PROMPTS[0], max_new_tokens=20, stop=[], temperature=1.0, top_p=0.9, seed=seed))
+
+    assert once(3).text == once(3).text
+    assert once(3).text != once(4).text
+
+
+async def _solo_and_batched(backend, requests):
+    solo = [await backend.complete(**r) for r in requests]
+    backend.reset_stats()
+    batched = await asyncio.gather(*(backend.complete(**r) for r in requests))
+    return solo, batched
+
+
+def test_hf_batches_concurrent_requests_with_the_same_results(hf):
+    requests = [
+        dict(prompt=p, max_new_tokens=8 + 3 * i, stop=[], temperature=0.0 if i % 2 else 0.9, seed=i)
+        for i, p in enumerate(PROMPTS * 2)
+    ]
+    solo, batched = run(_solo_and_batched(hf, requests))
+    stats = hf.stats()
+    assert stats.prefills < len(requests) and stats.max_active > 1
+    assert stats.requests == len(requests)
+    # Left padding and cache merging must not change any row's tokens.
+    assert [c.text for c in batched] == [c.text for c in solo]
+    assert [c.n_tokens for c in batched] == [r["max_new_tokens"] for r in requests]
+
+
+def test_hf_late_request_joins_the_running_batch(hf):
+    long_req = dict(prompt=PROMPTS[1], max_new_tokens=60, stop=[], temperature=0.8, seed=1)
+
+    async def scenario():
+        alone = await hf.complete(**long_req)
+        hf.reset_stats()
+        long_task = asyncio.create_task(hf.complete(**long_req))
+        while hf.stats().steps < 5:
+            await asyncio.sleep(0.001)
+        short = await hf.complete(PROMPTS[0], max_new_tokens=3, stop=[], temperature=0.0)
+        done_first = not long_task.done()
+        return alone, await long_task, short, done_first
+
+    alone, joined, short, short_done_first = run(scenario())
+    stats = hf.stats()
+    assert short.n_tokens == 3 and short_done_first  # no barrier: the short one did not wait
+    assert stats.prefills == 2 and stats.max_active == 2
+    assert joined.text == alone.text  # joining did not disturb the running row
+
+
+def test_hf_rejects_bad_sampling_params(hf):
+    with pytest.raises(ValueError, match="top_p"):
+        run(hf.complete("x", max_new_tokens=3, stop=[], temperature=0.5, top_p=0.0))
+
+
+# -- OpenAI-compatible backend ------------------------------------------------------------------
+def openai_backend(srv, **kw) -> OpenAIBackend:
+    kw.setdefault("backoff_s", 0.01)
+    return OpenAIBackend(srv.url, "fake-model", api_key_env="DD_TEST_KEY", **kw)
+
+
+def test_openai_success_appends_the_stripped_stop_string(monkeypatch):
+    monkeypatch.setenv("DD_TEST_KEY", "sk-secret-123")
+    outcome = Outcome(text="print(6 * 7)\n", stop_reason="</code>", completion_tokens=9)
+    with FakeOpenAIServer([outcome]) as srv:
+        c = run(
+            openai_backend(srv).complete(
+                "p <code>\n", max_new_tokens=64, stop=["</code>"], temperature=0.6, seed=5
+            )
+        )
+    assert c == Completion("print(6 * 7)\n</code>", 9, "stop", "</code>")
+    req = srv.requests[0]
+    assert req.path == "/v1/completions"
+    assert req.headers["authorization"] == "Bearer sk-secret-123"
+    body = req.body
+    assert (body["prompt"], body["max_tokens"], body["stop"], body["seed"]) == (
+        "p <code>\n",
+        64,
+        ["</code>"],
+        5,
+    )
+
+
+def test_openai_end_of_sequence_and_length():
+    with FakeOpenAIServer([Outcome(text="done"), Outcome(text="abc", finish_reason="length")]) as srv:
+        backend = openai_backend(srv)
+        eos = run(backend.complete("p", max_new_tokens=8, stop=["</code>"], temperature=0.0))
+        length = run(backend.complete("p", max_new_tokens=8, stop=["</code>"], temperature=0.0))
+    assert (eos.text, eos.finish_reason, eos.stop) == ("done", "stop", None)
+    assert (length.text, length.finish_reason, length.stop) == ("abc", "length", None)
+
+
+def test_openai_retries_429_then_succeeds():
+    with FakeOpenAIServer([Outcome(status=429), Outcome(status=503), Outcome(text="ok")]) as srv:
+        c = run(openai_backend(srv).complete("p", max_new_tokens=4, stop=[], temperature=0.0))
+    assert c.text == "ok" and len(srv.requests) == 3
+
+
+def test_openai_gives_up_with_a_clear_error(monkeypatch):
+    monkeypatch.setenv("DD_TEST_KEY", "sk-secret-123")
+    with FakeOpenAIServer([Outcome(status=500)] * 3) as srv:
+        backend = openai_backend(srv, max_retries=2)
+        with pytest.raises(BackendError) as err:
+            run(backend.complete("p", max_new_tokens=4, stop=[], temperature=0.0))
+    message = str(err.value)
+    assert srv.url in message and "3 attempts" in message and "HTTP 500" in message
+    assert "sk-secret" not in message and "sk-secret" not in repr(backend)
+    assert len(srv.requests) == 3 and srv.remaining == 0
+
+
+def test_openai_client_error_is_not_retried():
+    srv = FakeOpenAIServer([Outcome(status=400), Outcome(text="never")])
+    with srv, pytest.raises(BackendError, match="HTTP 400"):
+        run(openai_backend(srv).complete("p", max_new_tokens=4, stop=[], temperature=0.0))
+    assert len(srv.requests) == 1
+
+
+def test_openai_timeout_then_retry():
+    with FakeOpenAIServer([Outcome(delay_s=1.5, text="late"), Outcome(text="fast")]) as srv:
+        backend = openai_backend(srv, request_timeout=0.3)
+        c = run(backend.complete("p", max_new_tokens=4, stop=[], temperature=0.0))
+    assert c.text == "fast" and len(srv.requests) == 2
+
+
+def test_openai_bounds_concurrency():
+    with FakeOpenAIServer(lambda body: Outcome(text=body["prompt"], delay_s=0.05)) as srv:
+        backend = openai_backend(srv, concurrency=2)
+        in_flight = [0, 0]  # now, peak
+
+        async def many():
+            client = backend._client()
+            real_create = client.completions.create
+
+            async def counting_create(**kw):
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight)
+                try:
+                    return await real_create(**kw)
+                finally:
+                    in_flight[0] -= 1
+
+            client.completions.create = counting_create
+            return await asyncio.gather(
+                *(backend.complete(f"p{i}", max_new_tokens=2, stop=[], temperature=0.0) for i in range(6))
+            )
+
+        results = run(many())
+    assert [c.text for c in results] == [f"p{i}" for i in range(6)]
+    assert in_flight[1] == 2
+
+
+def test_openai_model_name_from_the_server_and_make_backend():
+    with FakeOpenAIServer([Outcome(text="hi")], model="served-name") as srv:
+        backend = make_backend(srv.url, api_key_env="DD_TEST_KEY")
+        assert isinstance(backend, OpenAIBackend)
+        assert run(backend.complete("p", max_new_tokens=2, stop=[], temperature=0.0)).text == "hi"
+    assert backend.model == "served-name"
+    assert srv.requests[-1].body["model"] == "served-name"
+    assert make_backend("http://127.0.0.1:1/v1#other").model == "other"
+
+
+def test_openai_server_down_names_the_url():
+    with FakeOpenAIServer([]) as srv:
+        url = srv.url
+    backend = OpenAIBackend(url, "m", max_retries=1, backoff_s=0.01)
+    with pytest.raises(BackendError, match=r"127\.0\.0\.1.*2 attempts.*APIConnectionError"):
+        run(backend.complete("p", max_new_tokens=2, stop=[], temperature=0.0))
+
+
+# -- vLLM offline engine ------------------------------------------------------------------------
+def test_vllm_backend(tiny_model_dir):
+    pytest.importorskip("vllm", reason="vLLM is not installed (optional extra dualdistill[vllm])")
+    from dualdistill.backends.vllm_engine import VLLMBackend
+
+    backend = VLLMBackend(tiny_model_dir)
+    c = run(backend.complete(PROMPTS[0], max_new_tokens=5, stop=[], temperature=0.0))
+    assert c.n_tokens == 5 and c.finish_reason == "length"
+
+
+def test_openai_error_types_exist():
+    # The retry policy names these classes; a client upgrade that renames them must fail loudly here.
+    assert issubclass(openai.RateLimitError, openai.APIStatusError)
+    assert issubclass(openai.APITimeoutError, openai.APIConnectionError)
