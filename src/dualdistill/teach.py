@@ -324,19 +324,20 @@ def _backend(spec: TeacherSpec) -> Any:
 
     if not spec.url:
         raise ConfigError("an openai teacher needs 'url' (the server's …/v1 base URL)")
-    key = None
-    if spec.api_key_env:
-        key = os.environ.get(spec.api_key_env)
-        if not key:
-            raise ConfigError(f"environment variable {spec.api_key_env} is not set (API key of {spec.url})")
-    return OpenAIBackend(spec.url, spec.model or None, api_key=key)
+    if spec.api_key_env and not os.environ.get(spec.api_key_env):
+        raise ConfigError(f"environment variable {spec.api_key_env} is not set (API key of {spec.url})")
+    # Local servers (vLLM, SGLang) need no key: OpenAIBackend then sends a placeholder.
+    return OpenAIBackend(spec.url, spec.model or None, api_key_env=spec.api_key_env or "OPENAI_API_KEY")
 
 
 def secrets_of(config: TeachConfig) -> list[str]:
     """Values of the API-key variables the config names (masked out of failure details)."""
-    names = {s.api_key_env for s in (config.code_teacher, config.text_teacher) if s.api_key_env}
-    if config.code_teacher.kind == "anthropic" or config.text_teacher.kind == "anthropic":
-        names.add("ANTHROPIC_API_KEY")
+    names = set()
+    for spec in (config.code_teacher, config.text_teacher):
+        if spec.kind == "anthropic":
+            names.add(spec.api_key_env or "ANTHROPIC_API_KEY")
+        elif spec.kind == "openai":
+            names.add(spec.api_key_env or "OPENAI_API_KEY")
     return [os.environ[n] for n in sorted(names) if os.environ.get(n)]
 
 

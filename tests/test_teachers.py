@@ -1,0 +1,280 @@
+"""Teachers over real HTTP (fake OpenAI and Anthropic servers on 127.0.0.1) and the real sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from dualdistill import trajectory as tj
+from dualdistill.agent import AgentConfig
+from dualdistill.backends import BackendError
+from dualdistill.backends.openai_api import OpenAIBackend
+from dualdistill.config import ConfigError
+from dualdistill.problems import Problem
+from dualdistill.teachers import (
+    AgenticTeacher,
+    AnthropicBackend,
+    AnthropicConfig,
+    DatasetTeacher,
+    TeacherError,
+    TextTeacher,
+    TextTeacherConfig,
+    r1_to_trajectory,
+)
+from fake_openai_server import FakeOpenAIServer, Outcome
+
+PROBLEM = Problem("p1", "What is 6 times 7?", "42", source="unit")
+R1_OUT = "<think>\nSix sevens: 42.\n</think>\n\nThe answer is \\boxed{42}."
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def pool():
+    from dualdistill.sandbox import SandboxConfig, SandboxPool
+
+    return SandboxPool(SandboxConfig(timeout_s=5.0, output_limit=100_000), max_concurrency=2)
+
+
+async def _closing(pool, coro):
+    async with pool:
+        return await coro
+
+
+# ----------------------------------------------------------------------------- R1 conversion
+def test_r1_conversion_wraps_text_after_think():
+    out = r1_to_trajectory(R1_OUT)
+    assert out == "<think>\nSix sevens: 42.\n</think>\n<answer>\nThe answer is \\boxed{42}.\n</answer>"
+    assert tj.check_format(out).valid and tj.extract_answer(out) == "42"
+    # the chat template often holds the opening <think>: it is restored
+    assert r1_to_trajectory("Six sevens.\n</think>\n\\boxed{42}").startswith("<think>Six sevens.\n</think>")
+    wrapped = "<think>x</think>\n<answer>\\boxed{1}</answer>"
+    assert r1_to_trajectory(wrapped) == "<think>x</think>\n<answer>\\boxed{1}</answer>"  # not wrapped twice
+    with pytest.raises(TeacherError) as e:
+        r1_to_trajectory("<think>never finished")
+    assert e.value.reason == "format"
+    with pytest.raises(TeacherError, match="nothing after"):
+        r1_to_trajectory("<think>done</think>  \n")
+
+
+# ----------------------------------------------------------------------------- OpenAI-compatible server
+def test_text_teacher_over_openai_server_survives_429_and_timeout():
+    script = [Outcome(status=429), Outcome(delay_s=1.5, text="late"), Outcome(text=R1_OUT, stop_reason=None)]
+    with FakeOpenAIServer(script) as srv:
+        backend = OpenAIBackend(srv.url, "r1", max_retries=3, backoff_s=0.01, request_timeout=0.5)
+        teacher = TextTeacher(backend, TextTeacherConfig(max_new_tokens=777, temperature=0.3), name="r1")
+        out = run(teacher.solve(PROBLEM, previous="<think>y1</think>\n<answer>\\boxed{41}</answer>"))
+    assert out.startswith("<think>\nSix sevens") and tj.extract_answer(out) == "42"
+    assert len(srv.requests) == 3  # the 429 and the timeout were retried
+    body = srv.requests[-1].body
+    assert body["max_tokens"] == 777 and body["temperature"] == 0.3 and "stop" not in body
+    assert "What is 6 times 7?" in body["prompt"] and "\\boxed{41}" in body["prompt"]  # conditioned on y1
+    assert "<code>" not in body["prompt"].split("User:")[0]  # text teacher: no tool instruction
+
+
+def test_text_teacher_gives_up_cleanly_when_server_stays_down():
+    with FakeOpenAIServer([Outcome(status=429)] * 2) as srv:
+        backend = OpenAIBackend(srv.url, "r1", max_retries=1, backoff_s=0.01)
+        with pytest.raises(BackendError, match="gave up after 2 attempts"):
+            run(TextTeacher(backend).solve(PROBLEM))
+
+
+def test_agentic_teacher_over_openai_server_runs_code_in_sandbox(pool):
+    script = [
+        Outcome(text="<code>\nprint(6 * 7)\n", stop_reason="</code>"),
+        Outcome(text="\n<answer>\n\\boxed{42}\n", stop_reason="</answer>"),
+    ]
+    with FakeOpenAIServer(script) as srv:
+        backend = OpenAIBackend(srv.url, "agent", max_retries=0)
+        teacher = AgenticTeacher(backend, pool, AgentConfig(budget=2000))
+        out = run(
+            _closing(
+                pool, teacher.solve(PROBLEM, previous="<think>guess</think>\n<answer>\\boxed{40}</answer>")
+            )
+        )
+    assert "<executor>\n42\n</executor>" in out and out.endswith("</answer>")
+    assert tj.check_format(out).valid and tj.extract_answer(out) == "42"
+    first, second = (r.body["prompt"] for r in srv.requests)
+    assert "\\boxed{40}" in first and "<code>" in first  # y1 in the prompt, tool instruction on
+    assert second.endswith("</executor>\n")  # the executor output went back to the model
+
+
+SECRET = "sk-planted-7f3c9e1d-do-not-leak"
+SNOOP = """import os, glob
+print("ENV-ENTRIES", len(os.environ))
+for k, v in sorted(os.environ.items()):
+    print(k, "=", v)
+for path in glob.glob("/proc/*/environ") + ["/proc/1/environ", "/proc/self/environ"]:
+    try:
+        data = open(path, "rb").read().decode(errors="replace")
+        print(path, data.replace("\\0", " "))
+    except Exception as e:
+        print(path, "unreadable", type(e).__name__)
+"""
+
+
+def test_planted_secret_is_not_visible_to_agentic_teacher_code(monkeypatch, pool):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET + "-openai")
+    script = [
+        Outcome(text=f"<code>\n{SNOOP}", stop_reason="</code>"),
+        Outcome(text="<answer>\\boxed{0}", stop_reason="</answer>"),
+    ]
+    with FakeOpenAIServer(script) as srv:
+        backend = OpenAIBackend(srv.url, "agent", max_retries=0)
+        out = run(_closing(pool, AgenticTeacher(backend, pool, AgentConfig(budget=100_000)).solve(PROBLEM)))
+    executor = [s.body for s in tj.parse(out) if s.kind == "executor"]
+    assert len(executor) == 1 and "ENV-ENTRIES" in executor[0]  # the snooping code did run
+    assert "/proc/self/environ" in executor[0]
+    assert SECRET not in out
+    # the parent really had it (so the check above could have failed)
+    assert srv.requests[0].headers.get("authorization") == f"Bearer {SECRET}-openai"
+
+
+# ----------------------------------------------------------------------------- Anthropic messages API
+class FakeAnthropic:
+    """A real HTTP server answering POST /v1/messages from a script of (status, body, delay)."""
+
+    def __init__(self, script):
+        self.script, self.requests = list(script), []
+        owner = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                status, payload, delay = owner.script.pop(0)
+                if delay:
+                    threading.Event().wait(delay)
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("retry-after-ms", "10")
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.httpd.block_on_close = False
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def message(text, stop_reason="end_turn", stop_sequence=None, out_tokens=7):
+    return (200, {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test",
+                  "content": [{"type": "text", "text": text}], "stop_reason": stop_reason,
+                  "stop_sequence": stop_sequence, "usage": {"input_tokens": 3, "output_tokens": out_tokens}}, 0)  # fmt: skip
+
+
+RATE_LIMITED = (429, {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}, 0)
+
+
+@pytest.fixture
+def anthropic_server():
+    servers = []
+
+    def make(script):
+        servers.append(FakeAnthropic(script))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def test_anthropic_backend_request_construction(monkeypatch, anthropic_server, caplog):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    srv = anthropic_server([RATE_LIMITED, message("\nprint(1)\n", "stop_sequence", "</code>"),
+                            message("more", "max_tokens", out_tokens=5)])  # fmt: skip
+    caplog.set_level(logging.DEBUG)
+    backend = AnthropicBackend(AnthropicConfig(model="claude-test", base_url=srv.url, max_retries=2))
+    prompt = "System text\n\nUser: What is 1?\nAssistant: <think>plan</think>\n<code>"
+
+    async def both():  # one event loop: the client's connection pool belongs to it
+        first = await backend.complete(
+            prompt, max_new_tokens=99, stop=["</code>", "</answer>"], temperature=0.6, seed=5
+        )
+        n_requests = len(srv.requests)
+        second = await backend.complete("U\nAssistant: ", max_new_tokens=5, stop=[], temperature=0.0)
+        return first, n_requests, second
+
+    c, n_requests, c2 = run(both())
+    assert (c.text, c.stop, c.finish_reason, c.n_tokens) == ("\nprint(1)\n</code>", "</code>", "stop", 7)
+    path, headers, body = srv.requests[1]
+    assert n_requests == 2 and path == "/v1/messages"  # the 429 was retried by the client
+    # the key travels only in the auth header (x-api-key, or Bearer in newer clients)
+    assert SECRET in (headers.get("x-api-key"), headers.get("authorization", "").removeprefix("Bearer "))
+    assert body["model"] == "claude-test" and body["max_tokens"] == 99 and body["temperature"] == 0.6
+    assert body["stop_sequences"] == ["</code>", "</answer>"] and "seed" not in body
+    assert body["messages"] == [
+        {"role": "user", "content": "System text\n\nUser: What is 1?"},
+        {"role": "assistant", "content": "<think>plan</think>\n<code>"},  # the prefill to continue
+    ]
+    assert (c2.finish_reason, c2.stop) == ("length", None)
+    assert srv.requests[-1][2]["messages"] == [{"role": "user", "content": "U"}]  # no empty prefill
+    assert SECRET not in repr(backend) and SECRET not in caplog.text
+
+
+def test_anthropic_backend_timeout_refusal_and_missing_key(monkeypatch, anthropic_server):
+    monkeypatch.setenv("MY_KEY", "k")
+    srv = anthropic_server([(*message("late")[:2], 2.0), message("", "refusal")])
+    backend = AnthropicBackend(
+        AnthropicConfig(api_key_env="MY_KEY", base_url=srv.url, timeout_s=0.5, max_retries=0)
+    )
+
+    async def both():
+        errors = []
+        for _ in range(2):
+            try:
+                await backend.complete("q\nAssistant: ", max_new_tokens=5, stop=[], temperature=0.6)
+            except Exception as e:
+                errors.append(e)
+        return errors
+
+    timeout, refusal = run(both())
+    assert isinstance(timeout, BackendError) and "timeout" in str(timeout)
+    assert isinstance(refusal, TeacherError) and refusal.reason == "refusal"
+    monkeypatch.delenv("MY_KEY")
+    with pytest.raises(ConfigError, match="MY_KEY is not set"):
+        AnthropicBackend(AnthropicConfig(api_key_env="MY_KEY"))
+
+
+# ----------------------------------------------------------------------------- dataset teacher
+def test_dataset_teacher_by_id_then_question(tmp_path):
+    rows = [
+        {"id": "a", "question": "Q one?", "final_answer": 1, "r1_solution_1": "<think>t</think> \\boxed{1}"},
+        {"id": "b", "question": "Q   two?", "final_answer": 2, "r1_solution_1": "<think>u</think> \\boxed{2}",
+         "r1_solution_2": "<think>v</think> \\boxed{2}"},
+    ]  # fmt: skip
+    path = tmp_path / "deepmath.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t = DatasetTeacher(path)
+    assert t.strategy == "text" and len(t) == 2
+    assert run(t.solve(Problem("a", "ignored", "1"))) == "<think>t</think>\n<answer>\n\\boxed{1}\n</answer>"
+    assert "\\boxed{2}" in run(t.solve(Problem("other-id", "Q two?", "2"))), "falls back to the question text"
+    with pytest.raises(TeacherError) as e:
+        run(t.solve(Problem("zzz", "unknown", "0")))
+    assert e.value.reason == "missing"
+    assert len(DatasetTeacher(path, "r1_solution_2")) == 1
+    with pytest.raises(Exception, match="no record has the field 'r1_solution_9'"):
+        DatasetTeacher(path, "r1_solution_9")
