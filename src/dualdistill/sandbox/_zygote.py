@@ -38,7 +38,7 @@ import traceback
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -111,6 +111,7 @@ def _setup_child(cfg: dict, spec: dict, sock_fd: int, out_fd: int) -> None:
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)  # from root to a fresh uid: drops every capability too
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # cleared by setuid, so set it after
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of the model's code come back to us
     # Write-through text streams so output printed before a timeout kill still reaches the parent.
     sys.stdout = io.TextIOWrapper(
         os.fdopen(1, "wb", 0), encoding="utf-8", errors="replace", write_through=True
@@ -192,12 +193,14 @@ def _live_pids(uid: int) -> list[int]:
 
 
 def _reap_leftovers() -> None:
-    """No process outlives its block: kill the block's children (same uid) and reap our own."""
-    _kill_others()
-    _kill_others()
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
+    """No process outlives its block. The session is a child subreaper, so every descendant (also one
+    that called setsid) stays our child; kill them all (same uid) and reap until none is left."""
+    for _ in range(100_000):
+        _kill_others()
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 def session_main(sock: socket.socket, uid_isolated: bool) -> None:

@@ -209,7 +209,7 @@ class Session:
         if lost:
             notice = (
                 f"Note: the previous code block {self._lost_reason}, so the Python session was restarted "
-                "and all earlier variables, functions and imports are lost.\n"
+                "and its state was lost (all earlier variables, functions and imports).\n"
             )
             self._lost_reason = None
         if self._proc is None or not self._template.alive():

@@ -1,0 +1,279 @@
+"""Adversarial suite: hostile snippets run in a real sandbox, one property checked per test.
+
+Every test also checks, through the ``bystander`` and ``fresh_works`` fixtures, that another session
+of the same pool kept its state and that a new session still works afterwards. No test asserts on
+timing; timeouts are short but leave generous room on a loaded 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dualdistill.sandbox import TIMEOUT_MESSAGE, SandboxConfig, Session
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists("/usr/bin/bwrap") or os.geteuid() == 0), reason="needs bubblewrap or root"
+)
+
+CFG = SandboxConfig(timeout_s=2.0)
+
+
+def host_processes(uid: int | None) -> list[int]:
+    """Live (non-zombie) processes of ``uid`` as the host sees them."""
+    if uid is None:
+        return []
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{name}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields["Uid"].split()[0]) == uid and fields["State"].strip()[0] not in "ZX":
+            found.append(int(name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def bystander():
+    """Another session, alive through the whole module: hostile code must not touch it."""
+    s = Session(CFG)
+    assert s.run("secret_state = 41 + 1").status == "ok"
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def sandbox(bystander):
+    s = Session(CFG)
+    yield s
+    s.close()
+    # The bystander still has its state and answers; a brand new session works too.
+    assert bystander.run("print(secret_state)").output == "42\n"
+    with Session(CFG) as fresh:
+        assert fresh.run("print(6 * 7)").output == "42\n"
+
+
+def test_network_connect_fails(sandbox):
+    r = sandbox.run("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)")
+    assert r.status == "error" and "OSError" in r.output
+
+
+def test_dns_fails(sandbox):
+    r = sandbox.run("import socket\nprint(socket.getaddrinfo('pypi.org', 443))")
+    assert r.status == "error" and "gaierror" in r.output
+
+
+def test_only_loopback_interface(sandbox):
+    r = sandbox.run("import socket\nprint([n for _, n in socket.if_nameindex()])")
+    assert r.output.strip() == "['lo']"
+
+
+def test_fork_bomb_is_capped_and_leaves_no_process(sandbox):
+    sandbox.run("pass")
+    uid = sandbox._proc["uid"]
+    r = sandbox.run("import os\nwhile True:\n    os.fork()")
+    assert r.status in ("error", "timeout")
+    # After the block, at most the session process itself is left under the session's uid.
+    assert len(host_processes(uid)) <= 1
+
+
+def test_memory_bomb_reports_memory(sandbox):
+    r = sandbox.run("x = bytearray(8 * 1024**3)")
+    assert r.status == "memory" and "MemoryError" in r.output
+
+
+def test_memory_bomb_keeps_earlier_state(sandbox):
+    sandbox.run("kept = 'yes'")
+    r = sandbox.run(
+        "import numpy as np\nhog = [np.empty(2**25) for _ in range(1000)]"
+    )  # untouched pages: fast
+    assert r.status == "memory"
+    assert sandbox.run("print(kept)").output == "yes\n"
+
+
+def test_infinite_loop_times_out_with_reference_marker(sandbox):
+    r = sandbox.run("while True:\n    pass")
+    assert r.status == "timeout" and TIMEOUT_MESSAGE in r.output and r.killed
+
+
+def test_long_sleep_times_out(sandbox):
+    r = sandbox.run("import time\ntime.sleep(3600)")
+    assert r.status == "timeout"
+
+
+def test_partial_output_before_timeout_is_kept(sandbox):
+    r = sandbox.run("print('started', flush=False)\nwhile True:\n    pass")
+    assert r.output.startswith("started\n")
+
+
+def test_infinite_output_is_stopped_and_truncated(sandbox):
+    r = sandbox.run("while True:\n    print('spam' * 100)")
+    assert r.status == "output_limit"
+    assert len(r.output) < CFG.output_limit + 400 and "truncated" in r.output
+
+
+def test_write_outside_scratch_fails(sandbox):
+    probe = Path(__file__).with_name("sandbox_escape_probe.txt")
+    r = sandbox.run(f"open({str(probe)!r}, 'w').write('escaped')")
+    assert r.status == "error" and not probe.exists()
+
+
+def test_write_to_system_dirs_fails(sandbox):
+    r = sandbox.run("open('/usr/escape_probe', 'w')")
+    assert r.status == "error" and not Path("/usr/escape_probe").exists()
+
+
+def test_scratch_dir_is_writable_and_private(sandbox, bystander):
+    assert sandbox.run("open('/tmp/mine.txt', 'w').write('x')").status == "ok"
+    assert bystander.run("import os\nprint(os.path.exists('/tmp/mine.txt'))").output == "False\n"
+
+
+def test_scratch_is_wiped_between_sessions(sandbox):
+    sandbox.run("open('notes.txt', 'w').write('x')")
+    sandbox.reset()
+    assert sandbox.run("import os\nprint(os.listdir('.'))").output == "[]\n"
+
+
+def test_filling_the_scratch_disk_fails_cleanly(sandbox):
+    r = sandbox.run(
+        "i = 0\nwhile True:\n    open(f'/tmp/f{i}', 'wb').write(b'x' * 2**20)\n    i += 1",
+    )
+    assert r.status == "error" and ("No space left" in r.output or "File too large" in r.output)
+
+
+def test_big_file_hits_file_size_limit(sandbox):
+    r = sandbox.run("f = open('big', 'wb')\nwhile True:\n    f.write(b'x' * 2**20)")
+    assert r.status == "error" and "File too large" in r.output
+
+
+def test_parent_environment_is_not_visible(monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "sk-planted-secret")
+    # Different pre-imports: a template of its own, started now, with the key planted in our env.
+    with Session(SandboxConfig(timeout_s=5.0, preimport=("math", "json"))) as s:
+        code = (
+            "import os, subprocess\n"
+            "print(dict(os.environ))\n"
+            "for pid in [p for p in os.listdir('/proc') if p.isdigit()] + ['self']:\n"
+            "    try:\n        print(open(f'/proc/{pid}/environ').read())\n"
+            "    except OSError:\n        pass\n"
+            "print(subprocess.run(['env'], capture_output=True, text=True).stdout)"
+        )
+        r = s.run(code)
+    assert r.status == "ok" and "sk-planted-secret" not in r.output
+
+
+def test_home_directory_is_hidden(sandbox):
+    r = sandbox.run("import os\nprint(sorted(os.listdir(os.path.realpath('/root'))))")
+    assert r.output.strip() in ("[]", "['.pyenv']")
+
+
+def test_killing_the_parent_is_not_permitted(sandbox):
+    r = sandbox.run(f"import os\nos.kill(os.getppid(), 9)\nos.kill(1, 9)\nos.kill({os.getpid()}, 9)")
+    assert r.status == "error" and ("PermissionError" in r.output or "ProcessLookupError" in r.output)
+
+
+def test_kill_minus_one_hits_nobody_else(sandbox):
+    r = sandbox.run("import os, signal\nos.kill(-1, signal.SIGKILL)\nprint('survived')")
+    assert r.output == "survived\n"
+
+
+def test_one_session_cannot_kill_another(sandbox, bystander):
+    victim = bystander._proc["pid"]  # the PID inside the shared namespace
+    r = sandbox.run(f"import os\nos.kill({victim}, 9)")
+    assert r.status == "error" and "PermissionError" in r.output
+
+
+def test_ignoring_sigterm_is_still_killed(sandbox):
+    sandbox.run("pass")
+    uid = sandbox._proc["uid"]
+    r = sandbox.run("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(3600)")
+    assert r.status == "timeout" and host_processes(uid) == []
+
+
+def test_busy_threads_die_with_the_timeout(sandbox):
+    sandbox.run("pass")
+    uid = sandbox._proc["uid"]
+    code = (
+        "import threading, time\n"
+        "def spin():\n    while True: pass\n"
+        "for _ in range(4): threading.Thread(target=spin, daemon=True).start()\n"
+        "time.sleep(3600)"
+    )
+    assert sandbox.run(code).status == "timeout"
+    assert host_processes(uid) == []
+
+
+def test_escaped_grandchild_dies_with_the_session(sandbox):
+    sandbox.run("pass")
+    uid = sandbox._proc["uid"]
+    code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    while True: pass\ntime.sleep(3600)"
+    assert sandbox.run(code).status == "timeout"
+    assert host_processes(uid) == []
+
+
+def test_background_process_does_not_outlive_its_block(sandbox):
+    sandbox.run("import subprocess\np = subprocess.Popen(['sleep', '3600'])")
+    assert sandbox.run("print(p.poll() is not None or p.wait(timeout=5) is not None)").output == "True\n"
+
+
+def test_subprocess_runs_inside_the_sandbox(sandbox):
+    r = sandbox.run(
+        "import subprocess\nprint(subprocess.run(['id', '-u'], capture_output=True, text=True).stdout)"
+    )
+    assert r.status == "ok" and r.output.strip() not in ("0", "")
+
+
+def test_os_system_output_is_captured(sandbox):
+    r = sandbox.run("import os\nrc = os.system('echo from-shell')\nprint('rc', rc)")
+    assert r.output == "from-shell\nrc 0\n"
+
+
+def test_sys_exit_is_an_error_and_keeps_state(sandbox):
+    sandbox.run("x = 5")
+    r = sandbox.run("import sys\nsys.exit(3)")
+    assert r.status == "error" and sandbox.run("print(x)").output == "5\n"
+
+
+def test_os_exit_is_a_crash_and_next_block_is_told(sandbox):
+    sandbox.run("x = 5")
+    assert sandbox.run("import os\nos._exit(0)").status == "crashed"
+    r = sandbox.run("print(x)")
+    assert r.state_lost and "state" in r.output.lower() and "NameError" in r.output
+
+
+def test_reading_stdin_gets_eof(sandbox):
+    r = sandbox.run("print(input())")
+    assert r.status == "error" and "EOFError" in r.output
+
+
+def test_deep_recursion_is_an_error(sandbox):
+    r = sandbox.run("def f(n):\n    return f(n + 1)\nf(0)")
+    assert r.status == "error" and "RecursionError" in r.output
+
+
+def test_ctypes_segfault_is_a_crash(sandbox):
+    r = sandbox.run("import ctypes\nctypes.string_at(0)")
+    assert r.status == "crashed" and "SIGSEGV" in r.output
+
+
+def test_traceback_hides_sandbox_internals(sandbox):
+    r = sandbox.run("def g():\n    return 1 / 0\ng()")
+    assert "_zygote" not in r.output and "sandbox" not in r.output and "line 2, in g" in r.output
+
+
+def test_setuid_binaries_do_not_escalate(sandbox):
+    r = sandbox.run(
+        "import subprocess\nprint(subprocess.run(['su', '-c', 'id -u'], capture_output=True).returncode)"
+    )
+    assert r.status in ("ok", "error") and r.output.strip() != "0"
+
+
+def test_no_capabilities_in_session(sandbox):
+    r = sandbox.run("print([l for l in open('/proc/self/status') if l.startswith('CapEff')][0].split()[1])")
+    assert r.output.strip() == "0000000000000000"
