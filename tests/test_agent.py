@@ -322,3 +322,18 @@ def test_hf_backend_generates_after_the_injected_executor_text(tiny_model_dir, p
         assert run(run_agent(PROBLEM, backend, pool, config)).response == rec.response  # greedy: repeatable
     finally:
         hf.close()
+
+
+def test_a_stray_close_tag_is_not_executed(pool):
+    first = "<code>\nprint(1)\n</code>"
+    backend = ScriptedBackend([first, "so print(2) </code>", "<answer>\\boxed{1}</answer>"])
+    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig()))
+    assert rec.response == first + executor_block("1") + "so print(2) </code><answer>\\boxed{1}</answer>"
+    assert len(rec.tool_calls) == 1 and rec.finish_reason == "answer"
+
+
+def test_a_block_opened_inside_think_still_runs(pool):
+    first = "<think>let me check <code>\nprint(3 * 3)\n</code>"
+    backend = ScriptedBackend([first, "</think><answer>\\boxed{9}</answer>"])
+    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig()))
+    assert rec.response.startswith(first + executor_block("9")) and len(rec.tool_calls) == 1

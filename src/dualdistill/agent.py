@@ -126,9 +126,7 @@ class Pool(Protocol):
 
 def make_pool(config: AgentConfig) -> Any:
     """The real sandbox pool for ``config`` (output limit and timeout passed to the sandbox)."""
-    from dualdistill.sandbox import SandboxConfig, SandboxPool
-
-    from dualdistill.sandbox import Session
+    from dualdistill.sandbox import SandboxConfig, SandboxPool, Session
 
     sandbox = SandboxConfig(timeout_s=config.executor_timeout_s, output_limit=config.executor_output_limit)
     # Start the shared template process from this (long-lived) thread: bwrap's --die-with-parent kills
@@ -216,14 +214,21 @@ class _Trajectory:
         self.response += text
         self.n_tokens += self.backend.count_tokens(text)
 
-    def last_code(self) -> str:
-        start = self.response.rfind("<code>")
-        body = self.response[start + len("<code>") : -len(CODE_STOP)] if start != -1 else ""
-        return body.strip("\n")
+    def last_code(self) -> str | None:
+        """The body of the code block the response ends with; None for a stray ``</code>``.
 
-    async def execute(self, session: SandboxSession) -> None:
+        Found by tag position, not ``trajectory.parse``, so a block the model opened inside an
+        unclosed ``<think>`` still runs, as in the reference implementation.
+        """
+        start = self.response.rfind("<code>")
+        end = len(self.response) - len(CODE_STOP)
+        if start == -1 or self.response.find(CODE_STOP, start) != end:
+            return None
+        return self.response[start + len("<code>") : end].strip("\n")
+
+    async def execute(self, session: SandboxSession, code: str) -> None:
         t0 = time.perf_counter()
-        result = await session.run(self.last_code())
+        result = await session.run(code)
         self.tool_time += time.perf_counter() - t0
         self.tool_calls.append({"status": result.status, "duration_s": round(result.duration_s, 4)})
         self.inject(executor_block(result.output))
@@ -264,9 +269,12 @@ async def run_agent(
                 t.cap_hit = True  # this block is not run; the note replaces its executor output
                 t.inject(TOOL_CAP_NOTE)
                 continue
+            code = t.last_code()
+            if code is None:
+                continue  # a "</code>" that closes no block is text; the model goes on
             if session is None:
                 session = await stack.enter_async_context(pool.session())  # type: ignore[union-attr]
-            await t.execute(session)
+            await t.execute(session, code)
     return AgentRecord(
         problem_id=problem.id,
         sample_index=sample_index,

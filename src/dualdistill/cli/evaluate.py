@@ -45,6 +45,7 @@ def eval_command(
 ) -> None:
     from dualdistill import evaluate
     from dualdistill.backends import BackendError
+    from dualdistill.sandbox import SandboxUnavailable
 
     try:
         if regrade is not None:
@@ -70,7 +71,7 @@ def eval_command(
             agent=agent,
         )
         summaries = evaluate.run_eval(config, out, progress=progress)
-    except (DataError, ConfigError, BackendError) as e:
+    except (DataError, ConfigError, BackendError, SandboxUnavailable) as e:
         fail(str(e))
     except KeyError as e:  # unknown benchmark name
         fail(str(e.args[0]) if e.args else str(e))
