@@ -1,0 +1,160 @@
+"""Commands of the embedded synthetic world: problem files, the teacher report, the tiny student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dualdistill.cli.app import app, fail
+from dualdistill.records import DataError
+
+synthetic_app = typer.Typer(help="The embedded synthetic math world.", no_args_is_help=True)
+app.add_typer(synthetic_app, name="synthetic")
+
+
+def _version() -> str:
+    from dualdistill import __version__
+
+    return __version__
+
+
+@synthetic_app.command("make")
+def make(
+    out: Path = typer.Option(..., help="Output directory: train.jsonl, test.jsonl, manifest.json."),
+    n: int = typer.Option(2000, min=1, help="Problems in train + test together."),
+    seed: int = typer.Option(0, help="Seed of the generator and of the split."),
+    test_fraction: float = typer.Option(0.2, min=0.0, max=1.0, help="Share of each family in test."),
+) -> None:
+    """Write seeded train/test problem files of the synthetic world.
+
+    Example: dualdistill synthetic make --n 2000 --seed 0 --out data/synthetic
+    """
+    from dualdistill.problems import write_problems
+    from dualdistill.synthetic.families import FAMILIES, make_splits
+
+    train, test = make_splits(n, seed, test_fraction)
+    out.mkdir(parents=True, exist_ok=True)
+    write_problems(out / "train.jsonl", train)
+    write_problems(out / "test.jsonl", test)
+    manifest = {"command": "synthetic make", "n": n, "seed": seed, "test_fraction": test_fraction,
+                "families": {f.name: f.group for f in FAMILIES.values()}, "train": len(train),
+                "test": len(test), "version": _version()}  # fmt: skip
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    Console().print(f"wrote {len(train)} train and {len(test)} test problems to {out}")
+
+
+def _load_split(data: Path | None, split: str, n: int, seed: int, limit: int | None):
+    from dualdistill.problems import load_problems
+    from dualdistill.synthetic.families import make_splits
+
+    if split not in ("train", "test"):
+        fail(f"--split must be 'train' or 'test', got {split!r}")
+    if data is not None:
+        problems = load_problems(data / f"{split}.jsonl")
+    else:
+        train, test = make_splits(n, seed)
+        problems = test if split == "test" else train
+    return problems[:limit] if limit else problems
+
+
+@synthetic_app.command("teachers")
+def teachers(
+    report: bool = typer.Option(False, "--report", help="Print per-family and per-group accuracy."),
+    data: Path | None = typer.Option(None, help="Directory from 'synthetic make' (default: generate)."),
+    split: str = typer.Option("test", help="train or test."),
+    n: int = typer.Option(2000, min=1, help="World size when generating (as in 'synthetic make')."),
+    seed: int = typer.Option(0),
+    limit: int | None = typer.Option(None, min=1, help="Only the first N problems of the split."),
+    timeout_s: float = typer.Option(3.0, min=0.1, help="Sandbox wall clock per program."),
+    concurrency: int = typer.Option(8, min=1, help="Sandbox runs in flight."),
+    slip_p: float = typer.Option(0.04, min=0.0, max=1.0, help="Text teacher's slip chance per step."),
+    out: Path | None = typer.Option(None, help="Also write every trajectory to this JSONL file."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
+) -> None:
+    """Run both programmatic teachers on a split (the agentic one in the real sandbox).
+
+    Example: dualdistill synthetic teachers --report --split test --n 2000 --timeout-s 1
+    """
+    from dualdistill.records import JsonlAppender
+    from dualdistill.synthetic import report as rep
+    from dualdistill.synthetic.teachers import AgenticTeacherConfig, TextTeacher, TextTeacherConfig
+
+    try:
+        problems = _load_split(data, split, n, seed, limit)
+    except DataError as e:
+        fail(str(e))
+    if not problems:
+        fail("no problems to run")
+    agentic = AgenticTeacherConfig(timeout_s=timeout_s, max_concurrency=concurrency)
+    text = TextTeacher(TextTeacherConfig(slip_p=slip_p))
+    writer = JsonlAppender(out) if out else None
+    columns = (TextColumn("[bold]teachers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("", total=2 * len(problems))
+
+        def done(o: rep.Outcome) -> None:
+            bar.advance(task)
+            if writer:
+                writer.write(rep.outcome_record(o))
+
+        try:
+            outcomes = rep.run_teachers(problems, agentic=agentic, text_teacher=text, on_done=done)
+        finally:
+            if writer:
+                writer.close()
+    summary = rep.summarize(outcomes)
+    if report or markdown:
+        _print_report(summary, markdown)
+    violations = rep.complementary_violations(summary)
+    console = Console()
+    for v in violations:
+        console.print(f"[yellow]not complementary:[/] {v}")
+    if not violations:
+        console.print("complementary pattern holds (>= 80% favoured, <= 40% other's favoured)")
+
+
+def _print_report(summary, markdown: bool) -> None:
+    from rich.table import Table
+
+    from dualdistill.synthetic import report as rep
+    from dualdistill.synthetic.families import FAMILIES, GROUPS
+
+    if markdown:
+        print(rep.markdown_table(summary))
+        return
+    teachers = list(summary)
+    table = Table("family", "group", *teachers)
+    keys = [(f.name, f.group) for f in FAMILIES.values()] + [(f"group:{g}", g) for g in GROUPS]
+    for key, group in keys:
+        cells = [summary[t].get(key) for t in teachers]
+        if any(cells):
+            shown = [f"{c[0] / c[1]:.0%} ({c[0]}/{c[1]})" if c else "–" for c in cells]
+            table.add_row(key.replace("group:", "all "), group, *shown)
+    Console().print(table)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out: Path = typer.Option(..., help="Model directory to write (config, weights, tokenizer)."),
+    size: str = typer.Option("tiny", help="tiny, small or base."),
+    vocab_size: int = typer.Option(1024, min=300, help="BPE vocabulary (tags and specials added)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Build a from-scratch Qwen2 student with a BPE tokenizer trained on the synthetic world.
+
+    Example: dualdistill tiny-model --out models/tiny --size small
+    """
+    from dualdistill.synthetic.corpus import synthetic_corpus
+    from dualdistill.synthetic.student import SIZES, build_student
+
+    if size not in SIZES:
+        fail(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
+    path = build_student(out, corpus=synthetic_corpus(seed=seed), size=size, vocab_size=vocab_size, seed=seed)  # type: ignore[arg-type]
+    manifest = {"command": "tiny-model", "size": size, "vocab_size": vocab_size, "seed": seed,
+                "corpus": "synthetic_corpus", "version": _version()}  # fmt: skip
+    (path / "dualdistill.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    Console().print(f"wrote a {size} Qwen2 student to {path}")
