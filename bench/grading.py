@@ -143,7 +143,7 @@ COMPARE = [  # (gold, final answer or whole response): where a substring rule an
     ("12", "<code>\nprint(3 * 4)\n</code>\n<executor>\n12\n</executor>\n"
            "<answer>\nThe count is \\boxed{15}.\n</answer>"),
     ("5", "<think>\nadd, then subtract 1\n</think>\n<answer>\n2 + 3 = 5, less 1 is \\boxed{4}\n</answer>"),
-    ("1234", "1,234"), ("\\frac{1}{2}", "0.5"), ("30", "30^\\circ"), ("5", "x = 5"), ("7", "7 dollars"),
+    ("1234", "1,234"), ("\\frac{1}{2}", "0.5"), ("30", "30^\\circ"), ("5", "x = 5"), ("7", "7 dollars"), ("\\frac{1}{2}", "\\frac{1}{2} of it"),
 ]  # fmt: skip
 
 
