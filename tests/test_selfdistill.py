@@ -482,3 +482,41 @@ def test_cli_build_report_and_errors(tmp_path):
     assert res.exit_code == 2
     res = runner.invoke(app, ["self-distill", "train", "--help"])
     assert res.exit_code == 0 and "Example:" in res.output
+
+
+def test_cli_sample_then_train_on_the_tiny_model(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from dualdistill.cli import app
+
+    problems = tmp_path / "problems.jsonl"
+    write_problems(problems, sd_problems(2))
+    runner = CliRunner()
+    out = tmp_path / "sd"
+    res = runner.invoke(app, [
+        "self-distill", "sample", "--model", str(tiny_model_dir), "--problems", str(problems), "--k", "2",
+        "--budget", "12", "--no-tools", "--template", "compact", "--out", str(out), "--no-progress",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "2 problems × 2 samples" in res.output
+    assert [len(s.samples) for s in sd.load_samples(out)] == [2, 2]  # a random model: graded, all wrong
+
+    data = tmp_path / "sd.jsonl"
+    result = run(tmp_path, {"p": mix(1, 2)})
+    from dualdistill.records import write_jsonl
+
+    write_jsonl(data, result.records)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("template: compact\nmax_length: 256\nmax_steps: 2\nlr: 0.01\nprogress: false\n")
+    res = runner.invoke(app, [
+        "self-distill", "train", "--model", str(tiny_model_dir), "--data", str(data), "--config", str(recipe),
+        "--out", str(tmp_path / "retrained"), "batch_size=2",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "retrained" / "model" / "train_summary.json").read_text())
+    assert summary["steps"] == 2
+    res = runner.invoke(app, [
+        "self-distill", "train", "--model", str(tiny_model_dir), "--data", str(data), "--config", str(recipe),
+        "--out", str(tmp_path / "r2"), "no_such_key=1",
+    ])  # fmt: skip
+    assert res.exit_code == 2 and "no_such_key" in res.output
