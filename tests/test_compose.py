@@ -207,3 +207,183 @@ def test_compose_file_writes_records_and_report(tmp_path):
     assert rec["grades"] == {"g1": False, "g2": True} and rec["transition"] == tj.CODE_TO_TEXT
     meta = json.loads((tmp_path / "out.jsonl.report.json").read_text())
     assert meta["version"] and meta["config"]["decontam_threshold"] == 90.0 and meta["written"] == 1
+
+
+# ============================================================================= teach
+class FakeTeacher:
+    """A teacher that answers from a table; ``fail`` lists outcomes to produce first (exceptions/texts)."""
+
+    def __init__(self, name, strategy, response, fail=(), gate=None):
+        self.name, self.strategy, self.response = name, strategy, response
+        self.fail = list(fail)
+        self.calls: list[tuple[str, str | None]] = []
+        self.gate = gate
+
+    async def solve(self, problem, previous=None):
+        self.calls.append((problem.id, previous))
+        if self.gate is not None:
+            await self.gate(problem)
+        if self.fail:
+            outcome = self.fail.pop(0)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        return self.response
+
+
+def _problems(n):
+    from dualdistill.problems import Problem
+
+    return [Problem(f"q{i}", f"What is 6 times 7 (variant {i})?", "42") for i in range(n)]
+
+
+def _teach(problems, code, text, out, **cfg):
+    import asyncio
+
+    from dualdistill.teach import TeachConfig, teach
+
+    config = TeachConfig(retry_backoff_s=0.0, **cfg)
+    return asyncio.run(teach(problems, code, text, out, config, progress=False))
+
+
+def test_seeded_first_teacher_indicator():
+    from dualdistill.teach import code_goes_first
+
+    ids = [f"id{i}" for i in range(400)]
+    a = [code_goes_first(i, 0) for i in ids]
+    assert a == [code_goes_first(i, 0) for i in ids]  # a pure function of (seed, id)
+    assert 160 < sum(a) < 240  # a fair coin
+    assert a != [code_goes_first(i, 1) for i in ids]  # the seed matters
+
+
+def test_teach_writes_pairs_with_y2_conditioned_on_y1(tmp_path):
+    from dualdistill.teach import code_goes_first
+
+    code, text = FakeTeacher("agentic", "code", CODE), FakeTeacher("r1", "text", TEXT)
+    report = _teach(_problems(12), code, text, tmp_path, first_teacher_seed=7)
+    pairs = read_pairs(tmp_path / "pairs.jsonl")
+    assert report.pairs == len(pairs) == 12 and report.failed == {}
+    for p in pairs:
+        expected_first = "agentic" if code_goes_first(p.id, 7) else "r1"
+        assert p.first.teacher == expected_first and p.second.teacher != expected_first
+    # the second teacher was given the first's response; the first was given nothing
+    for teacher, other in ((code, TEXT), (text, CODE)):
+        for pid, previous in teacher.calls:
+            assert previous in (None, other)
+            assert (previous is None) == code_goes_first(pid, 7) ^ (teacher is text)
+    meta = json.loads((tmp_path / "teach.json").read_text())
+    assert meta["config"]["first_teacher_seed"] == 7 and meta["pairs"] == 12
+
+
+def test_teach_retries_records_reasons_and_gives_up(tmp_path):
+    from dualdistill.backends import BackendError
+    from dualdistill.teach import code_goes_first
+    from dualdistill.teachers import TeacherError
+
+    seed = next(s for s in range(100) if code_goes_first("q0", s))  # the code teacher goes first
+    flaky = [BackendError("HTTP 429 (RateLimitError)"), "", "I'm sorry, I can't help with that."]
+    code = FakeTeacher("agentic", "code", CODE, fail=flaky)
+    text = FakeTeacher("r1", "text", TEXT, fail=[TeacherError("format", "no </think>")] * 20)
+    problems = _problems(1)
+    report = _teach(problems, code, text, tmp_path, max_attempts=4, first_teacher_seed=seed)
+    records = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
+    got = [(r["role"], r["attempt"], r["status"], r.get("reason")) for r in records]
+    assert got == [
+        ("first", 1, "failed", "api_error"), ("first", 2, "failed", "empty"),
+        ("first", 3, "failed", "refusal"), ("first", 4, "ok", None),
+        *[("second", i, "failed", "format") for i in range(1, 5)],
+    ]  # fmt: skip
+    assert "429" in records[0]["detail"]
+    assert report.pairs == 0 and report.gave_up == 1
+    assert report.failed == {"api_error": 1, "empty": 1, "refusal": 1, "format": 4}
+    _teach(problems, code, text, tmp_path, max_attempts=4, first_teacher_seed=seed)
+    assert (len(code.calls), len(text.calls)) == (4, 4)  # a rerun does not go past the bound
+    # a higher bound on a rerun tries again; y1 is reused, not regenerated
+    text.fail.clear()
+    assert _teach(problems, code, text, tmp_path, max_attempts=5, first_teacher_seed=seed).pairs == 1
+    assert (len(code.calls), len(text.calls)) == (4, 5) and text.calls[-1] == ("q0", CODE)
+
+
+def test_teach_killed_midway_resumes_without_loss(tmp_path):
+    import asyncio
+
+    from dualdistill.teach import TeachConfig, teach
+
+    problems = _problems(10)
+    records = tmp_path / "records.jsonl"
+
+    async def stall_after_five(problem):
+        if records.exists() and len(records.read_text().splitlines()) >= 5:
+            await asyncio.sleep(3600)  # the "kill" comes while these hang
+
+    async def killed_run():
+        code = FakeTeacher("agentic", "code", CODE, gate=stall_after_five)
+        text = FakeTeacher("r1", "text", TEXT, gate=stall_after_five)
+        task = asyncio.create_task(
+            teach(problems, code, text, tmp_path, TeachConfig(concurrency=2), progress=False)
+        )
+        while not records.exists() or len(records.read_text().splitlines()) < 5:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(killed_run())
+    done_before = {(r["id"], r["role"]) for r in map(json.loads, records.read_text().splitlines())}
+    assert 5 <= len(done_before) < 20 and not (tmp_path / "pairs.jsonl").exists()
+    with records.open("a") as f:
+        f.write('{"id": "q9", "role": "fir')  # a torn line, as a SIGKILL mid-write leaves
+    code, text = FakeTeacher("agentic", "code", CODE), FakeTeacher("r1", "text", TEXT)
+    report = _teach(problems, code, text, tmp_path)
+    assert report.pairs == 10
+    assert len(code.calls) + len(text.calls) == 20 - len(done_before)  # nothing redone, nothing lost
+    lines = [json.loads(x) for x in records.read_text().splitlines()]
+    assert len(lines) == 20 and len({(r["id"], r["role"]) for r in lines}) == 20
+
+
+@pytest.mark.slow
+def test_cli_teach_then_compose_on_synthetic_train_split(tmp_path):
+    """Real CLI, programmatic teachers, real sandbox and grader: killed once, resumed, composed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "teach"
+    CLI = [sys.executable, "-c", "from dualdistill.cli import main; main()"]
+    cmd = [*CLI, "teach", "--problems", "synthetic", "--synthetic-n", "60",
+           "--first-teacher-seed", "3", "--out", str(out), "--no-progress", "--set", "sandbox_timeout_s=1.0",
+           "--set", "concurrency=2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    records = out / "records.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if records.exists() and len(records.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(records.read_text().splitlines())
+    assert partial >= 6 and not (out / "pairs.jsonl").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    from dualdistill.synthetic.families import make_splits
+
+    train = make_splits(60, seed=0)[0]
+    pairs = read_pairs(out / "pairs.jsonl")
+    assert [p.id for p in pairs] == [p.id for p in train]
+    lines = [json.loads(x) for x in records.read_text().splitlines()]
+    assert len({(r["id"], r["role"]) for r in lines if r["status"] == "ok"}) == 2 * len(train)
+    composed = tmp_path / "composed.jsonl"
+    res = subprocess.run([*CLI, "compose", "--pairs", str(out / "pairs.jsonl"),
+                          "--out", str(composed)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    for case in ("wrong_right", "right_right", "right_only", "dropped"):
+        assert case in res.stdout
+    rows = [json.loads(x) for x in composed.read_text().splitlines()]
+    report = json.loads((tmp_path / "composed.jsonl.report.json").read_text())
+    assert len(rows) == report["written"] > 0
+    assert report["cases"]["wrong_right"] > 0 and report["cases"]["right_only"] > 0
+    assert all(tj.check_format(r["text"]).valid for r in rows)
