@@ -6,10 +6,10 @@
 Prints one JSON line per measurement. ``integer``: grades/s on 10,000 responses with integer answers
 (all decided by the exact fast path in this process). ``mixed``: 10,000 responses with integers,
 fractions, decimals, LaTeX, near misses, no answers and a few pathological inputs (``9^{9^{9^{9}}}``,
-which makes sympy compute forever), graded with ``--workers`` processes; ``max_item_s`` is the
+which sympy never finishes evaluating), graded with ``--workers`` processes; ``max_item_s`` is the
 longest any one item took, which must stay near ``--timeout``. ``baseline``: plain math-verify on every
-item, one process, on a 500-item sample of the mixed set without the pathological inputs (math-verify
-cannot interrupt them); ``speedup`` compares the two rates.
+item, one process, on a 500-item sample of the mixed set without the pathological inputs (each would
+cost math-verify's 5 s alarm and come back as a silent ``False``); ``speedup`` compares the two rates.
 
 The reference rule (the released DualDistill code's check, as described in issue 2) lives here and in
 the tests only: it is the baseline we disagree with, never used for grading.

@@ -16,7 +16,7 @@ from dualdistill.cli.app import app
 from dualdistill.grading import Verdict, answers_match, fast_match, grade, grade_many
 
 ROOT = Path(__file__).resolve().parents[1]
-PATHOLOGICAL = "9^{9^{9^{9}}}"  # sympy computes this power forever; math-verify cannot interrupt it
+PATHOLOGICAL = "9^{9^{9^{9}}}"  # sympy tries to evaluate this tower and never finishes
 
 # (gold, final answer): the same value written another way. Each must be accepted.
 EQUIVALENT = [
