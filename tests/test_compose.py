@@ -387,3 +387,44 @@ def test_cli_teach_then_compose_on_synthetic_train_split(tmp_path):
     assert len(rows) == report["written"] > 0
     assert report["cases"]["wrong_right"] > 0 and report["cases"]["right_only"] > 0
     assert all(tj.check_format(r["text"]).valid for r in rows)
+
+
+# ============================================================================= configs and CLI errors
+def test_configs_load_from_yaml_and_overrides(tmp_path):
+    from dualdistill.config import ConfigError, load_config
+    from dualdistill.teach import TeachConfig
+
+    yaml_path = tmp_path / "teach.yaml"
+    yaml_path.write_text(
+        "code_teacher: {kind: anthropic, model: claude-x, api_key_env: MY_KEY}\n"
+        "text_teacher: {kind: openai, url: 'http://127.0.0.1:8000/v1', model: r1}\nconcurrency: 3\n"
+    )
+    cfg = load_config(TeachConfig, yaml_path, ["first_teacher_seed=5"])
+    assert cfg.code_teacher.kind == "anthropic" and cfg.text_teacher.url.endswith("/v1")
+    assert (cfg.concurrency, cfg.first_teacher_seed) == (3, 5)
+    with pytest.raises(ConfigError, match=r"code_teacher\.kind"):
+        load_config(TeachConfig, None, ["code_teacher.kind=gpt"])
+    c = load_config(ComposeConfig, None, ["balance.strategy_shares.code=1", "balance.strategy_shares.text=2",
+                                          "transitions.code_to_text=Hmm."])  # fmt: skip
+    assert c.balance.strategy_shares == {"code": 1, "text": 2} and c.transitions.code_to_text == "Hmm."
+    assert set(c.decontam_benchmarks) == {"math500", "aime2025", "amc", "combinatorics300"}
+    with pytest.raises(ConfigError, match="strategy_shares"):
+        load_config(ComposeConfig, None, ["balance.strategy_shares.both=1"])
+
+
+def test_cli_reports_bad_pairs_without_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from dualdistill.cli import app
+
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"id": "a", "problem": "q", "answer": "1", "first": {"teacher": "t"}}\n')
+    res = CliRunner().invoke(app, ["compose", "--pairs", str(bad), "--out", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 2 and "pairs.jsonl:1: key 'first.response'" in res.output
+    assert "Traceback" not in res.output
+    res = CliRunner().invoke(
+        app, ["teach", "--problems", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "nope.jsonl: file not found" in res.output
+    res = CliRunner().invoke(app, ["teach", "--out", str(tmp_path), "--set", "concurrency=0"])
+    assert res.exit_code == 2 and "concurrency" in res.output

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Literal
 
 from dualdistill import trajectory as tj
+from dualdistill.problems import BENCHMARKS
 from dualdistill.records import DataError, read_jsonl, write_jsonl
 
 Case = Literal["wrong_right", "right_right", "right_only", "dropped"]
@@ -101,9 +102,7 @@ class ComposeConfig:
     # Decontamination: drop problems whose rapidfuzz ratio to a benchmark question is > threshold.
     decontaminate: bool = True
     decontam_threshold: float = 90.0
-    decontam_benchmarks: list[str] = field(
-        default_factory=lambda: ["math500", "aime2025", "amc", "combinatorics300"]
-    )
+    decontam_benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS))  # all built-in
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     grade_timeout_s: float = 5.0
 
