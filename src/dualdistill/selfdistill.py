@@ -124,20 +124,25 @@ def sample(
         executor_timeout_s=config.executor_timeout_s,
         sandbox_concurrency=config.sandbox_concurrency,
     )
-    if pool is None and config.tools:
+    own_pool = pool is None and config.tools
+    if own_pool:
         pool = make_pool(agent_config)
 
     async def go():
-        return await run_many(
-            problems,
-            backend,
-            pool,
-            agent_config,
-            samples=config.k,
-            out_path=out_dir / SAMPLES_FILE,
-            seed=config.seed,
-            progress=progress,
-        )
+        try:
+            return await run_many(
+                problems,
+                backend,
+                pool,
+                agent_config,
+                samples=config.k,
+                out_path=out_dir / SAMPLES_FILE,
+                seed=config.seed,
+                progress=progress,
+            )
+        finally:
+            if own_pool:
+                await pool.close()  # its sessions' processes end here, not at interpreter exit
 
     asyncio.run(go())
     return out_dir / SAMPLES_FILE
