@@ -259,6 +259,20 @@ def test_anthropic_backend_timeout_refusal_and_missing_key(monkeypatch, anthropi
         AnthropicBackend(AnthropicConfig(api_key_env="MY_KEY"))
 
 
+def test_agentic_teacher_over_anthropic_continues_after_executor(monkeypatch, anthropic_server, pool):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    srv = anthropic_server([message("<code>\nprint(6 * 7)\n", "stop_sequence", "</code>"),
+                            message("\n<answer>\n\\boxed{42}\n", "stop_sequence", "</answer>")])  # fmt: skip
+    backend = AnthropicBackend(AnthropicConfig(base_url=srv.url, max_retries=0))
+    out = run(_closing(pool, AgenticTeacher(backend, pool, AgentConfig(budget=4000)).solve(PROBLEM)))
+    assert tj.check_format(out).valid and tj.extract_answer(out) == "42"
+    assert "<executor>\n42\n</executor>" in out
+    first, second = (body["messages"] for _, _, body in srv.requests)
+    assert len(first) == 1 and first[0]["content"].endswith("What is 6 times 7?")
+    assert second[1]["role"] == "assistant" and second[1]["content"].endswith("</executor>")  # the prefill
+    assert SECRET not in out
+
+
 # ----------------------------------------------------------------------------- dataset teacher
 def test_dataset_teacher_by_id_then_question(tmp_path):
     rows = [
