@@ -40,6 +40,7 @@ without an offset mapping are refused.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -185,8 +186,11 @@ def labels_from_offsets(
 ) -> list[int]:
     """Labels for the response tokens alone (offsets index ``text``); the masking step the bench times."""
     spans = complement(masked_spans(text, config), len(text))
-    keep = trained_tokens(np.asarray(offsets, dtype=np.int64).reshape(-1, 2), spans)
-    return np.where(keep, np.asarray(input_ids, dtype=np.int64), IGNORE).tolist()
+    # fromiter over the flattened pairs is ~2x faster than asarray on a list of tuples
+    flat = np.fromiter(itertools.chain.from_iterable(offsets), dtype=np.int64, count=2 * len(offsets))
+    keep = trained_tokens(flat.reshape(-1, 2), spans)
+    ids = np.fromiter(input_ids, dtype=np.int64, count=len(input_ids))
+    return np.where(keep, ids, IGNORE).tolist()
 
 
 def ends_with_answer(text: str) -> bool:
