@@ -216,6 +216,16 @@ FAMILIES: dict[str, Family] = {
 GROUPS: tuple[Group, ...] = ("tool", "text", "mixed")
 
 
+def problem_meta(problem: Problem) -> dict:
+    """``family`` and ``group`` of a problem, also after a write/load round trip.
+
+    ``problems.load_problems`` keeps unknown record fields in ``metadata``, so a problem read back from a
+    file written by ``write_problems`` holds the original metadata under ``metadata["metadata"]``.
+    """
+    inner = problem.metadata.get("metadata")
+    return {**(inner if isinstance(inner, dict) else {}), **problem.metadata}
+
+
 # ----------------------------------------------------------------------------- generation
 def generate(n: int, seed: int = 0, families: tuple[str, ...] | None = None) -> list[Problem]:
     """``n`` unique problems, families round-robin (so each gets n/len(families) ± 1)."""

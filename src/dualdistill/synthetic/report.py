@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from dualdistill.grading import grade
 from dualdistill.problems import Problem
-from dualdistill.synthetic.families import FAMILIES, GROUPS
+from dualdistill.synthetic.families import FAMILIES, GROUPS, problem_meta
 from dualdistill.synthetic.teachers import AgenticTeacher, AgenticTeacherConfig, TextTeacher
 
 FAVOURED = {"synthetic-agentic": "tool", "synthetic-text": "text"}
@@ -41,8 +41,9 @@ async def _solve_all(teacher, problems: list[Problem], on_done: Callable[[Outcom
     async def one(p: Problem) -> Outcome:
         response = await teacher.solve(p)
         verdict = grade(response, p.answer)
+        meta = problem_meta(p)
         out = Outcome(
-            teacher.name, p.id, p.metadata.get("family", "?"), p.metadata.get("group", "?"),
+            teacher.name, p.id, meta.get("family", "?"), meta.get("group", "?"),
             verdict.correct, verdict.extracted, response,
         )  # fmt: skip
         on_done(out)
