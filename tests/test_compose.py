@@ -428,3 +428,20 @@ def test_cli_reports_bad_pairs_without_traceback(tmp_path):
     assert res.exit_code == 2 and "nope.jsonl: file not found" in res.output
     res = CliRunner().invoke(app, ["teach", "--out", str(tmp_path), "--set", "concurrency=0"])
     assert res.exit_code == 2 and "concurrency" in res.output
+
+
+def test_teach_masks_api_keys_in_failure_details(tmp_path):
+    import asyncio
+
+    from dualdistill.backends import BackendError
+    from dualdistill.teach import TeachConfig, teach
+
+    key = "sk-live-0123456789abcdef"
+    leaky = BackendError(f"server echoed the header: Bearer {key}")
+    code = FakeTeacher("agentic", "code", CODE, fail=[leaky])
+    text = FakeTeacher("r1", "text", TEXT, fail=[leaky])
+    config = TeachConfig(retry_backoff_s=0.0, max_attempts=2)
+    report = asyncio.run(teach(_problems(1), code, text, tmp_path, config, progress=False, secrets=[key]))
+    assert report.pairs == 1 and report.failed == {"api_error": 2}
+    written = (tmp_path / "records.jsonl").read_text()
+    assert key not in written and "Bearer ***" in written

@@ -10,7 +10,8 @@ Files in the output directory:
   response, or ``failed`` with ``reason`` (``api_error``, ``timeout``, ``empty``, ``refusal``, …) and
   ``detail``. A rerun reads it back: finished roles are reused, failed ones are retried until
   ``max_attempts`` attempts in total (across runs) have failed. So a killed run continues and loses
-  nothing but the attempts in flight.
+  nothing but the attempts in flight. Finished roles are reused as they are even if the rerun's config
+  names other teachers: use a new directory for new teachers.
 - ``pairs.jsonl``: ``id, problem, answer, first: {teacher, strategy, response}, second: {…}`` for every
   problem with both attempts, in problem order: the input of ``compose --pairs``. Rewritten at the end
   of each run.

@@ -57,6 +57,7 @@ def teach_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     from dualdistill.config import load_config
+    from dualdistill.sandbox import SandboxUnavailable
     from dualdistill.teach import TeachConfig, teach_from_config
 
     try:
@@ -66,7 +67,7 @@ def teach_command(
         cfg = load_config(TeachConfig, config, overrides)
         items = _problems(problems, fields, synthetic_n, synthetic_seed)[:limit]
         report = asyncio.run(teach_from_config(items, cfg, out, progress=progress))
-    except (ConfigError, DataError, ValueError) as e:
+    except (ConfigError, DataError, ValueError, SandboxUnavailable) as e:
         fail(str(e))
     table = Table("problems", "pairs", "gave up", "code first", "failed attempts", "seconds", title="teach")
     failed = ", ".join(f"{k}: {v}" for k, v in sorted(report.failed.items())) or "0"
