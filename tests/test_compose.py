@@ -160,6 +160,8 @@ def test_balance_over_strategy_and_unnamed_cells():
     recs = _population()  # 40 code-first, 46 text-first
     out = balance(recs, BalanceConfig(strategy_shares={"code": 1, "text": 1}))
     assert cell_counts(out)["code-first"] == cell_counts(out)["text-first"] == 40
+    with_empty = balance(recs, BalanceConfig(cell_shares={"r1/wrong_right": 1, "nobody/right_only": 1}))
+    assert len(with_empty) == 6  # an empty named cell does not empty the set
     only = balance(recs, BalanceConfig(cell_shares={"r1/right_only": 1}))
     assert {r.case for r in only} == {"right_only"} and len(only) == 40
     assert balance(recs, BalanceConfig()) == recs  # no shares: untouched

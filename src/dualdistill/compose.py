@@ -72,7 +72,7 @@ class BalanceConfig:
     ``cell_shares`` keys are ``"<first teacher>/<case>"`` (e.g. ``"agentic/wrong_right"``); cells not
     named are removed. ``strategy_shares`` keys are the first attempt's strategy (``code``, ``text``).
     Shares are relative weights (they need not sum to 1). Each step keeps as many records as it can
-    while meeting the shares exactly up to rounding.
+    while meeting the shares exactly up to rounding; a named cell with no records is left out.
     """
 
     cell_shares: dict[str, float] = field(default_factory=dict)
@@ -256,7 +256,11 @@ class Contamination:
 
 
 def find_contaminated(
-    questions: Sequence[str], benchmarks: Sequence[str], *, threshold: float = 90.0, ids=None
+    questions: Sequence[str],
+    benchmarks: Sequence[str],
+    *,
+    threshold: float = 90.0,
+    ids: Sequence[str] | None = None,
 ) -> list[Contamination]:
     """Questions whose ``rapidfuzz.fuzz.ratio`` to some benchmark question is above ``threshold``.
 
@@ -295,8 +299,11 @@ def find_contaminated(
 
 # ----------------------------------------------------------------------------- balancing
 def _take(groups: dict[str, list[Composed]], shares: dict[str, float], rng: random.Random) -> list:
-    """Largest subset with group sizes proportional to ``shares`` (floor); unnamed groups removed."""
-    weights = {k: v for k, v in shares.items() if v > 0}
+    """Largest subset with group sizes proportional to ``shares`` (floor); unnamed groups removed.
+
+    A named group with no records is left out of the proportion rather than emptying the whole set.
+    """
+    weights = {k: v for k, v in shares.items() if v > 0 and groups.get(k)}
     total_w = sum(weights.values())
     if not weights:
         return []
