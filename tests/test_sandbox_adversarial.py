@@ -277,3 +277,9 @@ def test_setuid_binaries_do_not_escalate(sandbox):
 def test_no_capabilities_in_session(sandbox):
     r = sandbox.run("print([l for l in open('/proc/self/status') if l.startswith('CapEff')][0].split()[1])")
     assert r.output.strip() == "0000000000000000"
+
+
+def test_cpu_time_limit_stops_a_session(bystander):
+    with Session(SandboxConfig(timeout_s=60.0, cpu_time_s=1)) as s:
+        r = s.run("while True:\n    pass")
+    assert r.status == "timeout" and "CPU time limit" in r.output

@@ -104,8 +104,8 @@ def _setup_child(cfg: dict, spec: dict, sock_fd: int, out_fd: int) -> None:
     os.environ["HOME"] = os.environ["TMPDIR"] = scratch
     limits = spec["limits"]
     for name, value in limits.items():
-        if value is not None:
-            resource.setrlimit(getattr(resource, name), (value, value))
+        soft, hard = value if isinstance(value, list) else (value, value)
+        resource.setrlimit(getattr(resource, name), (soft, hard))
     if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)

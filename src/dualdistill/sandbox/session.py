@@ -150,7 +150,8 @@ class Session:
         out_r, out_w = os.pipe()
         limits = {
             "RLIMIT_AS": c.memory_mb * 2**20,
-            "RLIMIT_CPU": int(c.cpu_time_s),
+            # soft < hard: the kernel checks the hard limit first, and SIGKILL would hide why it died.
+            "RLIMIT_CPU": [int(c.cpu_time_s), int(c.cpu_time_s) + 1],
             "RLIMIT_NPROC": c.max_procs,
             "RLIMIT_FSIZE": c.file_size_mb * 2**20,
             "RLIMIT_NOFILE": c.max_open_files,
@@ -274,17 +275,15 @@ class Session:
         sig, code = info.get("signal"), info.get("exit")
         if status == "crashed" and sig == signal.SIGXCPU:
             status, reason = "timeout", "used up its CPU time"
-        if status == "crashed" and sig == signal.SIGKILL:
-            status, reason = "memory", "was killed (out of memory)"
         text = out.text(self.config.output_limit)
         if text and not text.endswith("\n"):
             text += "\n"
-        if status == "timeout":
+        if status == "timeout" and sig == signal.SIGXCPU:
+            text += f"{TIMEOUT_MESSAGE} (CPU time limit of the session: {self.config.cpu_time_s} s)"
+        elif status == "timeout":
             text += f"{TIMEOUT_MESSAGE} (limit: {self.config.timeout_s:g} s)"
         elif status == "output_limit":
             text += f"Error: output limit exceeded (more than {self.config.output_kill_bytes} bytes); execution stopped."
-        elif status == "memory":
-            text += "Error: the process was killed for using too much memory."
         elif sig is not None:
             text += f"Error: the Python process crashed ({signal.Signals(sig).name})."
             reason = f"crashed the Python process ({signal.Signals(sig).name})"
