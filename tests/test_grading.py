@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from dualdistill import grading
 from dualdistill.cli.app import app
 from dualdistill.grading import Verdict, answers_match, fast_match, grade, grade_many
 
@@ -128,6 +132,30 @@ def test_batch_keeps_order_uses_workers_and_isolates_a_timeout() -> None:
     assert {v.method for v in verdicts[:20]} == {"exact", "math_verify"}  # both paths exercised
     assert sum(seen) == len(pairs)
     assert max(v.duration_s for v in verdicts) < 2.0 + 1.5
+
+
+def test_grading_from_a_worker_thread() -> None:
+    # The agent grades from a thread, where math-verify's signal alarm cannot work; ours must.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(grade, response(PATHOLOGICAL), "1", timeout=1.0).result(timeout=60)
+        ok = pool.submit(grade, response("(1, 2)"), "(1,2)").result(timeout=60)
+        direct = pool.submit(answers_match, "\\sqrt{8}", "2\\sqrt{2}").result(timeout=60)
+    assert slow.status == "timeout" and ok.correct and direct
+
+
+def test_a_worker_killed_from_outside_is_an_error_not_a_hang() -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(grade, response(PATHOLOGICAL), "1", timeout=60.0)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            busy = [w for w in grading._shared._live if w.job] if grading._shared else []
+            if busy:
+                os.kill(busy[0].proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        v = future.result(timeout=30)  # long before the 60 s item timeout
+    assert (v.status, v.message, v.correct) == ("error", "worker died", False)
+    assert grade(response("(1, 2)"), "(1,2)").correct  # the pool replaced the dead worker
 
 
 def test_duplicate_comparisons_run_once() -> None:
