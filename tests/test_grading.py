@@ -99,6 +99,8 @@ def test_integer_batch_never_imports_math_verify() -> None:
 
 def test_statuses_for_missing_answer_and_bad_input() -> None:
     assert grade("I give up.", "3") == Verdict(False, None, "no_answer")
+    assert grade("<answer>\\boxed{ }</answer>", "3").status == "no_answer"
+    assert grade(response("142"), 142.0).correct  # a non-string gold is compared as text
     assert grade(response("3"), "  ").status == "error"
     with pytest.raises(ValueError, match="timeout"):
         grade(response("3"), "3", timeout=0)

@@ -393,14 +393,15 @@ def _pool(workers: int | None) -> GraderPool:
 def _first_pass(response: str, gold: str) -> Verdict | tuple[str, str]:
     """The Verdict when extraction or the fast path decides; else the ``(pred, gold)`` job."""
     extracted = extract_answer(response)
-    if extracted is None:
-        return Verdict(False, None, "no_answer")
-    if not str(gold).strip():
+    if not extracted:  # nothing found, or an empty \boxed{}
+        return Verdict(False, extracted, "no_answer")
+    gold = str(gold)
+    if not gold.strip():
         return Verdict(False, extracted, "error", message="empty gold answer")
     fast = fast_match(extracted, gold)
     if fast is not None:
         return Verdict(fast, extracted, "ok", "exact")
-    return (extracted, str(gold))
+    return (extracted, gold)
 
 
 def grade(response: str, gold: str, *, timeout: float = 5.0) -> Verdict:
