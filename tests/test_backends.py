@@ -98,9 +98,11 @@ def test_hf_stops_at_code_end_and_continues_after_executor(tiny_model_dir, tiny_
     second = run(backend.complete(continued, max_new_tokens=6, stop=["</code>"], temperature=0.0))
     assert second.n_tokens >= 1 and second.text
     assert backend.stats().prompt_tokens == n_prompt
-    # Same continuation with the executor output as the model's context: greedy text must match a
-    # plain run on the same prompt, so the executor text really reached the model.
-    plain = HFBackend(tiny_model_dir)
+    # The continuation re-read only what the first call had not (prefix reuse) ...
+    assert 0 < backend.stats().reused_tokens < n_prompt
+    # ... and still reads like a full prefill: greedy text matches a backend without reuse, so the
+    # executor text really reached the model.
+    plain = HFBackend(tiny_model_dir, prefix_cache_tokens=0)
     assert run(plain.complete(continued, max_new_tokens=6, stop=[], temperature=0.0)).text.startswith(
         second.text.removesuffix("</code>")
     )

@@ -14,9 +14,12 @@ Guarantees:
   own random stream, so a given ``seed`` reproduces its text when the batch composition is the same.
 - bf16 on CUDA, float32 on CPU unless ``dtype`` says otherwise; ``stats()`` counts tokens and time.
 
-Not guaranteed: bitwise-identical text for the same seed in a *different* batch (padding changes
-float rounding); prefix caching (a continuation re-reads its whole prompt); sliding-window attention
-(the cache keeps every position).
+- Prefix reuse: the KV of a finished row is kept (``prefix_cache_tokens`` positions at most, see
+  ``prefix_cache.py``), so a continuation after a tool call computes only its new tokens.
+
+Not guaranteed: bitwise-identical text for the same seed in a *different* batch (padding and
+prefix reuse change float rounding); sliding-window attention (the cache keeps every position);
+CUDA graphs or a static cache (the loop uses transformers' ``DynamicCache``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 
 from dualdistill.backends import BackendError, Completion, cut_at_stop
 from dualdistill.backends.batching import BatchWorker, Pending
+from dualdistill.backends.prefix_cache import PrefixCache
 
 
 @dataclass
@@ -44,6 +48,7 @@ class GenStats:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     max_active: int = 0  # largest running batch seen
+    reused_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     row_steps: int = 0  # sum of batch sizes over steps (mean batch = row_steps / steps)
     gen_time_s: float = 0.0  # wall time inside prefill + decoding
 
@@ -85,6 +90,7 @@ class HFBackend:
         dtype: str = "auto",
         max_batch: int = 64,
         stop_on_eos: bool = True,
+        prefix_cache_tokens: int = 65536,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,22 +100,26 @@ class HFBackend:
         torch_dtype = _resolve_dtype(dtype, device)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
-        self._setup(model, tokenizer, max_batch=max_batch, stop_on_eos=stop_on_eos)
+        self._setup(
+            model, tokenizer, max_batch, stop_on_eos=stop_on_eos, prefix_cache_tokens=prefix_cache_tokens
+        )
 
     @classmethod
-    def from_objects(cls, model, tokenizer, *, max_batch: int = 64, stop_on_eos: bool = True) -> HFBackend:
-        """Serve an already loaded model (e.g. right after training) without saving it first."""
+    def from_objects(cls, model, tokenizer, *, max_batch: int = 64, **options) -> HFBackend:
+        """Serve an already loaded model (e.g. right after training) without saving it first.
+        ``options``: ``stop_on_eos``, ``prefix_cache_tokens`` as in the constructor."""
         self = cls.__new__(cls)
-        self._setup(model, tokenizer, max_batch=max_batch, stop_on_eos=stop_on_eos)
+        options = {"stop_on_eos": True, "prefix_cache_tokens": 65536, **options}
+        self._setup(model, tokenizer, max_batch, **options)
         return self
 
-    def _setup(self, model, tokenizer, *, max_batch: int, stop_on_eos: bool) -> None:
+    def _setup(self, model, tokenizer, max_batch: int, **engine_options) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch = max_batch
-        self._engine = _Engine(model, tokenizer, max_batch=max_batch, stop_on_eos=stop_on_eos)
+        self._engine = _Engine(model, tokenizer, max_batch=max_batch, **engine_options)
         self._worker = BatchWorker(self._engine, name="hf-backend")
 
     # -- Backend protocol ------------------------------------------------------------------------
@@ -140,6 +150,10 @@ class HFBackend:
     def reset_stats(self) -> None:
         self._engine.stats = GenStats()
 
+    def clear_prefix_cache(self) -> None:
+        """Forget kept KV (call while no request is running, e.g. between benchmark runs)."""
+        self._engine.prefix.clear()
+
     def close(self) -> None:
         self._worker.close()
 
@@ -162,7 +176,7 @@ def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
 class _Engine:
     """The running batch: KV cache, attention mask, next input token and position of every row."""
 
-    def __init__(self, model, tokenizer, *, max_batch: int, stop_on_eos: bool):
+    def __init__(self, model, tokenizer, *, max_batch: int, stop_on_eos: bool, prefix_cache_tokens: int):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -183,6 +197,7 @@ class _Engine:
         self.last: torch.Tensor | None = None  # (B,) token to feed next (not yet in the cache)
         self.pos: torch.Tensor | None = None  # (B,) its position id
         self._single_token: dict[str, int | None] = {}
+        self.prefix = PrefixCache(prefix_cache_tokens)
 
     # -- requests --------------------------------------------------------------------------------
     def make_row(self, prompt, max_new_tokens, stop, temperature, top_p, seed) -> _Row:
@@ -242,23 +257,33 @@ class _Engine:
 
     # -- the loop --------------------------------------------------------------------------------
     def _admit(self, new: list[Pending]) -> None:
-        """Prefill the new prompts together and merge them into the running batch."""
-        rows = [p.payload for p in new]
-        width = max(len(r.ids) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every row's last prompt token is in the last column
-            ids[i, width - len(r.ids) :] = torch.tensor(r.ids)
-            mask[i, width - len(r.ids) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        """Prefill the new prompts together and merge them into the running batch.
+
+        Row layout (left padding twice): ``[pad | reused prefix | pad | new tokens]``; the mask hides
+        the pads and position ids count real tokens only, so the holes change nothing.
+        """
         from transformers import DynamicCache
 
+        rows = [p.payload for p in new]
+        hits = [self.prefix.lookup(r.ids) for r in rows]
+        reuse = max(n for _, n in hits)
+        width = max(len(r.ids) - n for r, (_, n) in zip(rows, hits, strict=True))
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), reuse + width), dtype=torch.long)
+        position = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (r, (_, n)) in enumerate(zip(rows, hits, strict=True)):
+            rest = len(r.ids) - n
+            ids[i, width - rest :] = torch.tensor(r.ids[n:])
+            position[i, width - rest :] = torch.arange(n, len(r.ids))
+            mask[i, reuse - n : reuse] = 1
+            mask[i, reuse + width - rest :] = 1
         cache = DynamicCache()  # filled in place by the forward pass
+        if reuse:
+            self._load_prefixes(cache, hits, reuse)
         out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position,
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=position.to(self.device),
             use_cache=True,
             logits_to_keep=1,
             **{self.cache_kw: cache},
@@ -266,9 +291,34 @@ class _Engine:
         first = self._sample(out.logits[:, -1, :], rows)
         self.stats.prefills += 1
         self.stats.prompt_tokens += sum(len(r.ids) for r in rows)
-        self._merge(cache, mask, first, position[:, -1] + 1)
+        self.stats.reused_tokens += sum(n for _, n in hits)
+        next_pos = torch.tensor([len(r.ids) for r in rows], device=self.device)
+        self._merge(cache, mask.to(self.device), first, next_pos)
         self.rows.extend(new)
         self._record(rows, first)
+
+    def _load_prefixes(self, cache, hits, reuse: int) -> None:
+        """Put each row's reused keys/values, right-aligned in ``reuse`` columns, into ``cache``."""
+        some = next(e for e, n in hits if n)
+        for layer, (k0, v0) in enumerate(zip(some.keys, some.values, strict=True)):
+            keys = k0.new_zeros((len(hits), k0.shape[0], reuse, k0.shape[2]))
+            values = v0.new_zeros((len(hits), v0.shape[0], reuse, v0.shape[2]))
+            for i, (entry, n) in enumerate(hits):
+                if n:
+                    keys[i, :, reuse - n :] = entry.keys[layer][:, :n]
+                    values[i, :, reuse - n :] = entry.values[layer][:, :n]
+            cache.update(keys, values, layer)
+
+    def _keep_prefix(self, i: int, r: _Row) -> None:
+        """Store row ``i``'s keys/values (prompt + generated tokens fed so far) for its continuation."""
+        cols = self.mask[i].bool()
+        ids = r.ids + r.generated[:-1]  # the last sampled token was never fed
+        if int(cols.sum()) != len(ids):
+            return
+        layers = self.cache.layers
+        self.prefix.put(
+            ids, [lay.keys[i][:, cols] for lay in layers], [lay.values[i][:, cols] for lay in layers]
+        )
 
     def _merge(self, cache, mask, last, pos) -> None:
         if self.cache is None:
@@ -348,6 +398,8 @@ class _Engine:
         for i, p in enumerate(self.rows):
             r: _Row = p.payload
             if r.done is not None:
+                if r.done[1] is not None or r.done[0] == "length":  # may be continued after a tool call
+                    self._keep_prefix(i, r)
                 self.stats.requests += 1
                 p.resolve(self._completion(r))
             elif not p.cancelled:
