@@ -126,7 +126,7 @@ def _print_report(summary, markdown: bool) -> None:
     if markdown:
         print(rep.markdown_table(summary))
         return
-    teachers = list(summary)
+    teachers = [t for t in rep.FAVOURED if t in summary] + [t for t in summary if t not in rep.FAVOURED]
     table = Table("family", "group", *teachers)
     keys = [(f.name, f.group) for f in FAMILIES.values()] + [(f"group:{g}", g) for g in GROUPS]
     for key, group in keys:
