@@ -176,7 +176,7 @@ def test_every_shipped_recipe_loads():
     assert len(recipes) >= 2
     for r in recipes:
         cfg = load_config(SFTConfig, r)
-        assert cfg.packing
+        assert cfg.masking == MaskConfig(), "shipped recipes use every masking rule"
     paper = load_config(SFTConfig, RECIPES / "sft_r1_distill_qwen7b.yaml")
     assert (paper.epochs, paper.lr, paper.max_length, paper.bf16) == (4, 1e-5, 16384, True)
     import yaml

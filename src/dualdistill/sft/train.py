@@ -5,6 +5,12 @@ function evaluation uses) -> tokenize and label with ``sft.masking`` -> hand the
 ``input_ids``/``labels`` to ``trl.SFTTrainer`` (best-fit packing without padding, position ids restart per
 sequence) -> save a normal Hugging Face model directory (weights, tokenizer, ``sft_config.yaml``).
 
+Packing (``packing: true``) is padding-free: each batch is one flattened row whose position ids restart
+per sequence. That is linear only with a varlen attention kernel (``flash_attention_2`` on GPU); with
+``sdpa``/``eager`` the row is attended with a block-diagonal mask, quadratic in the whole batch's tokens.
+On CPU use ``packing: false``: padded batches drawn grouped by length waste little padding
+(docs/BENCHMARKS.md "## SFT training" has the figures).
+
 Single- and multi-process runs share this one path: under ``accelerate launch`` (see
 ``recipes/accelerate/``) the Trainer picks up the distributed environment.
 
@@ -58,10 +64,11 @@ class SFTConfig:
     weight_decay: float = 0.0
     batch_size: int = 1  # sequences (packed rows when packing) per device per step
     grad_accum: int = 1
-    packing: bool = True
+    packing: bool = True  # padding-free best-fit packing; false: padded, length-grouped batches
     bf16: bool | Literal["auto"] = "auto"  # auto: bf16 when a CUDA device supports it
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
+    threads: int = 0  # CPU intra-op threads; 0: torch's default (see recipes/sft_tiny.yaml for why 1)
     seed: int = 42
     logging_steps: int = 10
     report_to: list[str] = field(default_factory=list)  # [] | ["tensorboard"] | ["wandb"]
@@ -145,8 +152,11 @@ def _trl_args(config: SFTConfig, output_dir: Path, bf16: bool):
     # transformers 5.x renamed gradient_checkpointing; pass whichever name this version has.
     names = {f.name for f in dataclasses.fields(TRLConfig)}
     ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    extra = {ckpt: config.gradient_checkpointing}
+    if not config.packing and "train_sampling_strategy" in names:
+        extra["train_sampling_strategy"] = "group_by_length"  # padded batches of similar lengths pad little
     return TRLConfig(
-        **{ckpt: config.gradient_checkpointing},
+        **extra,
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
@@ -276,6 +286,10 @@ def train_run(
     output_dir = Path(output_dir)
     _check_loggers(config)
     bf16 = _use_bf16(config)
+    if config.threads > 0:
+        import torch
+
+        torch.set_num_threads(config.threads)
     tokenizer = AutoTokenizer.from_pretrained(init_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
