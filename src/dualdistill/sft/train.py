@@ -149,10 +149,10 @@ def _trl_args(config: SFTConfig, output_dir: Path, bf16: bool):
     import torch
     from trl import SFTConfig as TRLConfig
 
-    # transformers 5.x renamed gradient_checkpointing; pass whichever name this version has.
     names = {f.name for f in dataclasses.fields(TRLConfig)}
-    ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-    extra = {ckpt: config.gradient_checkpointing}
+    # TRL's own default is gradient_checkpointing=True (recompute every activation in backward), and
+    # its "activation_checkpointing" is a different, FSDP-only switch: always pass ours explicitly.
+    extra = {"gradient_checkpointing": config.gradient_checkpointing}
     if not config.packing and "train_sampling_strategy" in names:
         extra["train_sampling_strategy"] = "group_by_length"  # padded batches of similar lengths pad little
     return TRLConfig(
