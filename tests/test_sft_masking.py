@@ -93,11 +93,26 @@ def _span(sub: str, nth: int = 0) -> slice:
     return slice(at, at + len(sub))
 
 
+class Tok:
+    """A tokenizer under test, and whether no token can straddle a mask boundary (tags are added tokens)."""
+
+    def __init__(self, tokenizer, strict: bool):
+        self.tokenizer, self.strict = tokenizer, strict
+        self.eos_token_id = tokenizer.eos_token_id
+
+    def __call__(self, *args, **kwargs):
+        return self.tokenizer(*args, **kwargs)
+
+    @property
+    def is_fast(self) -> bool:
+        return self.tokenizer.is_fast
+
+
 @pytest.fixture(params=["added_tags", "straddling"])
 def tok(request, tiny_tokenizer, straddling_tokenizer):
-    t = tiny_tokenizer if request.param == "added_tags" else straddling_tokenizer
-    t.strict = request.param == "added_tags"  # no token straddles a mask boundary
-    return t
+    if request.param == "added_tags":
+        return Tok(tiny_tokenizer, strict=True)
+    return Tok(straddling_tokenizer, strict=False)
 
 
 def test_straddling_tokenizer_really_straddles(straddling_tokenizer):

@@ -171,6 +171,17 @@ def test_time_budget_stops_early(tmp_path, tiny_model_dir, data_path):
     assert result.steps == 1 and (result.model_dir / "model.safetensors").is_file()
 
 
+def test_missing_logger_is_a_clear_error(tmp_path, tiny_model_dir, data_path):
+    import importlib.util
+
+    from dualdistill.config import ConfigError
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here; the error path needs it absent")
+    with pytest.raises(ConfigError, match="pip install tensorboard"):
+        train_run(_cfg("report_to=[tensorboard]"), data_path, tmp_path / "tb", init_model=str(tiny_model_dir))
+
+
 def test_every_shipped_recipe_loads():
     recipes = sorted(RECIPES.glob("sft_*.yaml"))
     assert len(recipes) >= 2
