@@ -231,3 +231,21 @@ def test_cli_errors_are_clean(tmp_path, tiny_model_dir, data_path):
     res = runner.invoke(app, ["inspect-masks", str(bad), "--tokenizer", str(tiny_model_dir)])
     assert res.exit_code == 2 and "bad.jsonl:2" in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_accelerate_launch_single_process(tmp_path, tiny_model_dir, data_path):
+    """The multi-GPU entry point (accelerate launch -m dualdistill.sft) runs the same code on one CPU process."""
+    import shutil
+    import subprocess
+
+    if shutil.which("accelerate") is None:
+        pytest.skip("needs the accelerate CLI")
+    cmd = ["accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "dualdistill.sft", "train", "--config", str(RECIPES / "sft_tiny.yaml"),
+           "--data", str(data_path), "--model", str(tiny_model_dir), "--out", str(tmp_path / "acc"),
+           "max_steps=2", "progress=false"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "after 2 steps" in res.stdout
+    assert (tmp_path / "acc" / "model" / CONFIG_FILE).is_file()
