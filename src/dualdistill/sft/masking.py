@@ -20,14 +20,18 @@ Rules (each switchable in ``MaskConfig``; masked = label -100):
 - ``first_attempt``: everything in the response before the first transition sentence
   (``trajectory.SWITCH_PHRASES``). The transition sentence itself IS trained: emitting it after a failed
   attempt is the behaviour composition is meant to teach. A response without a transition keeps its text.
+  The rule follows the issue literally, so the (correct) first attempt of a right-right composition, before
+  an "also" sentence, is masked too; turn the rule off to train it.
 - ``train_eos``: the appended EOS token is trained when the response ends with ``</answer>`` (trailing
   whitespace allowed), as in the reference; otherwise it is masked, so incomplete trajectories never teach
   the model to stop.
 
 Boundary rule: a token is trained iff its character span overlaps at least one trained character. So a
 target character is never dropped from the loss (a token merging ``</code>`` with the injected ``"\\n"``
-is trained, and so the model still learns to emit ``</code>``); at worst a few masked characters that share
-a token with a target are trained. Tokens with an empty offset span take the state of the token before.
+is trained, and so the model still learns to emit ``</code>``); the price is that masked characters sharing
+a token with a target are trained. With Qwen-style pre-tokenization that is a newline or a tag bracket;
+with a tokenizer whose merges span whole blocks it can be more (``dualdistill view`` shows every token).
+Tokens with an empty offset span take the state of the token before.
 
 Length: sequences longer than ``max_length`` tokens are dropped or truncated (keeping the start; the EOS
 is then not appended), and both are counted in ``MaskStats``. Examples left with no trained token are
