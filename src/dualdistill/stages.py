@@ -129,8 +129,18 @@ def run_stages(
     *,
     log: Callable[[str], None] = print,
     force: set[str] = frozenset(),
+    until: str | None = None,
 ) -> dict[str, float]:
-    """Run the stages in order, skipping up-to-date ones. Returns seconds per stage that ran."""
+    """Run the stages in order, skipping up-to-date ones, stopping after ``until`` if given.
+
+    Returns the seconds of each stage that ran.
+    """
+    names = [s.name for s in stages]
+    if until is not None and until not in names:
+        raise ValueError(f"unknown stage {until!r}; stages: {', '.join(names)}")
+    unknown = sorted(set(force) - set(names))
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r} in --force; stages: {', '.join(names)}")
     manifest = Manifest(workdir)
     timings: dict[str, float] = {}
     for i, stage in enumerate(stages, start=1):
@@ -139,6 +149,8 @@ def run_stages(
             reason = "forced"
         if reason is None:
             log(f"[{i}/{len(stages)}] {stage.name}: up to date, skipped")
+            if stage.name == until:
+                break
             continue
         log(f"[{i}/{len(stages)}] {stage.name}: running ({reason}) {stage.description}")
         start = time.perf_counter()
@@ -150,4 +162,6 @@ def run_stages(
         manifest.record(stage, inputs, seconds)
         timings[stage.name] = seconds
         log(f"[{i}/{len(stages)}] {stage.name}: done in {seconds:.1f}s")
+        if stage.name == until:
+            break
     return timings

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dualdistill.cli import compose  # noqa: F401
-from dualdistill.cli import data  # noqa: F401  (registers commands)
-from dualdistill.cli import evaluate  # noqa: F401
-from dualdistill.cli import grade  # noqa: F401
-from dualdistill.cli import selfdistill  # noqa: F401
-from dualdistill.cli import sandbox  # noqa: F401
-from dualdistill.cli import sft  # noqa: F401
-from dualdistill.cli import synthetic  # noqa: F401
+from dualdistill.cli import (
+    compose,  # noqa: F401
+    data,  # noqa: F401  (registers commands)
+    evaluate,  # noqa: F401
+    grade,  # noqa: F401
+    pipeline,  # noqa: F401
+    sandbox,  # noqa: F401
+    selfdistill,  # noqa: F401
+    sft,  # noqa: F401
+    synthetic,  # noqa: F401
+)
 from dualdistill.cli.app import app
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from dualdistill.cli.app import bench_app, fail
-from dualdistill.problems import BENCHMARKS, load_benchmark, load_training_problems
+from dualdistill.problems import BENCHMARKS, load_benchmark, load_training_problems, write_problems
 from dualdistill.records import DataError
 
 
@@ -24,3 +27,21 @@ def bench_list() -> None:
     except DataError as e:
         fail(str(e))
     Console().print(table)
+
+
+@bench_app.command("export")
+def bench_export(
+    name: str = typer.Argument(..., help="A built-in benchmark name, or 'deepmath' (the training list)."),
+    out: Path = typer.Option(..., "--out", help="JSONL to write (id, question, answer, source, metadata)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N problems."),
+) -> None:
+    """Write a built-in problem set as normalised JSONL, the format every other command reads.
+
+    Example: dualdistill bench export aime2025 --out aime.jsonl
+    """
+    try:
+        problems = load_training_problems() if name == "deepmath" else load_benchmark(name)
+    except (DataError, KeyError) as e:
+        fail(str(e))
+    write_problems(out, problems[:limit])
+    typer.echo(f"wrote {len(problems[:limit])} problems to {out}")

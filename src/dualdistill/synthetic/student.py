@@ -28,7 +28,8 @@ SIZES: dict[str, dict] = {
     # hidden, layers, heads, kv heads, mlp
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=128),
-    "small": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    # the calibrated CPU student (docs/CALIBRATION.md): learns to route and copy in ~2 minutes
+    "small": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=384),
     "base": dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
                  intermediate_size=768),

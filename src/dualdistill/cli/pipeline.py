@@ -1,0 +1,64 @@
+"""Commands that run whole recipes: ``dualdistill run`` and ``dualdistill demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dualdistill.cli.app import app, fail
+from dualdistill.config import ConfigError
+from dualdistill.records import DataError
+
+
+@app.command("run")
+def run_recipe(
+    recipe: str = typer.Argument(..., help="Recipe YAML, or a shipped one: embedded, embedded_quick, paper."),
+    workdir: Path = typer.Option(..., "--workdir", help="Run directory; a rerun skips finished stages."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. sft.lr=1e-5 eval.samples=4"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe and print the commands."),
+    force: list[str] = typer.Option([], "--force", help="Re-run this stage even if up to date (repeatable)."),
+    until: str | None = typer.Option(None, "--until", help="Stop after this stage (e.g. compose)."),
+) -> None:
+    """Run a recipe's stages in order: teach, compose, train, eval, self-distill, train, eval.
+
+    Examples:
+      dualdistill run embedded --workdir runs/embedded
+      dualdistill run embedded --workdir runs/e2 sft.lr=1e-3 selfdistill.sample.k=8
+      dualdistill run embedded --workdir runs/embedded --until compose
+      dualdistill run paper --workdir runs/paper --dry-run
+    """
+    from dualdistill.pipeline import dry_run as plan
+    from dualdistill.pipeline import load_recipe, run
+
+    try:
+        config = load_recipe(recipe, overrides or [])
+        if dry_run:
+            typer.echo("\n".join(plan(config, workdir)))
+            return
+        run(config, workdir, force=set(force), until=until, log=typer.echo)
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+
+
+@app.command("demo")
+def demo(
+    quick: bool = typer.Option(False, "--quick", help="A smaller run (about 3 minutes) for smoke checks."),
+    workdir: Path | None = typer.Option(None, "--workdir", help="Default: runs/demo[-quick]-seed<SEED>."),
+    seed: int = typer.Option(0, help="Seeds teachers' order, model init, training and sampling."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides of the embedded recipe."),
+) -> None:
+    """The paper's experiment in miniature on CPU: two teachers, four students, one table.
+
+    Examples:
+      dualdistill demo
+      dualdistill demo --quick --workdir /tmp/demo
+    """
+    from dualdistill.demo import demo as run_demo
+
+    try:
+        table = run_demo(quick=quick, workdir=workdir, seed=seed, overrides=overrides or [], log=typer.echo)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo("")
+    typer.echo(table)

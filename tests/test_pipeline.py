@@ -1,0 +1,161 @@
+"""The pipeline: recipes load and validate, dry runs print real commands, and the quick demo runs end to end
+(killed mid-way and resumed, then re-run with every stage skipped)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dualdistill.config import ConfigError
+from dualdistill.pipeline import SHIPPED, build_stages, dry_run, load_recipe, recipe_path, student_names
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_recipes_load_and_build_stages(name, tmp_path):
+    recipe = load_recipe(name)
+    stages = build_stages(recipe, tmp_path)
+    names = [s.name for s in stages]
+    assert names[0] == "world"
+    assert "teach" in names and "compose" in names and "train-dual" in names
+    assert [n for n in names if n.startswith("eval-")] == [f"eval-{s}" for s in student_names(recipe)]
+
+
+def test_embedded_recipe_has_all_four_students():
+    assert student_names(load_recipe("embedded")) == [
+        "text_only",
+        "code_only",
+        "dualdistill",
+        "dualdistill_sd",
+    ]
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe_path("embedded").read_text() + "\nsft_typo: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*sft_typo"):
+        load_recipe(bad)
+
+
+def test_nested_type_error_names_the_dotted_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"sft\.epochs"):
+        load_recipe("embedded", ["sft.epochs=many"])
+
+
+def test_overrides_win_over_the_file():
+    recipe = load_recipe("embedded", ["sft.lr=1e-4", "selfdistill.sample.k=8", "eval.agent.tools=false"])
+    assert recipe.sft.lr == 1e-4
+    assert recipe.selfdistill.sample.k == 8
+    assert recipe.eval.agent.tools is False
+    assert recipe.text_sft.lr == 3e-3  # the YAML anchor's other users keep the file's value
+
+
+def test_files_world_needs_a_training_file():
+    with pytest.raises(ConfigError, match="train_file"):
+        load_recipe("paper", ["world.train_file="])
+
+
+def test_paper_dry_run_prints_accelerate_and_vllm_commands(tmp_path):
+    lines = dry_run(load_recipe("paper"), tmp_path)
+    text = "\n".join(lines)
+    assert "accelerate launch --config_file recipes/accelerate/deepspeed_zero3.yaml" in text
+    assert "--model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B" in text
+    assert "vllm:" in text and "--samples 16" in text
+    assert "dualdistill bench export deepmath" in text
+    # every config file a command names was written by the dry run
+    for token in text.split():
+        if token.endswith(".yaml") and str(tmp_path) in token:
+            assert Path(token).exists(), token
+    assert not (tmp_path / "manifest.json").exists()  # nothing ran
+
+
+def test_dry_run_cli(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "dualdistill.cli", "run", "paper", "--workdir", str(tmp_path), "--dry-run"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "# train-dual: teacher distillation" in out.stdout
+
+
+def test_cli_config_error_is_clean(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "dualdistill.cli", "run", "embedded", "--workdir", str(tmp_path), "sft.nope=1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "unknown key 'sft.nope'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _wait_for_lines(path: Path, n: int, proc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and sum(1 for _ in path.open()) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before {path} had {n} lines")
+        time.sleep(0.2)
+    raise AssertionError(f"{path} did not reach {n} lines in {timeout}s")
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
+    workdir = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "dualdistill.cli", "demo", "--quick", "--workdir", str(workdir)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # 1. Kill the run while the teachers are writing records.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)  # fmt: skip
+    teach_records = workdir / "teach" / "records.jsonl"
+    try:
+        _wait_for_lines(teach_records, 40, proc, timeout=300)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = len(_records(teach_records))
+    # 2. Run again: it resumes and finishes.
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "teach: running" in done.stdout
+    # no record of the teachers is lost or duplicated
+    keys = [(r["id"], r["role"]) for r in _records(teach_records) if r.get("status") == "ok"]
+    assert len(keys) == len(set(keys))
+    assert len(_records(teach_records)) >= killed_at
+    train = _records(workdir / "world" / "train.jsonl")
+    pairs = _records(workdir / "teach" / "pairs.jsonl")
+    assert {p["id"] for p in pairs} <= {p["id"] for p in train}
+    assert len(pairs) >= 0.9 * len(train)
+    # every stage produced its outputs, and the report holds all four students
+    manifest = json.loads((workdir / "manifest.json").read_text())
+    assert len(manifest["stages"]) == 15
+    for stage in manifest["stages"].values():
+        for output in stage["outputs"]:
+            assert Path(output).exists(), output
+    results = json.loads((workdir / "results.json").read_text())["results"]
+    assert list(results) == ["text_only", "code_only", "dualdistill", "dualdistill_sd"]
+    for by_split in results.values():
+        assert set(by_split) == {"test_tool", "test_text", "test_mixed"}
+        for summary in by_split.values():
+            assert summary["problems"] > 0 and 0.0 <= summary["accuracy"] <= 1.0
+    for name in ("report.md", "accuracy.png", "tool_use.png"):
+        assert (workdir / name).stat().st_size > 0
+    assert "DualDistill student" in done.stdout  # the table is printed
+    eval_records = _records(workdir / "eval" / "dualdistill" / "records.jsonl")
+    keys = [(r["source"], r["problem_id"], r["sample_index"]) for r in eval_records]
+    assert len(keys) == len(set(keys))
+    # 3. A third run skips every stage.
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("up to date, skipped") == 15
