@@ -31,6 +31,7 @@ import dataclasses
 import importlib.util
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -155,34 +156,39 @@ def _trl_args(config: SFTConfig, output_dir: Path, bf16: bool):
     extra = {"gradient_checkpointing": config.gradient_checkpointing}
     if not config.packing and "train_sampling_strategy" in names:
         extra["train_sampling_strategy"] = "group_by_length"  # padded batches of similar lengths pad little
-    return TRLConfig(
-        **extra,
-        output_dir=str(output_dir),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.lr,
-        lr_scheduler_type=config.schedule,
-        warmup_steps=config.warmup,
-        weight_decay=config.weight_decay,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        max_length=config.max_length,
-        packing=config.packing,
-        packing_strategy="bfd",  # padding-free: position ids restart per sequence, no attention mask
-        padding_free=config.packing,
-        bf16=bf16,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        report_to=list(config.report_to) or "none",
-        save_strategy="steps" if config.save_steps > 0 else "no",
-        save_steps=config.save_steps if config.save_steps > 0 else 500,
-        save_total_limit=config.save_total_limit,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,  # our rich bar instead
-        dataset_num_proc=None,
-    )
+    with warnings.catch_warnings():
+        # transformers 5 calls the field deprecated, but it is the one TRL reads (see above).
+        warnings.filterwarnings(
+            "ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning
+        )
+        return TRLConfig(
+            **extra,
+            output_dir=str(output_dir),
+            num_train_epochs=config.epochs,
+            max_steps=config.max_steps,
+            learning_rate=config.lr,
+            lr_scheduler_type=config.schedule,
+            warmup_steps=config.warmup,
+            weight_decay=config.weight_decay,
+            per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.grad_accum,
+            max_length=config.max_length,
+            packing=config.packing,
+            packing_strategy="bfd",  # padding-free: position ids restart per sequence, no attention mask
+            padding_free=config.packing,
+            bf16=bf16,
+            seed=config.seed,
+            data_seed=config.seed,
+            logging_steps=config.logging_steps,
+            logging_first_step=True,
+            report_to=list(config.report_to) or "none",
+            save_strategy="steps" if config.save_steps > 0 else "no",
+            save_steps=config.save_steps if config.save_steps > 0 else 500,
+            save_total_limit=config.save_total_limit,
+            use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=True,  # our rich bar instead
+            dataset_num_proc=None,
+        )
 
 
 def _callbacks(config: SFTConfig):
