@@ -16,7 +16,8 @@ Four measurements, each ``--batch`` trajectories of ``--prompt-tokens`` prompt t
 Throughput counts generated tokens only (not prompt or executor tokens) over wall time. The last
 line printed is one JSON object with the figures and the ratios ``tool / plain``, ``barrier / plain``
 and ``plain / generate``. The random model never writes ``</code>`` by itself, so segment ends stand
-in for code blocks; every continuation re-reads its whole context (the backend has no prefix cache).
+in for code blocks; a continuation reuses the KV of its earlier segments through the backend's prefix
+cache, so only the injected executor tokens are computed again.
 """
 
 from __future__ import annotations
