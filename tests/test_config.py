@@ -78,3 +78,17 @@ def test_missing_file_and_from_dict_source() -> None:
         load_config(Recipe, "absent.yaml")
     with pytest.raises(ConfigError, match=r"^mine\.yaml: key 'seed'"):
         from_dict(Recipe, {"seed": "x"}, source="mine.yaml")
+
+
+@dataclass
+class TwoTrains:
+    first: Train = field(default_factory=Train)
+    second: Train = field(default_factory=Train)
+
+
+def test_override_of_a_yaml_alias_changes_only_its_own_key(tmp_path: Path) -> None:
+    path = tmp_path / "alias.yaml"
+    path.write_text("first: &t {lr: 0.1, epochs: 3, tags: [a]}\nsecond: *t\n")
+    config = load_config(TwoTrains, path, ["second.epochs=7", "second.tags=[b]"])
+    assert (config.first.epochs, config.first.tags) == (3, ["a"])
+    assert (config.second.epochs, config.second.tags, config.second.lr) == (7, ["b"], 0.1)

@@ -100,7 +100,7 @@ def to_dict(config: Any) -> dict:
 
 def apply_overrides(data: dict, overrides: list[str], *, source: str = "command line") -> dict:
     """Apply ``a.b.c=value`` overrides to a nested mapping (a copy is returned)."""
-    data = yaml.safe_load(yaml.safe_dump(data)) or {}
+    data = _unshared(data) or {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{source}: override {item!r} is not of the form key=value")
@@ -113,6 +113,16 @@ def apply_overrides(data: dict, overrides: list[str], *, source: str = "command 
                 raise ConfigError(f"{source}: override {key!r}: '{p}' is not a section")
         node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
     return data
+
+
+def _unshared(node: Any) -> Any:
+    """A copy in which no two places share an object. YAML aliases (``code_sft: *sft``) load as one
+    shared dict, and ``copy.deepcopy`` keeps the sharing, so an override of one key would change both."""
+    if isinstance(node, dict):
+        return {k: _unshared(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unshared(v) for v in node]
+    return node
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
