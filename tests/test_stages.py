@@ -97,3 +97,50 @@ def test_hash_path_directory_changes_with_content(tmp_path):
     (d / "a").write_text("2")
     assert hash_path(d) != h1
     assert hash_path(tmp_path / "nope") is None
+
+
+def _resumable(tmp_path, calls, scale):
+    """A stage that appends one record per input line and resumes from the lines already written."""
+    src, state = tmp_path / "in.txt", tmp_path / "work"
+    out = state / "records.txt"
+
+    def run():
+        state.mkdir(exist_ok=True)
+        done = out.read_text().splitlines() if out.exists() else []
+        todo = src.read_text().splitlines()[len(done) :]
+        calls.extend(todo)
+        with out.open("a") as f:
+            f.writelines(f"{int(x) * scale}\n" for x in todo)
+
+    return [Stage("scale", run, inputs=[src], outputs=[out], config={"scale": scale}, state=[state])]
+
+
+def test_rerun_after_a_change_starts_over_but_a_killed_first_run_resumes(tmp_path):
+    (tmp_path / "in.txt").write_text("1\n2\n3\n")
+    out = tmp_path / "work" / "records.txt"
+    out.parent.mkdir()
+    out.write_text("10\n")  # a first run killed after one record: resumed, not redone
+    calls = []
+    run_stages(_resumable(tmp_path, calls, 10), tmp_path, log=lambda s: None)
+    assert calls == ["2", "3"] and out.read_text() == "10\n20\n30\n"
+    calls.clear()
+    run_stages(_resumable(tmp_path, calls, 100), tmp_path, log=lambda s: None)
+    assert calls == ["1", "2", "3"], "records made under the old config must not be resumed"
+    assert out.read_text() == "100\n200\n300\n"
+
+
+def test_clearing_state_never_leaves_the_workdir(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "in.txt").write_text("1")
+
+    def stage(cfg):  # writes its output only when it is missing
+        run = lambda: outside.exists() or outside.write_text("new")  # noqa: E731
+        return Stage("s", run, inputs=[workdir / "in.txt"], outputs=[outside], config=cfg)
+
+    run_stages([stage({"a": 1})], workdir, log=lambda s: None)
+    outside.write_text("user data")
+    run_stages([stage({"a": 2})], workdir, log=lambda s: None)
+    assert outside.read_text() == "user data"

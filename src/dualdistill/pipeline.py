@@ -323,7 +323,8 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
                             config=_cfg(recipe.student, recipe.world.seed), description="tiny Qwen2"))  # fmt: skip
     stages += [
         Stage("teach", lambda: run_teach(recipe, L), inputs=[L.train], outputs=[L.pairs],
-              config=_cfg(recipe.teach), description="both teachers on the training problems"),
+              config=_cfg(recipe.teach), description="both teachers on the training problems",
+              state=[L.pairs.parent]),
         Stage("compose", lambda: run_compose(recipe, L), inputs=[L.pairs], outputs=[L.composed],
               config=_cfg(recipe.compose), description="compose, clean, decontaminate, balance"),
     ]  # fmt: skip
@@ -341,14 +342,14 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
             stages.append(Stage(
                 f"train-{strategy}", lambda c=cfg, d=data, o=out: train_model(recipe, c, d, init, o),
                 inputs=[data, *init_inputs], outputs=[out], config=_cfg(cfg, recipe.launch),
-                description=f"{name} student"))  # fmt: skip
+                description=f"{name} student", state=[out.parent]))  # fmt: skip
             students.append((name, out))
         dual_init = L.model("text_only")  # the text reasoner is the base, like R1-Distill in the paper
     dual = L.model("dualdistill")
     dual_inputs = [L.composed, dual_init] if isinstance(dual_init, Path) else [L.composed]
     stages.append(Stage("train-dual", lambda: train_model(recipe, recipe.sft, L.composed, dual_init, dual),
                         inputs=dual_inputs, outputs=[dual], config=_cfg(recipe.sft, recipe.launch),
-                        description="teacher distillation"))  # fmt: skip
+                        description="teacher distillation", state=[dual.parent]))  # fmt: skip
     students.append(("dualdistill", dual))
     sd = recipe.selfdistill
     if sd.enabled:
@@ -356,19 +357,20 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
         stages += [
             Stage("sd-sample", lambda: run_sd_sample(recipe, L, dual), inputs=[dual, L.train],
                   outputs=[L.sd / "samples" / "samples.jsonl"], config=_cfg(sd.sample, sd.problems_limit),
-                  description=f"K={sd.sample.k} samples per problem"),
+                  description=f"K={sd.sample.k} samples per problem", state=[L.sd / "samples"]),
             Stage("sd-build", lambda: run_sd_build(recipe, L), inputs=[L.sd / "samples" / "samples.jsonl"],
                   outputs=[L.sd / "data.jsonl"], config=_cfg(sd.build, recipe.teach.text_teacher),
                   description="select and repair"),
             Stage("sd-train", lambda: _sd_train(recipe, L, dual, sd_model), inputs=[L.sd / "data.jsonl", dual],
-                  outputs=[sd_model], config=_cfg(sd.sft, recipe.launch), description="retrain"),
+                  outputs=[sd_model], config=_cfg(sd.sft, recipe.launch), description="retrain",
+                  state=[sd_model.parent]),
         ]  # fmt: skip
         students.append(("dualdistill_sd", sd_model))
     for name, model in students:
         out = L.eval_dir(name)
         stages.append(Stage(f"eval-{name}", lambda m=model, o=out: run_evaluation(recipe, L, m, o),
                             inputs=[model, *sets], outputs=[out / "report.json"], config=_cfg(recipe.eval),
-                            description=f"evaluate {name}"))  # fmt: skip
+                            description=f"evaluate {name}", state=[out]))  # fmt: skip
     return stages
 
 

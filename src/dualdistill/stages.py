@@ -8,7 +8,8 @@ Guarantees:
 - A stage is skipped only when it finished before (recorded in the manifest), its config hash and input
   hashes are unchanged, and its outputs still exist with the hashes recorded then.
 - A stage whose config or inputs changed is run again, and so is every stage after it whose inputs then
-  change.
+  change. Such a re-run starts over: the stage's ``state`` paths (default: its outputs) are removed
+  first, so records or checkpoints made under the old config are never resumed as if they were current.
 - The manifest is written atomically after each stage, so a kill never leaves it half-written. A stage
   killed mid-way is not recorded and runs again; stages are written so that running again resumes
   (append-only records, trainer checkpoints) rather than starting over.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +70,9 @@ class Stage:
     outputs: list[Path] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # Where the stage keeps resumable work (appended records, checkpoints); removed when it re-runs.
+    # Empty: its outputs.
+    state: list[Path] = field(default_factory=list)
 
 
 class Manifest:
@@ -96,6 +101,10 @@ class Manifest:
             "dualdistill_version": __version__,
         }
         self.save()
+
+    def forget(self, name: str) -> None:
+        if self.data["stages"].pop(name, None) is not None:
+            self.save()
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +162,10 @@ def run_stages(
                 break
             continue
         log(f"[{i}/{len(stages)}] {stage.name}: running ({reason}) {stage.description}")
+        if reason != "not run yet":
+            # Forget first: a kill during the fresh run then resumes it, under the new config.
+            manifest.forget(stage.name)
+            _clear_state(stage, Path(workdir))
         start = time.perf_counter()
         stage.run()
         seconds = time.perf_counter() - start
@@ -165,3 +178,18 @@ def run_stages(
         if stage.name == until:
             break
     return timings
+
+
+def _clear_state(stage: Stage, workdir: Path) -> None:
+    """Remove a stage's resumable work before it runs again; only paths inside the workdir are touched."""
+    root = workdir.resolve()
+    for p in stage.state or stage.outputs:
+        p = Path(p)
+        if not p.exists():
+            continue
+        if not p.resolve().is_relative_to(root):
+            continue  # never delete what the run does not own
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
