@@ -38,6 +38,17 @@ def test_embedded_recipe_has_all_four_students():
     ]
 
 
+@pytest.mark.parametrize("base", ["text_only", "code_only"])
+def test_teacher_distillation_starts_from_the_chosen_baseline(base, tmp_path):
+    recipe = load_recipe("embedded", [f"dual_init={base}"])
+    stage = next(s for s in build_stages(recipe, tmp_path) if s.name == "train-dual")
+    assert tmp_path / "models" / base / "model" in stage.inputs
+    line = next(
+        x for x in dry_run(recipe, tmp_path) if " --out " in x and "dualdistill" in x.split("--out")[1]
+    )
+    assert f"--model {tmp_path}/models/{base}/model" in line
+
+
 def test_unknown_key_names_the_key_and_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(recipe_path("embedded").read_text() + "\nsft_typo: 1\n")

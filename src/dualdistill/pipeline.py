@@ -100,6 +100,10 @@ class Recipe:
     teach: TeachConfig = field(default_factory=TeachConfig)
     compose: ComposeConfig = field(default_factory=ComposeConfig)
     baselines: bool = False  # also train text-only and code-only students (the demo's first rows)
+    # With baselines, which of them teacher distillation starts from. The paper starts from a text
+    # reasoner (R1-Distill); from-scratch tiny students first have to learn to copy digits, which the
+    # code-only student already does (docs/RESULTS.md has both).
+    dual_init: Literal["text_only", "code_only"] = "text_only"
     text_sft: SFTConfig = field(default_factory=SFTConfig)  # the text-only student, with baselines
     code_sft: SFTConfig = field(default_factory=SFTConfig)  # the code-only student, with baselines
     sft: SFTConfig = field(default_factory=SFTConfig)  # teacher distillation
@@ -344,7 +348,7 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
                 inputs=[data, *init_inputs], outputs=[out], config=_cfg(cfg, recipe.launch),
                 description=f"{name} student", state=[out.parent]))  # fmt: skip
             students.append((name, out))
-        dual_init = L.model("text_only")  # the text reasoner is the base, like R1-Distill in the paper
+        dual_init = L.model(recipe.dual_init)
     dual = L.model("dualdistill")
     dual_inputs = [L.composed, dual_init] if isinstance(dual_init, Path) else [L.composed]
     stages.append(Stage("train-dual", lambda: train_model(recipe, recipe.sft, L.composed, dual_init, dual),
@@ -426,7 +430,7 @@ def _command_for(name: str, recipe: Recipe, L: Layout) -> str:
                  "train-code": ("code_sft", L.single("code"), "code_only"),
                  "train-dual": ("sft", L.composed, "dualdistill")}[name]  # fmt: skip
         cfg = getattr(recipe, which[0])
-        init = L.model("text_only") if name == "train-dual" and recipe.baselines else recipe.student.init
+        init = L.model(recipe.dual_init) if name == "train-dual" and recipe.baselines else recipe.student.init
         init = L.init_model if init == "tiny" else init
         if recipe.launch.train == "accelerate":
             return shlex.join(accelerate_command(recipe, cfg, which[1], init, L.model(which[2])))
