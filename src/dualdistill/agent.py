@@ -44,7 +44,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -64,6 +64,9 @@ class AgentConfig:
 
     tools: bool = True
     template: PromptTemplate = "paper"
+    # template "chat": the tokenizer (dir or hub id) whose chat template renders the prompt; default:
+    # the backend's own tokenizer (HFBackend, VLLMBackend)
+    chat_tokenizer: str | None = None
     max_tool_calls: int = 10
     budget: int = 4096  # total response tokens, injected executor tokens included
     temperature: float = 0.6
@@ -246,7 +249,12 @@ async def run_agent(
     """Generate one tool-integrated trajectory for ``problem`` (ungraded)."""
     if config.tools and pool is None:
         raise ValueError("tools are on but no sandbox pool was given (pass a SandboxPool or tools=False)")
-    prompt = build_prompt(problem.question, template=config.template, tools=config.tools)
+    prompt = build_prompt(
+        problem.question,
+        template=config.template,
+        tools=config.tools,
+        tokenizer=_chat_tokenizer(backend, config),
+    )
     t = _Trajectory(backend, config)
     finish: FinishReason = "stop"
     async with contextlib.AsyncExitStack() as stack:
@@ -417,3 +425,19 @@ class _Tracker:
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _chat_tokenizer(backend: Any, config: AgentConfig) -> Any:
+    """The tokenizer that renders a ``chat`` prompt; None for the other templates."""
+    if config.template != "chat":
+        return None
+    if config.chat_tokenizer:
+        return _load_tokenizer(config.chat_tokenizer)
+    return getattr(backend, "tokenizer", None)
+
+
+@lru_cache(maxsize=4)
+def _load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name)

@@ -441,7 +441,8 @@ def _command_for(name: str, recipe: Recipe, L: Layout) -> str:
         model = recipe.eval.backend.format(model=L.model(student))
         a = recipe.eval.agent
         return (f"{dd} eval --model {model} --bench {sets} --samples {recipe.eval.samples} --budget {a.budget} "
-                f"--template {a.template} --temperature {a.temperature} --out {L.eval_dir(student)}")  # fmt: skip
+                f"--template {a.template} --temperature {a.temperature} --max-tool-calls {a.max_tool_calls} "
+                f"--executor-timeout {a.executor_timeout_s} --out {L.eval_dir(student)}")  # fmt: skip
     s = recipe.selfdistill
     return {
         "world": f"{dd} synthetic make --n {recipe.world.n} --seed {recipe.world.seed} --out {L.world}"

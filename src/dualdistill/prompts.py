@@ -2,17 +2,21 @@
 
 ``paper`` is the released DualDistill template (a system-style preamble, the code instruction when tools
 are on, then the question). ``compact`` carries the same information in a few tokens; the embedded world
-uses it because the tiny student's context and CPU time are small.
+uses it because the tiny student's context and CPU time are small. ``chat`` is for instruct models: the
+paper's preamble as the system message and the question as the user turn, rendered with the tokenizer's
+own chat template (so it needs that tokenizer).
 
-Guarantee: ``build_prompt`` is a pure function of (question, template, tools); SFT and evaluation call it
-with the same arguments, so the student is trained on exactly the prompt it is later asked with.
+Guarantee: ``build_prompt`` is a pure function of (question, template, tools[, tokenizer's chat template]);
+SFT and evaluation call it with the same arguments, so the student is trained on exactly the prompt it is
+later asked with.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-PromptTemplate = Literal["paper", "compact"]
+PromptTemplate = Literal["paper", "compact", "chat"]
+TEMPLATES: tuple[str, ...] = ("paper", "compact", "chat")
 
 PAPER_SYSTEM = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it.\n"
@@ -32,14 +36,31 @@ PAPER_CODE_INSTRUCTION = (
 TOOL_CAP_NOTE = "\nThe number of code calls is over the limit. No more code can be run; answer now.\n"
 
 
-def build_prompt(question: str, *, template: PromptTemplate = "paper", tools: bool = True) -> str:
-    """The full prompt text; the model's response starts right after it."""
+def paper_system(tools: bool) -> str:
+    system = PAPER_SYSTEM.replace("{code_instruction}", PAPER_CODE_INSTRUCTION if tools else "")
+    return system.replace("{{", "{").replace("}}", "}")
+
+
+def build_prompt(
+    question: str, *, template: PromptTemplate = "paper", tools: bool = True, tokenizer: Any = None
+) -> str:
+    """The full prompt text; the model's response starts right after it.
+
+    ``tokenizer`` is used (and required) only by ``template="chat"``: any Hugging Face tokenizer whose
+    ``chat_template`` is set, e.g. ``AutoTokenizer.from_pretrained("Qwen/Qwen2.5-7B-Instruct")``.
+    """
     question = question.strip()
     if template == "paper":
-        system = PAPER_SYSTEM.replace("{code_instruction}", PAPER_CODE_INSTRUCTION if tools else "")
-        system = system.replace("{{", "{").replace("}}", "}")
-        return f"{system}\n\nUser: {question}\nAssistant: "
+        return f"{paper_system(tools)}\n\nUser: {question}\nAssistant: "
     if template == "compact":
         mode = "tools" if tools else "no tools"
         return f"Problem ({mode}): {question}\nSolution: "
-    raise ValueError(f"unknown prompt template {template!r} (choose 'paper' or 'compact')")
+    if template == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                "template 'chat' needs a tokenizer with a chat template (an instruct model's; "
+                "for a server backend set agent.chat_tokenizer to its tokenizer directory or hub id)"
+            )
+        messages = [{"role": "system", "content": paper_system(tools)}, {"role": "user", "content": question}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    raise ValueError(f"unknown prompt template {template!r} (choose one of {', '.join(TEMPLATES)})")

@@ -43,6 +43,7 @@ from typing import Literal, Protocol
 from dualdistill import __version__
 from dualdistill.config import save_config, to_dict
 from dualdistill.problems import Problem, load_problems, write_problems
+from dualdistill.prompts import PromptTemplate
 from dualdistill.records import DataError, read_jsonl, write_jsonl
 from dualdistill.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format, parse, strategy_facts
 
@@ -65,7 +66,8 @@ class SampleConfig:
     tools: bool = True
     max_tool_calls: int = 10
     executor_timeout_s: float = 3.0
-    template: Literal["paper", "compact"] = "paper"
+    template: PromptTemplate = "paper"
+    chat_tokenizer: str | None = None  # template "chat" with a server backend (see AgentConfig)
     sandbox_concurrency: int = 16  # sandbox sessions open at once
     seed: int = 0
 
@@ -117,6 +119,7 @@ def sample(
     agent_config = AgentConfig(
         tools=config.tools,
         template=config.template,
+        chat_tokenizer=config.chat_tokenizer,
         max_tool_calls=config.max_tool_calls,
         budget=config.budget,
         temperature=config.temperature,

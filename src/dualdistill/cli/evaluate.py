@@ -11,6 +11,7 @@ from rich.table import Table
 from dualdistill.agent import AgentConfig
 from dualdistill.cli.app import app, fail
 from dualdistill.config import ConfigError
+from dualdistill.prompts import TEMPLATES
 from dualdistill.records import DataError
 
 EXAMPLE = (
@@ -31,7 +32,14 @@ def eval_command(
     budget: int = typer.Option(4096, min=1, help="Total response tokens, executor output included."),
     tools: bool = typer.Option(True, "--tools/--no-tools", help="Let the model run code."),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems of each benchmark."),
-    template: str = typer.Option("paper", help="Prompt template: paper or compact."),
+    template: str = typer.Option(
+        "paper", help="Prompt template: paper, compact, or chat (the model tokenizer's chat template)."
+    ),
+    chat_tokenizer: str | None = typer.Option(
+        None,
+        help="With --template chat and a server URL: the tokenizer (dir or hub id) whose template to use.",
+    ),
+    executor_timeout: float = typer.Option(3.0, min=0.01, help="Seconds per code block (the paper's 3 s)."),
     temperature: float = typer.Option(0.6, min=0.0),
     top_p: float = typer.Option(0.95, min=0.0, max=1.0),
     max_tool_calls: int = typer.Option(10, min=0),
@@ -54,11 +62,12 @@ def eval_command(
             return
         if not model or out is None:
             fail("--model and --out are required (or use --regrade DIR)")
-        if template not in ("paper", "compact"):
-            fail(f"--template must be 'paper' or 'compact', got {template!r}")
+        if template not in TEMPLATES:
+            fail(f"--template must be one of {', '.join(TEMPLATES)}, got {template!r}")
         agent = AgentConfig(
             tools=tools, template=template, max_tool_calls=max_tool_calls, budget=budget,  # type: ignore[arg-type]
-            temperature=temperature, top_p=top_p, concurrency=concurrency,
+            temperature=temperature, top_p=top_p, concurrency=concurrency, chat_tokenizer=chat_tokenizer,
+            executor_timeout_s=executor_timeout,
         )  # fmt: skip
         config = evaluate.EvalConfig(
             model=model,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from dualdistill.cli.app import app, fail
 from dualdistill.config import ConfigError
+from dualdistill.prompts import TEMPLATES
 from dualdistill.records import DataError
 
 sd_app = typer.Typer(
@@ -32,7 +33,7 @@ def sample_command(
     tools: bool = typer.Option(True, "--tools/--no-tools"),
     max_tool_calls: int = typer.Option(10, min=0),
     executor_timeout: float = typer.Option(3.0, min=0.1, help="Seconds per code block."),
-    template: str = typer.Option("paper", help="Prompt template: paper or compact (as in SFT)."),
+    template: str = typer.Option("paper", help="Prompt template: paper, compact or chat (as in SFT)."),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems."),
     seed: int = typer.Option(0),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -45,8 +46,8 @@ def sample_command(
     from dualdistill.backends import BackendError, make_backend
     from dualdistill.problems import load_benchmark
 
-    if template not in ("paper", "compact"):
-        fail(f"--template must be 'paper' or 'compact', got {template!r}")
+    if template not in TEMPLATES:
+        fail(f"--template must be one of {', '.join(TEMPLATES)}, got {template!r}")
     config = sd.SampleConfig(
         k=k, temperature=temperature, top_p=top_p, budget=budget, tools=tools,
         max_tool_calls=max_tool_calls, executor_timeout_s=executor_timeout, template=template,  # type: ignore[arg-type]

@@ -105,7 +105,9 @@ def load_examples(config: SFTConfig, data_path: str | Path, tokenizer) -> tuple[
             if not isinstance(rec.get(key), str) or not rec[key]:
                 raise DataError(data_path, f"missing or empty string field '{key}'", line=line)
         stats.examples += 1
-        prompt = build_prompt(rec["problem"], template=config.template, tools=config.tools)
+        prompt = build_prompt(
+            rec["problem"], template=config.template, tools=config.tools, tokenizer=tokenizer
+        )
         ex = encode(
             prompt, rec["text"], tokenizer, config.masking,
             max_length=config.max_length, truncation=config.truncation,
