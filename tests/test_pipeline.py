@@ -122,6 +122,7 @@ def _records(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three runs of the quick demo (kill, resume, skip) on 2 cores
 def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     workdir = tmp_path / "demo"
     cmd = [sys.executable, "-m", "dualdistill.cli", "demo", "--quick", "--workdir", str(workdir)]
