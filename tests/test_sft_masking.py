@@ -189,6 +189,15 @@ def test_also_transition_masks_a_right_first_attempt(tiny_tokenizer):
     assert _trained_text(ex).startswith(ALSO_CODE)
 
 
+def test_switch_only_rule_trains_a_right_first_attempt_and_masks_a_failed_one(tiny_tokenizer):
+    switch_only = MaskConfig(first_attempt_until="switch")
+    right = "<think>a</think>\n<answer>\\boxed{1}</answer>\n" + ALSO_CODE + "\n<answer>\\boxed{1}</answer>"
+    assert _trained_text(encode(PROMPT, right, tiny_tokenizer, switch_only)).startswith("<think>a</think>")
+    wrong = "<think>b</think>\n" + CODE_TO_TEXT + "\n<think>a</think>\n" + ALSO_CODE + "\n<answer>x</answer>"
+    trained = _trained_text(encode(PROMPT, wrong, tiny_tokenizer, switch_only))
+    assert trained.startswith(CODE_TO_TEXT) and ALSO_CODE in trained and "<think>b" not in trained
+
+
 def test_eos_rule(tok):
     eos = tok.eos_token_id
     ex = encode(PROMPT, TRAJ, tok, MaskConfig())

@@ -34,6 +34,7 @@ CODE_TO_TEXT = "Wait, the code is not correct, let's try text reasoning."
 ALSO_CODE = "Wait, we can also use code-reasoning as an alternative way to verify the solution."
 ALSO_TEXT = "Wait, we can also use text-reasoning as an alternative way to verify the solution."
 SWITCH_PHRASES: tuple[str, ...] = (TEXT_TO_CODE, CODE_TO_TEXT, ALSO_CODE, ALSO_TEXT)
+WRONG_TO_RIGHT: tuple[str, ...] = (TEXT_TO_CODE, CODE_TO_TEXT)  # said after a failed first attempt
 
 EXECUTOR_ERROR_MARKERS: tuple[str, ...] = (
     "Traceback (most recent call last)",
@@ -201,9 +202,9 @@ class StrategyFacts:
         return self.code_blocks > 0
 
 
-def first_attempt(text: str) -> str:
-    """The text before the first transition sentence (the whole text when there is none)."""
-    cuts = [i for i in (text.find(p) for p in SWITCH_PHRASES) if i != -1]
+def first_attempt(text: str, phrases: tuple[str, ...] = SWITCH_PHRASES) -> str:
+    """The text before the first of ``phrases`` (default: any transition); the whole text when none."""
+    cuts = [i for i in (text.find(p) for p in phrases) if i != -1]
     return text[: min(cuts)] if cuts else text
 
 

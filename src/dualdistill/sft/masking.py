@@ -20,8 +20,10 @@ Rules (each switchable in ``MaskConfig``; masked = label -100):
 - ``first_attempt``: everything in the response before the first transition sentence
   (``trajectory.SWITCH_PHRASES``). The transition sentence itself IS trained: emitting it after a failed
   attempt is the behaviour composition is meant to teach. A response without a transition keeps its text.
-  The rule follows the issue literally, so the (correct) first attempt of a right-right composition, before
-  an "also" sentence, is masked too; turn the rule off to train it.
+  By default (``first_attempt_until: any``) the rule follows the released code, so the (correct) first
+  attempt of a right-right composition, before an "also" sentence, is masked too; ``first_attempt_until:
+  switch`` masks only before a wrong-to-right switch (``trajectory.WRONG_TO_RIGHT``), so right attempts
+  (and a self-distilled student's own verified solution) are trained.
 - ``train_eos``: the appended EOS token is trained when the response ends with ``</answer>`` (trailing
   whitespace allowed), as in the reference; otherwise it is masked, so incomplete trajectories never teach
   the model to stop.
@@ -50,7 +52,14 @@ from typing import Literal
 
 import numpy as np
 
-from dualdistill.trajectory import Segment, first_attempt, is_executor_error, parse
+from dualdistill.trajectory import (
+    SWITCH_PHRASES,
+    WRONG_TO_RIGHT,
+    Segment,
+    first_attempt,
+    is_executor_error,
+    parse,
+)
 
 IGNORE = -100
 
@@ -63,6 +72,10 @@ class MaskConfig:
     executor: bool = True
     error_code: bool = True
     first_attempt: bool = True
+    # What ends the masked first attempt. "any": any transition sentence, as the released code does, so
+    # a right first attempt before "we can also ..." is masked too. "switch": only a wrong-to-right
+    # switch sentence, as the paper's text puts it (the loss skips the *failed* first attempt).
+    first_attempt_until: Literal["any", "switch"] = "any"
     train_eos: bool = True  # train EOS after a final </answer>
 
 
@@ -137,7 +150,8 @@ def masked_spans(
     if config.error_code:
         spans += _error_code_spans(segments)
     if config.first_attempt:
-        cut = len(first_attempt(text))
+        phrases = WRONG_TO_RIGHT if config.first_attempt_until == "switch" else SWITCH_PHRASES
+        cut = len(first_attempt(text, phrases))
         if 0 < cut < len(text):
             spans.append((0, cut))
     return _merge(spans)
