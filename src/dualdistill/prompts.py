@@ -13,10 +13,10 @@ later asked with.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 PromptTemplate = Literal["paper", "compact", "chat"]
-TEMPLATES: tuple[str, ...] = ("paper", "compact", "chat")
+TEMPLATES: tuple[str, ...] = get_args(PromptTemplate)
 
 PAPER_SYSTEM = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it.\n"
