@@ -249,3 +249,16 @@ def test_accelerate_launch_single_process(tmp_path, tiny_model_dir, data_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "after 2 steps" in res.stdout
     assert (tmp_path / "acc" / "model" / CONFIG_FILE).is_file()
+
+
+def test_resume_skips_a_checkpoint_that_a_kill_left_half_written(tmp_path):
+    from dualdistill.sft.train import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "missing") is None
+    for step, complete in ((2, True), (10, True), (12, False)):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"")
+        if complete:
+            (d / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")  # not 12 (no trainer state), not 2

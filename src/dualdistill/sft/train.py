@@ -238,10 +238,14 @@ def _callbacks(config: SFTConfig):
     return [Provenance(), Budget(), RichProgress()]
 
 
-def _last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest *complete* checkpoint: a kill during a save leaves a directory without its trainer
+    state (written last), which transformers' ``get_last_checkpoint`` would return and then fail on."""
+    if not output_dir.is_dir():
+        return None
+    done = [c for c in output_dir.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()]
+    done = [c for c in done if (c / "trainer_state.json").exists()]
+    return str(max(done, key=lambda c: int(c.name.split("-")[-1]))) if done else None
 
 
 def train(config: SFTConfig, data_path: str | Path, output_dir: str | Path, *, init_model: str) -> Path:
@@ -306,7 +310,7 @@ def train_run(
     trainer = build_trainer(config, rows, model, tokenizer, output_dir, bf16=bf16)
 
     started = time.monotonic()
-    resume = _last_checkpoint(output_dir) if config.resume else None
+    resume = last_checkpoint(output_dir) if config.resume else None
     out = trainer.train(resume_from_checkpoint=resume)
     seconds = time.monotonic() - started
 
