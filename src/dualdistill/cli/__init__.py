@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dualdistill.cli import (
+    base,  # noqa: F401
     compose,  # noqa: F401
     data,  # noqa: F401  (registers commands)
     evaluate,  # noqa: F401

@@ -53,10 +53,17 @@ def default_corpus() -> list[str]:
     return lines * 4
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> Tokenizer:
+def train_tokenizer(
+    corpus: Iterable[str], vocab_size: int = 512, *, individual_digits: bool = True
+) -> Tokenizer:
+    """Byte-level BPE; digits one per token, or (``individual_digits=False``) runs of digits merged by BPE
+    on their own, never with the text around them."""
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [
+            pre_tokenizers.Digits(individual_digits=individual_digits),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(

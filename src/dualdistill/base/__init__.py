@@ -1,0 +1,1 @@
+"""The tiny pretrained base that embedded students start from (corpus, pretraining, manifest)."""
