@@ -520,3 +520,77 @@ def test_cli_sample_then_train_on_the_tiny_model(tmp_path, tiny_model_dir):
         "--out", str(tmp_path / "r2"), "no_such_key=1",
     ])  # fmt: skip
     assert res.exit_code == 2 and "no_such_key" in res.output
+
+
+# ----------------------------------------------------------------------------- repair sources
+def _pairs_file(tmp_path, attempts: dict[str, tuple[str, str]]):
+    """A teach pairs file: {problem id: (code teacher's response, text teacher's response)}."""
+    path = tmp_path / "pairs.jsonl"
+    with JsonlAppender(path) as app:
+        for pid, (code, text) in attempts.items():
+            app.write({
+                "id": pid, "problem": f"What is 6*7? ({pid})", "answer": "42",
+                "first": {"teacher": "agentic", "strategy": "code", "response": code},
+                "second": {"teacher": "text", "strategy": "text", "response": text},
+            })  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    ("repair", "expected"),
+    [
+        # tool: only the code teacher was right; text: only the text one; both: both were
+        ("text", {"text": "text", "both": "text"}),
+        ("agentic", {"tool": "code", "both": "code"}),
+        ("best", {"tool": "code", "text": "text", "both": "code"}),
+    ],
+)
+def test_repair_source_picks_the_teacher_that_solved_it(tmp_path, repair, expected):
+    from dualdistill.trajectory import TEXT_TO_CODE
+
+    table = {pid: [(TEXT_WRONG, False), (TEXT_WRONG, False)] for pid in ("tool", "text", "both")}
+    samples = make_dir(tmp_path, table)
+    pairs = _pairs_file(
+        tmp_path,
+        {
+            "tool": (CODE_RIGHT, TEXT_WRONG),
+            "text": (CODE_WRONG, TEXT_RIGHT),
+            "both": (CODE_RIGHT, TEXT_RIGHT),
+        },
+    )
+    result = sd.build(samples, None, tmp_path / "out.jsonl", sd.BuildConfig(repair=repair), pairs=pairs)
+    got = {r["problem_id"]: r["repair_strategy"] for r in result.records}
+    assert got == expected
+    for r in result.records:
+        sentence = TEXT_TO_CODE if r["repair_strategy"] == "code" else CODE_TO_TEXT
+        assert sentence in r["text"] and check_format(r["text"])
+        solution = r["text"].split(sentence, 1)[1]
+        assert ("print(6*7)" in solution) == (r["repair_strategy"] == "code")
+    assert result.counts["no_teacher_solution_repaired_wrong"] == 3 - len(expected)
+
+
+def test_a_code_solution_that_timed_out_and_guessed_right_is_not_used(tmp_path):
+    lucky = (
+        "<code>\nprint(7**10**15 % 9)\n</code>\n<executor>\nError: Code execution timed out.\n</executor>\n"
+        "<answer>\nThe code did not finish; a guess: \\boxed{42}\n</answer>"
+    )
+    samples = make_dir(tmp_path, {"p": [(TEXT_WRONG, False), (TEXT_WRONG, False)]})
+    pairs = _pairs_file(tmp_path, {"p": (lucky, TEXT_WRONG)})
+    result = sd.build(samples, None, tmp_path / "o.jsonl", sd.BuildConfig(repair="best"), pairs=pairs)
+    assert result.records == [] and result.counts["teacher_code_failed"] == 1
+
+
+def test_code_repair_verifies_a_kept_sample_with_also_code(tmp_path):
+    from dualdistill.trajectory import ALSO_CODE
+
+    samples = make_dir(tmp_path, {"p": mix(1, 2, right=TEXT_RIGHT, wrong=TEXT_WRONG)})
+    pairs = _pairs_file(tmp_path, {"p": (CODE_RIGHT, TEXT_WRONG)})
+    result = sd.build(samples, None, tmp_path / "o.jsonl", sd.BuildConfig(repair="best"), pairs=pairs)
+    kept = next(r for r in result.records if r["kind"] == "kept_correct")
+    assert ALSO_CODE in kept["text"] and ALSO_TEXT not in kept["text"]
+
+
+def test_build_without_any_solutions_source_is_an_error(tmp_path):
+    samples = make_dir(tmp_path, {"p": mix(1, 2)})
+    with pytest.raises(ValueError, match="needs teacher solutions"):
+        sd.build(samples, None, tmp_path / "o.jsonl")

@@ -9,9 +9,11 @@ The workflow of the paper's self-distillation stage (Agentic-R1-SD), top to bott
 3. ``select`` (the ``build`` step): only problems with s̄ < 1 take part.
    - s̄ > β1: one correct, format-valid sample, cut before its ``<answer>``, + ``ALSO_TEXT`` + the
      text teacher's correct solution (kind ``kept_correct``);
-   - s̄ ≤ β2: one wrong, format-valid sample without ``CODE_TO_TEXT``, cut after its last reasoning
-     block (see ``cut_after_reasoning``), + ``CODE_TO_TEXT`` + the text teacher's correct solution
-     (kind ``repaired_wrong``).
+   - s̄ ≤ β2: one wrong, format-valid sample without a wrong-to-right sentence, cut after its last
+     reasoning block (see ``cut_after_reasoning``), + ``CODE_TO_TEXT`` + the text teacher's correct
+     solution (kind ``repaired_wrong``).
+   ``BuildConfig.repair`` chooses whose solutions repair and verify: ``text`` (the paper), ``agentic``
+   or ``best`` (``teacher_solutions``). A code solution follows ``ALSO_CODE`` or ``TEXT_TO_CODE``.
 4. ``report``: counts by s̄ bucket and kind, and the strategy mix of the kept samples.
 5. ``retrain``: continue from the intermediate student's weights with ``sft.train`` (fresh optimizer).
 
@@ -46,13 +48,25 @@ from dualdistill.problems import Problem, load_problems, write_problems
 from dualdistill.prompts import PromptTemplate
 from dualdistill.records import DataError, read_jsonl, write_jsonl
 from dualdistill.teacher_solutions import (  # noqa: F401  (part of this module's API)
+    RepairSource,
     Teacher,
     TeacherSolutions,
+    from_pairs,
     grade_solutions,
     read_solutions_file,
+    solution_strategy,
     solve_with,
 )
-from dualdistill.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format, parse, strategy_facts
+from dualdistill.trajectory import (
+    ALSO_CODE,
+    ALSO_TEXT,
+    CODE_TO_TEXT,
+    TEXT_TO_CODE,
+    WRONG_TO_RIGHT,
+    check_format,
+    parse,
+    strategy_facts,
+)
 
 SAMPLES_FILE = "samples.jsonl"
 PROBLEMS_FILE = "problems.jsonl"
@@ -85,6 +99,9 @@ class BuildConfig:
 
     beta1: float = 0.0  # keep a correct sample when s̄ > beta1
     beta2: float = 0.9  # repair a wrong sample when s̄ <= beta2
+    # Whose solutions repair and verify: "text" (the paper), "agentic", or "best" (the teacher that
+    # solved the problem, by the teachers' records; text when both did). See teacher_solutions.
+    repair: RepairSource = "text"
     seed: int = 0
     teacher_concurrency: int = 8  # teacher.solve calls at once (Teacher object only)
 
@@ -267,7 +284,7 @@ def candidates(score: ProblemScore, kind: Kind) -> list[tuple[Sample, str]]:
             continue
         if kind == "kept_correct":
             out.append((s, cut_before_answer(s.response)))
-        elif CODE_TO_TEXT not in s.response:
+        elif not any(t in s.response for t in WRONG_TO_RIGHT):
             prefix = cut_after_reasoning(s.response)
             if prefix is not None:
                 out.append((s, prefix))
@@ -314,7 +331,11 @@ def select(scores: list[ProblemScore], solutions: TeacherSolutions, config: Buil
         if solution is None:
             counts[f"no_teacher_solution_{kind}"] += 1
             continue
-        transition = ALSO_TEXT if kind == "kept_correct" else CODE_TO_TEXT
+        code = solution_strategy(solution) == "code"
+        if kind == "kept_correct":
+            transition = ALSO_CODE if code else ALSO_TEXT
+        else:
+            transition = TEXT_TO_CODE if code else CODE_TO_TEXT
         text = join(prefix, transition, solution)
         fmt = check_format(text)
         if not fmt:
@@ -336,6 +357,7 @@ def select(scores: list[ProblemScore], solutions: TeacherSolutions, config: Buil
                 "first_teacher": "student",
                 "sample_index": chosen.sample_index,
                 "first_strategy": strategy_facts(prefix).first_strategy,
+                "repair_strategy": solution_strategy(solution),
             }
         )
     return BuildResult(records, counts, scores)
@@ -343,23 +365,33 @@ def select(scores: list[ProblemScore], solutions: TeacherSolutions, config: Buil
 
 def build(
     samples_dir: str | Path,
-    teacher: Teacher | str | Path,
+    teacher: Teacher | str | Path | None,
     out_path: str | Path,
     config: BuildConfig | None = None,
+    *,
+    pairs: str | Path | None = None,
 ) -> BuildResult:
-    """Select and repair from a sampling directory; ``teacher`` is a solutions file or a Teacher.
+    """Select and repair from a sampling directory.
 
+    Solutions come from ``pairs`` (the teachers' records, ``teach``'s pairs file) when given, else from
+    ``teacher``: a solutions file or a Teacher. ``config.repair`` says which strategies may repair.
     Writes ``out_path`` (SFT-ready JSONL) and ``<out_path>.report.json``; returns the result.
     """
     config = config or BuildConfig()
     scores = load_samples(samples_dir)
     gold = {s.problem.id: s.problem.answer for s in scores}
-    if isinstance(teacher, str | Path):
-        solutions = read_solutions_file(teacher, gold, config.seed)
-    else:
+    if pairs is not None:
+        solutions = from_pairs(pairs, gold, config.seed, config.repair)
+    elif isinstance(teacher, str | Path):
+        solutions = read_solutions_file(teacher, gold, config.seed, config.repair)
+    elif teacher is not None:
         picks, _ = plan(scores, config)
         needed = list({id(s): s.problem for s, *_ in picks}.values())  # only problems with a pick
-        solutions = asyncio.run(solve_with(teacher, needed, config.seed, config.teacher_concurrency))
+        solutions = asyncio.run(
+            solve_with(teacher, needed, config.seed, config.teacher_concurrency, config.repair)
+        )
+    else:
+        raise ValueError("build needs teacher solutions: a pairs file, a solutions file or a Teacher")
     result = select(scores, solutions, config)
     write_jsonl(out_path, result.records)
     Path(f"{out_path}.report.json").write_text(

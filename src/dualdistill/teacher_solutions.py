@@ -1,8 +1,19 @@
-"""Teacher solutions for self-distillation: one correct, well-formed text solution per problem.
+"""Teacher solutions for self-distillation: one correct, well-formed solution per problem.
 
-Solutions come from a JSONL file (``{"id", "response"}`` lines) or from a ``Teacher`` object. Every
-candidate is graded against the gold answer before use; malformed, non-text, wrong and unknown-problem
-ones are counted by reason and never used. The choice among several correct ones is seeded per problem.
+Solutions come from a JSONL file (``{"id", "response"}`` lines), from a ``Teacher`` object, or from the
+teachers' own records (``teach``'s pairs file, ``from_pairs``). Every candidate is graded against the
+gold answer before use; malformed, wrong and unknown-problem ones, and ones of a strategy the repair
+source does not allow, are counted by reason and never used. The choice among several correct ones
+follows the source's preference order, then a seeded draw per problem.
+
+Repair sources (``RepairSource``):
+- ``text``: text-teacher solutions only, the paper's choice "given the student's limited code ability";
+- ``agentic``: agentic-teacher (code) solutions only;
+- ``best``: per problem, the graded-correct solution of the teacher whose strategy suits it: the code
+  one when the agentic teacher's program ran cleanly to the right answer, else the text one.
+
+A code solution whose runs errored or timed out (and then guessed) is never used: it is right by luck,
+not by its strategy.
 
 Not guaranteed: that a solution agrees with the student reasoning it will follow.
 """
@@ -15,11 +26,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from dualdistill.problems import Problem
 from dualdistill.records import DataError, read_jsonl
-from dualdistill.trajectory import check_format, parse
+from dualdistill.trajectory import check_format, parse, strategy_facts
 
 
 class Teacher(Protocol):
@@ -29,33 +40,47 @@ class Teacher(Protocol):
     async def solve(self, problem: Problem, previous: str | None = None) -> str: ...
 
 
+RepairSource = Literal["text", "agentic", "best"]
+# Strategies a source accepts, most preferred first.
+PREFERENCE: dict[str, tuple[str, ...]] = {"text": ("text",), "agentic": ("code",), "best": ("code", "text")}
+
+
 @dataclass
 class TeacherSolutions:
-    by_id: dict[str, str] = field(default_factory=dict)  # problem id -> a correct text solution
+    by_id: dict[str, str] = field(default_factory=dict)  # problem id -> a correct solution
     counts: Counter = field(default_factory=Counter)
 
 
-def _solution_problem(solution: str) -> str | None:
-    """Why a teacher solution cannot be used as text feedback, or ``None`` when it can."""
+def solution_strategy(solution: str) -> str:
+    """``code`` when the solution runs code, else ``text``."""
+    return "code" if any(s.kind in ("code", "executor") for s in parse(solution)) else "text"
+
+
+def _solution_problem(solution: str, source: RepairSource) -> str | None:
+    """Why a teacher solution cannot be used by ``source``, or ``None`` when it can."""
     fmt = check_format(solution)
     if not fmt:
         return "teacher_malformed"
-    if any(s.kind in ("code", "executor") for s in parse(solution)):
-        return "teacher_not_text"  # the repair sentence promises text reasoning
+    strategy = solution_strategy(solution)
+    if strategy not in PREFERENCE[source]:
+        # the repair sentence promises the other strategy
+        return "teacher_not_text" if source == "text" else "teacher_not_code"
+    if strategy == "code" and strategy_facts(solution).executor_errors:
+        return "teacher_code_failed"
     return None
 
 
 def grade_solutions(
-    candidates: list[tuple[str, str]], gold: Mapping[str, str], seed: int
+    candidates: list[tuple[str, str]], gold: Mapping[str, str], seed: int, source: RepairSource = "text"
 ) -> TeacherSolutions:
-    """Keep, per problem, one correct, well-formed text solution from ``(problem_id, response)``."""
+    """Keep, per problem, one correct, well-formed solution of ``source`` from ``(problem_id, response)``."""
     from dualdistill.grading import grade_many
 
     out = TeacherSolutions()
     usable: list[tuple[str, str]] = []
     for pid, text in candidates:
         out.counts["teacher_read"] += 1
-        reason = _solution_problem(text)
+        reason = _solution_problem(text, source)
         if reason:
             out.counts[reason] += 1
         else:
@@ -68,11 +93,28 @@ def grade_solutions(
         else:
             out.counts["teacher_wrong"] += 1
     for pid, texts in correct.items():
+        best = next(s for s in PREFERENCE[source] if any(solution_strategy(t) == s for t in texts))
+        texts = [t for t in texts if solution_strategy(t) == best]
         out.by_id[pid] = random.Random(f"{seed}|{pid}|teacher").choice(texts)
+        out.counts[f"teacher_used_{best}"] += 1
     return out
 
 
-def read_solutions_file(path: str | Path, gold: Mapping[str, str], seed: int = 0) -> TeacherSolutions:
+def from_pairs(
+    pairs_path: str | Path, gold: Mapping[str, str], seed: int, source: RepairSource
+) -> TeacherSolutions:
+    """Solutions from the teachers' records (``teach``'s pairs file): both attempts of each known problem."""
+    from dualdistill.compose import read_pairs
+
+    candidates = [
+        (p.id, a.response) for p in read_pairs(pairs_path) if p.id in gold for a in (p.first, p.second)
+    ]
+    return grade_solutions(candidates, gold, seed, source)
+
+
+def read_solutions_file(
+    path: str | Path, gold: Mapping[str, str], seed: int = 0, source: RepairSource = "text"
+) -> TeacherSolutions:
     """Teacher solutions from JSONL lines ``{"id": ..., "response": ...}``; graded, bad ones counted."""
     candidates = []
     unknown = 0
@@ -84,12 +126,14 @@ def read_solutions_file(path: str | Path, gold: Mapping[str, str], seed: int = 0
             candidates.append((str(r["id"]), r["response"]))
         else:
             unknown += 1
-    out = grade_solutions(candidates, gold, seed)
+    out = grade_solutions(candidates, gold, seed, source)
     out.counts["teacher_unknown_problem"] += unknown
     return out
 
 
-async def solve_with(teacher: Teacher, problems: list[Problem], seed: int, concurrency: int = 8):
+async def solve_with(
+    teacher: Teacher, problems: list[Problem], seed: int, concurrency: int = 8, source: RepairSource = "text"
+):
     """Ask a Teacher object for one solution per problem (bounded concurrency), then grade them."""
     gate = asyncio.Semaphore(concurrency)
 
@@ -98,4 +142,4 @@ async def solve_with(teacher: Teacher, problems: list[Problem], seed: int, concu
             return p.id, await teacher.solve(p)
 
     candidates = await asyncio.gather(*(one(p) for p in problems))
-    return grade_solutions(list(candidates), {p.id: p.answer for p in problems}, seed)
+    return grade_solutions(list(candidates), {p.id: p.answer for p in problems}, seed, source)

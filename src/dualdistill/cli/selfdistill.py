@@ -72,7 +72,9 @@ def sample_command(
 @sd_app.command("build")
 def build_command(
     samples: Path = typer.Option(..., help="A directory written by `self-distill sample`."),
-    teacher_solutions: Path = typer.Option(..., help="JSONL of {id, response}: text-teacher solutions."),
+    teacher_solutions: Path | None = typer.Option(None, help="JSONL of {id, response}: teacher solutions."),
+    pairs: Path | None = typer.Option(None, help="Or the teachers' records: `teach`'s pairs.jsonl."),
+    repair: str = typer.Option("text", help="Whose solutions repair: text (the paper), agentic or best."),
     out: Path = typer.Option(..., help="Output JSONL (fields problem, text + provenance) for `train`."),
     beta1: float = typer.Option(0.0, min=0.0, max=1.0, help="Keep a correct sample when s̄ > beta1."),
     beta2: float = typer.Option(0.9, min=0.0, max=1.0, help="Repair a wrong sample when s̄ <= beta2."),
@@ -83,12 +85,19 @@ def build_command(
 
     Example: dualdistill self-distill build --samples runs/sd --teacher-solutions text.jsonl
     --beta1 0 --beta2 0.9 --out runs/sd/sd_data.jsonl
+
+    Example: dualdistill self-distill build --samples runs/sd --pairs runs/teach/pairs.jsonl --repair best
+    --out runs/sd/sd_data.jsonl
     """
     from dualdistill import selfdistill as sd
 
+    if (teacher_solutions is None) == (pairs is None):
+        fail("give exactly one of --teacher-solutions and --pairs")
+    if repair not in ("text", "agentic", "best"):
+        fail(f"--repair must be text, agentic or best, got {repair!r}")
     try:
-        config = sd.BuildConfig(beta1=beta1, beta2=beta2, seed=seed)
-        result = sd.build(samples, teacher_solutions, out, config)
+        config = sd.BuildConfig(beta1=beta1, beta2=beta2, seed=seed, repair=repair)  # type: ignore[arg-type]
+        result = sd.build(samples, teacher_solutions, out, config, pairs=pairs)
     except (DataError, ConfigError, ValueError) as e:
         fail(str(e))
     _show(sd.report(result.records, result.scores, result.counts, config), as_json)
