@@ -29,13 +29,26 @@ def test_shipped_recipes_load_and_build_stages(name, tmp_path):
     assert [n for n in names if n.startswith("eval-")] == [f"eval-{s}" for s in student_names(recipe)]
 
 
-def test_embedded_recipe_has_all_four_students():
-    assert student_names(load_recipe("embedded")) == [
+def test_embedded_recipe_has_all_four_students_and_the_paper_repair_ablation():
+    recipe = load_recipe("embedded")
+    assert recipe.selfdistill.build.repair != "text"  # departs from the paper, so the paper row is shown
+    assert student_names(recipe) == [
         "text_only",
         "code_only",
         "dualdistill",
         "dualdistill_sd",
+        "dualdistill_sd_text",
     ]
+    assert student_names(load_recipe("embedded", ["selfdistill.build.repair=text"]))[-1] == "dualdistill_sd"
+
+
+def test_paper_repair_ablation_stages_share_the_samples(tmp_path):
+    stages = {s.name: s for s in build_stages(load_recipe("embedded"), tmp_path)}
+    samples = tmp_path / "selfdistill" / "samples" / "samples.jsonl"
+    assert samples in stages["sd-build"].inputs and samples in stages["sd-build-text"].inputs
+    assert tmp_path / "teach" / "pairs.jsonl" in stages["sd-build"].inputs  # best: the teachers' records
+    assert stages["sd-train-text"].outputs == [tmp_path / "models" / "dualdistill_sd_text" / "model"]
+    assert stages["sd-build"].config != stages["sd-build-text"].config
 
 
 @pytest.mark.parametrize("base", ["text_only", "code_only"])
@@ -66,7 +79,7 @@ def test_overrides_win_over_the_file():
     assert recipe.sft.lr == 1e-4
     assert recipe.selfdistill.sample.k == 8
     assert recipe.eval.agent.tools is False
-    assert recipe.text_sft.lr == 3e-3  # the YAML anchor's other users keep the file's value
+    assert recipe.text_sft.lr == 1e-3  # the YAML anchor's other users keep the file's value
 
 
 def test_files_world_needs_a_training_file():
@@ -122,7 +135,7 @@ def _records(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # three runs of the quick demo (kill, resume, skip) on 2 cores
+@pytest.mark.timeout(2400)  # four runs of the quick demo (kill, resume, skip, fresh) on 2 cores
 def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     workdir = tmp_path / "demo"
     cmd = [sys.executable, "-m", "dualdistill.cli", "demo", "--quick", "--workdir", str(workdir)]
@@ -151,14 +164,19 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     assert len(pairs) >= 0.9 * len(train)
     # every stage produced its outputs, and the report holds all four students
     manifest = json.loads((workdir / "manifest.json").read_text())
-    assert len(manifest["stages"]) == 15
+    n_stages = len(build_stages(load_recipe("embedded_quick"), workdir))
+    assert len(manifest["stages"]) == n_stages == 18
     for stage in manifest["stages"].values():
         for output in stage["outputs"]:
             assert Path(output).exists(), output
     results = json.loads((workdir / "results.json").read_text())["results"]
-    assert list(results) == ["text_only", "code_only", "dualdistill", "dualdistill_sd"]
+    assert list(results) == ["text_only", "code_only", "dualdistill", "dualdistill_sd", "dualdistill_sd_text"]
     for by_split in results.values():
-        assert set(by_split) == {"test_tool", "test_text", "test_mixed"}
+        assert set(by_split) == {"test_tool", "test_text", "test_mixed", "overall"}
+        overall = by_split["overall"]
+        assert overall["records"] == sum(
+            by_split[s]["records"] for s in ("test_tool", "test_text", "test_mixed")
+        )
         for summary in by_split.values():
             assert summary["problems"] > 0 and 0.0 <= summary["accuracy"] <= 1.0
     for name in ("report.md", "accuracy.png", "tool_use.png"):
@@ -170,4 +188,21 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     # 3. A third run skips every stage.
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("up to date, skipped") == 15
+    assert again.stdout.count("up to date, skipped") == n_stages
+    # 4. Deterministic: a fresh, uninterrupted run with the same seed writes the same results.
+    fresh = tmp_path / "fresh"
+    cmd_fresh = [*cmd[:-1], str(fresh)]
+    done = subprocess.run(cmd_fresh, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = (_without_timings(json.loads((w / "results.json").read_text())) for w in (workdir, fresh))
+    assert first["results"]["dualdistill"]["overall"]["accuracy"] is not None
+    assert first == second
+
+
+TIMING_KEYS = ("stage_seconds", "gen_time_s", "tool_time_s", "tool_time_share")
+
+
+def _without_timings(node):
+    if isinstance(node, dict):
+        return {k: _without_timings(v) for k, v in node.items() if k not in TIMING_KEYS}
+    return node

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import shlex
 import subprocess
 from dataclasses import dataclass, field
@@ -60,7 +61,9 @@ class WorldConfig:
 
 @dataclass
 class StudentConfig:
-    init: str = "tiny"  # "tiny": build from scratch; else a model directory or hub id
+    # "base": the pretrained tiny base shipped in the package (dualdistill/base); "tiny": a from-scratch
+    # Qwen2 with a tokenizer trained on the world; else a model directory or hub id.
+    init: str = "tiny"
     size: Literal["tiny", "small", "base"] = "small"
     vocab_size: int = 512
     corpus_n: int = 700  # synthetic documents the tokenizer is trained on
@@ -83,6 +86,16 @@ class SelfDistillConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    # With build.repair other than "text": also build, train and evaluate the paper's text-teacher
+    # repair from the same samples (student "dualdistill_sd_text"), so the departure is measured.
+    paper_ablation: bool = False
+
+    def variants(self) -> list[tuple[str, str]]:
+        """``(student name, repair source)`` of each self-distilled student, the recipe's first."""
+        out = [("dualdistill_sd", self.build.repair)]
+        if self.paper_ablation and self.build.repair != "text":
+            out.append(("dualdistill_sd_text", "text"))
+        return out
 
 
 @dataclass
@@ -207,6 +220,14 @@ def make_student(recipe: Recipe, layout: Layout) -> None:
     from dualdistill.synthetic.student import build_student
 
     s = recipe.student
+    if s.init == "base":
+        import shutil
+
+        from dualdistill.base.pretrain import shipped_base
+
+        shutil.rmtree(layout.init_model, ignore_errors=True)
+        shutil.copytree(shipped_base(), layout.init_model)
+        return
     corpus = synthetic_corpus(s.corpus_n, seed=recipe.world.seed)
     build_student(layout.init_model, corpus=corpus, size=s.size, vocab_size=s.vocab_size, seed=s.seed)
 
@@ -294,11 +315,24 @@ def run_sd_sample(recipe: Recipe, layout: Layout, model: Path) -> None:
             backend.close()
 
 
-def run_sd_build(recipe: Recipe, layout: Layout) -> None:
+def sd_data(layout: Layout, name: str) -> Path:
+    """The self-distillation set of student ``name`` (``dualdistill_sd`` -> ``selfdistill/data.jsonl``)."""
+    suffix = name.removeprefix("dualdistill_sd")
+    return layout.sd / f"data{suffix}.jsonl"
+
+
+def run_sd_build(
+    recipe: Recipe, layout: Layout, name: str = "dualdistill_sd", repair: str | None = None
+) -> None:
+    """Select and repair: the text teacher writes repairs (the paper), or the teachers' records do."""
     from dualdistill.selfdistill import build
 
-    teacher = build_text_teacher(recipe)
-    build(layout.sd / "samples", teacher, layout.sd / "data.jsonl", recipe.selfdistill.build)
+    config = dataclasses.replace(recipe.selfdistill.build, repair=repair or recipe.selfdistill.build.repair)
+    out = sd_data(layout, name)
+    if config.repair == "text":
+        build(layout.sd / "samples", build_text_teacher(recipe), out, config)
+    else:
+        build(layout.sd / "samples", None, out, config, pairs=layout.pairs)
 
 
 def build_text_teacher(recipe: Recipe):
@@ -321,10 +355,12 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
               description="problems"),
     ]  # fmt: skip
     init: Path | str = recipe.student.init
-    if recipe.student.init == "tiny":
+    if recipe.student.init in ("tiny", "base"):
         init = L.init_model
+        what = "the shipped pretrained base" if recipe.student.init == "base" else "tiny Qwen2"
         stages.append(Stage("student", lambda: make_student(recipe, L), outputs=[L.init_model],
-                            config=_cfg(recipe.student, recipe.world.seed), description="tiny Qwen2"))  # fmt: skip
+                            config=_cfg(recipe.student, recipe.world.seed, _base_id(recipe)),
+                            description=what))  # fmt: skip
     stages += [
         Stage("teach", lambda: run_teach(recipe, L), inputs=[L.train], outputs=[L.pairs],
               config=_cfg(recipe.teach), description="both teachers on the training problems",
@@ -332,7 +368,7 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
         Stage("compose", lambda: run_compose(recipe, L), inputs=[L.pairs], outputs=[L.composed],
               config=_cfg(recipe.compose), description="compose, clean, decontaminate, balance"),
     ]  # fmt: skip
-    init_inputs = [L.init_model] if recipe.student.init == "tiny" else []
+    init_inputs = [L.init_model] if recipe.student.init in ("tiny", "base") else []
     students: list[tuple[str, Path]] = []
     dual_init: Path | str = init
     if recipe.baselines:
@@ -357,19 +393,23 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
     students.append(("dualdistill", dual))
     sd = recipe.selfdistill
     if sd.enabled:
-        sd_model = L.model("dualdistill_sd")
-        stages += [
-            Stage("sd-sample", lambda: run_sd_sample(recipe, L, dual), inputs=[dual, L.train],
-                  outputs=[L.sd / "samples" / "samples.jsonl"], config=_cfg(sd.sample, sd.problems_limit),
-                  description=f"K={sd.sample.k} samples per problem", state=[L.sd / "samples"]),
-            Stage("sd-build", lambda: run_sd_build(recipe, L), inputs=[L.sd / "samples" / "samples.jsonl"],
-                  outputs=[L.sd / "data.jsonl"], config=_cfg(sd.build, recipe.teach.text_teacher),
-                  description="select and repair"),
-            Stage("sd-train", lambda: _sd_train(recipe, L, dual, sd_model), inputs=[L.sd / "data.jsonl", dual],
-                  outputs=[sd_model], config=_cfg(sd.sft, recipe.launch), description="retrain",
-                  state=[sd_model.parent]),
-        ]  # fmt: skip
-        students.append(("dualdistill_sd", sd_model))
+        samples = L.sd / "samples" / "samples.jsonl"
+        stages.append(Stage("sd-sample", lambda: run_sd_sample(recipe, L, dual), inputs=[dual, L.train],
+                            outputs=[samples], config=_cfg(sd.sample, sd.problems_limit),
+                            description=f"K={sd.sample.k} samples per problem", state=[L.sd / "samples"]))  # fmt: skip
+        for name, repair in sd.variants():
+            suffix = name.removeprefix("dualdistill_sd").replace("_", "-")  # sd-build, sd-build-text
+            data, sd_model = sd_data(L, name), L.model(name)
+            stages += [
+                Stage(f"sd-build{suffix}", lambda n=name, r=repair: run_sd_build(recipe, L, n, r),
+                      inputs=[samples, *([L.pairs] if repair != "text" else [])], outputs=[data],
+                      config=_cfg(sd.build, repair, recipe.teach.text_teacher),
+                      description=f"select and repair ({repair} solutions)"),
+                Stage(f"sd-train{suffix}", lambda d=data, m=sd_model: _sd_train(recipe, d, dual, m),
+                      inputs=[data, dual], outputs=[sd_model], config=_cfg(sd.sft, recipe.launch),
+                      description="retrain", state=[sd_model.parent]),
+            ]  # fmt: skip
+            students.append((name, sd_model))
     for name, model in students:
         out = L.eval_dir(name)
         stages.append(Stage(f"eval-{name}", lambda m=model, o=out: run_evaluation(recipe, L, m, o),
@@ -378,18 +418,31 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
     return stages
 
 
-def _sd_train(recipe: Recipe, layout: Layout, dual: Path, out: Path) -> None:
+def _base_id(recipe: Recipe) -> str:
+    """The shipped base's weights hash, so a new base re-runs the student stage (else empty)."""
+    if recipe.student.init != "base":
+        return ""
+    from dualdistill.base.pretrain import MANIFEST, shipped_base
+
+    path = shipped_base() / MANIFEST
+    if not path.exists():
+        raise ConfigError(f"student.init: base: {path} is missing (make it with `dualdistill base pretrain`)")
+    return json.dumps(json.loads(path.read_text())["sha256"], sort_keys=True)
+
+
+def _sd_train(recipe: Recipe, data: Path, dual: Path, out: Path) -> None:
     if recipe.launch.train == "accelerate":
-        train_model(recipe, recipe.selfdistill.sft, layout.sd / "data.jsonl", dual, out)
+        train_model(recipe, recipe.selfdistill.sft, data, dual, out)
         return
     from dualdistill.selfdistill import retrain
 
-    retrain(dual, layout.sd / "data.jsonl", out.parent, recipe.selfdistill.sft)
+    retrain(dual, data, out.parent, recipe.selfdistill.sft)
 
 
 def student_names(recipe: Recipe) -> list[str]:
     names = ["text_only", "code_only"] if recipe.baselines else []
-    return names + ["dualdistill"] + (["dualdistill_sd"] if recipe.selfdistill.enabled else [])
+    sd = [n for n, _ in recipe.selfdistill.variants()] if recipe.selfdistill.enabled else []
+    return [*names, "dualdistill", *sd]
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -421,17 +474,27 @@ def dry_run(recipe: Recipe, workdir: str | Path) -> list[str]:
 def _command_for(name: str, recipe: Recipe, L: Layout) -> str:
     dd = "dualdistill"
     sets = ",".join(eval_sets(recipe, L))
-    if name == "sd-train" and recipe.launch.train == "accelerate":
-        cmd = accelerate_command(recipe, recipe.selfdistill.sft, L.sd / "data.jsonl", L.model("dualdistill"),
-                                 L.model("dualdistill_sd"))  # fmt: skip
-        return shlex.join(cmd)
+    if name.startswith(("sd-build", "sd-train")):
+        student = "dualdistill_sd" + name.removeprefix("sd-build").removeprefix("sd-train").replace("-", "_")
+        repair = dict(recipe.selfdistill.variants())[student]
+        data, model = sd_data(L, student), L.model(student)
+        if name.startswith("sd-build"):
+            # The recipe's teachers write the repairs, so this stage is a Python call, not a command.
+            return (f"python -c \"from dualdistill.pipeline import *; r = load_recipe('{L.root}/recipe.yaml'); "
+                    f"run_sd_build(r, Layout(Path('{L.root}')), '{student}', '{repair}')\"")  # fmt: skip
+        if recipe.launch.train == "accelerate":
+            return shlex.join(
+                accelerate_command(recipe, recipe.selfdistill.sft, data, L.model("dualdistill"), model)
+            )
+        return (f"{dd} self-distill train --model {L.model('dualdistill')} --data {data} "
+                f"--config {L.root}/configs/sd_sft.yaml --out {model.parent}")  # fmt: skip
     if name.startswith("train-"):
         which = {"train-text": ("text_sft", L.single("text"), "text_only"),
                  "train-code": ("code_sft", L.single("code"), "code_only"),
                  "train-dual": ("sft", L.composed, "dualdistill")}[name]  # fmt: skip
         cfg = getattr(recipe, which[0])
         init = L.model(recipe.dual_init) if name == "train-dual" and recipe.baselines else recipe.student.init
-        init = L.init_model if init == "tiny" else init
+        init = L.init_model if init in ("tiny", "base") else init
         if recipe.launch.train == "accelerate":
             return shlex.join(accelerate_command(recipe, cfg, which[1], init, L.model(which[2])))
         return (f"{dd} train --config {L.root}/configs/{which[0]}.yaml --data {which[1]} --model {init} "
@@ -448,7 +511,9 @@ def _command_for(name: str, recipe: Recipe, L: Layout) -> str:
         "world": f"{dd} synthetic make --n {recipe.world.n} --seed {recipe.world.seed} --out {L.world}"
         if recipe.world.kind == "synthetic"
         else f"{dd} bench export {recipe.world.train_file} --out {L.train}",
-        "student": f"{dd} tiny-model --out {L.init_model} --size {recipe.student.size}",
+        "student": f'cp -r "$({dd} base path)" {L.init_model}'
+        if recipe.student.init == "base"
+        else f"{dd} tiny-model --out {L.init_model} --size {recipe.student.size}",
         "teach": f"{dd} teach --problems {L.train} --config {L.root}/configs/teach.yaml --out {L.pairs.parent}",
         "compose": f"{dd} compose --pairs {L.pairs} --config {L.root}/configs/compose.yaml --out {L.composed}",
         "singles": f"python -c \"from dualdistill.pipeline import *; r = load_recipe('{L.root}/recipe.yaml'); "
@@ -456,11 +521,6 @@ def _command_for(name: str, recipe: Recipe, L: Layout) -> str:
         "sd-sample": f"{dd} self-distill sample --model {recipe.eval.backend.format(model=L.model('dualdistill'))} "
         f"--problems {L.train} --k {s.sample.k} --budget {s.sample.budget} --template {s.sample.template} "
         f"--out {L.sd / 'samples'}",
-        # The recipe's text teacher writes the repairs, so this stage is a Python call, not a command.
-        "sd-build": f"python -c \"from dualdistill.pipeline import *; r = load_recipe('{L.root}/recipe.yaml'); "
-        f"run_sd_build(r, Layout(Path('{L.root}')))\"",
-        "sd-train": f"{dd} self-distill train --model {L.model('dualdistill')} --data {L.sd / 'data.jsonl'} "
-        f"--config {L.root}/configs/sd_sft.yaml --out {L.model('dualdistill_sd').parent}",
     }[name]
 
 
