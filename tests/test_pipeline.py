@@ -79,7 +79,7 @@ def test_overrides_win_over_the_file():
     assert recipe.sft.lr == 1e-4
     assert recipe.selfdistill.sample.k == 8
     assert recipe.eval.agent.tools is False
-    assert recipe.text_sft.lr == 1e-3  # the YAML anchor's other users keep the file's value
+    assert recipe.text_sft.lr == 2e-3  # the YAML anchor's other users keep the file's value
 
 
 def test_files_world_needs_a_training_file():
