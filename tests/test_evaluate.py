@@ -228,3 +228,19 @@ def test_regrade_names_a_record_without_its_field(tmp_path):
     write_jsonl(out / "records.jsonl", rows)
     res = CliRunner().invoke(app, ["eval", "--regrade", str(out)])
     assert res.exit_code == 2 and "records.jsonl:2" in res.output and "'gold'" in res.output
+
+
+def test_summary_does_not_depend_on_record_order():
+    import random
+
+    from dualdistill.evaluate import summarize
+
+    rng = random.Random(0)
+    records = [
+        {"problem_id": f"p{i}", "sample_index": j, "correct": rng.random() < 0.3, "response": "x"}
+        for i in range(97)
+        for j in range(3)
+    ]
+    shuffled = records[:]
+    random.Random(1).shuffle(shuffled)
+    assert summarize(records) == summarize(shuffled)

@@ -119,7 +119,9 @@ def _interval(scores: list[float]) -> tuple[float, float, float]:
 def summarize(records: list[dict], problems_by_id: dict[str, Problem] | None = None) -> dict[str, Any]:
     """Metrics for the records of ONE benchmark. ``problems_by_id`` adds problems that have no record."""
     by_problem: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
+    # Sorted by problem and sample, so the float sums do not depend on the order records were appended
+    # in (concurrent generation and resume change it).
+    for r in sorted(records, key=lambda r: (str(r["problem_id"]), int(r.get("sample_index", 0)))):
         by_problem[str(r["problem_id"])].append(r)
     missing = sorted(set(problems_by_id or ()) - set(by_problem))
     if not by_problem:
