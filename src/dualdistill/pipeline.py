@@ -225,6 +225,11 @@ def sd_data(layout: Layout, name: str) -> Path:
     return layout.sd / f"data{suffix}.jsonl"
 
 
+def sd_stage_suffix(name: str) -> str:
+    """Stage-name suffix of self-distilled student ``name``: ``dualdistill_sd_text`` -> ``-text``."""
+    return name.removeprefix("dualdistill_sd").replace("_", "-")
+
+
 def run_sd_build(
     recipe: Recipe, layout: Layout, name: str = "dualdistill_sd", repair: str | None = None
 ) -> None:
@@ -302,7 +307,7 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
                             outputs=[samples], config=_cfg(sd.sample, sd.problems_limit),
                             description=f"K={sd.sample.k} samples per problem", state=[L.sd / "samples"]))  # fmt: skip
         for name, repair in sd.variants():
-            suffix = name.removeprefix("dualdistill_sd").replace("_", "-")  # sd-build, sd-build-text
+            suffix = sd_stage_suffix(name)
             data, sd_model = sd_data(L, name), L.model(name)
             stages += [
                 Stage(f"sd-build{suffix}", lambda n=name, r=repair: run_sd_build(recipe, L, n, r),
@@ -379,8 +384,11 @@ def _command_for(name: str, recipe: Recipe, L: Layout) -> str:
     dd = "dualdistill"
     sets = ",".join(eval_sets(recipe, L))
     if name.startswith(("sd-build", "sd-train")):
-        student = "dualdistill_sd" + name.removeprefix("sd-build").removeprefix("sd-train").replace("-", "_")
-        repair = dict(recipe.selfdistill.variants())[student]
+        variants = dict(recipe.selfdistill.variants())
+        student = next(
+            n for n in variants if name in (f"sd-build{sd_stage_suffix(n)}", f"sd-train{sd_stage_suffix(n)}")
+        )
+        repair = variants[student]
         data, model = sd_data(L, student), L.model(student)
         if name.startswith("sd-build"):
             # The recipe's teachers write the repairs, so this stage is a Python call, not a command.
