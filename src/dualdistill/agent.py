@@ -50,7 +50,7 @@ from typing import Any, Literal, Protocol
 
 from dualdistill.problems import Problem
 from dualdistill.prompts import TOOL_CAP_NOTE, PromptTemplate, build_prompt
-from dualdistill.records import JsonlAppender, done_keys
+from dualdistill.records import JsonlAppender, done_keys, unique_records
 from dualdistill.trajectory import executor_block
 
 CODE_STOP = "</code>"
@@ -378,7 +378,10 @@ async def run_many(
             grader.shutdown(wait=True)
     wanted = {(p.source, p.id) for p in problems}
     order = {(p.source, p.id): n for n, p in enumerate(problems)}
-    records = [r for _, r in read_jsonl(out_path, allow_torn_tail=True) if record_key(r)[:2] in wanted]
+    records = unique_records(
+        [r for _, r in read_jsonl(out_path, allow_torn_tail=True)], record_key, path=out_path
+    )
+    records = [r for r in records if record_key(r)[:2] in wanted]
     records = [r for r in records if r["sample_index"] < samples]
     return sorted(records, key=lambda r: (order[record_key(r)[:2]], r["sample_index"]))
 

@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from dualdistill import __version__
-from dualdistill.agent import AgentConfig, make_pool, run_many
+from dualdistill.agent import AgentConfig, make_pool, record_key, run_many
 from dualdistill.config import ConfigError, from_dict, save_config
 from dualdistill.problems import Problem, load_benchmark
-from dualdistill.records import DataError, read_jsonl, write_jsonl
+from dualdistill.records import DataError, locked, read_jsonl, unique_records, write_jsonl
+from dualdistill.resume import check_identity, model_fingerprint
 from dualdistill.trajectory import strategy_facts
 
 DEFAULT_BENCHES = ("math500", "aime2025", "amc", "combinatorics300")
@@ -312,7 +313,13 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
     """Generate (or resume) the records of ``config`` in ``out_dir`` and write the report."""
     out_dir = Path(out_dir)
     problems = load_benches(config.benches, limit=config.limit)
-    check_resume(out_dir, config)
+    with locked(out_dir, "eval"):
+        check_resume(out_dir, config)
+        check_identity(out_dir, "eval", {"model_weights": model_fingerprint(config.model)})
+        return _run_eval(config, out_dir, problems, backend, progress)
+
+
+def _run_eval(config: EvalConfig, out_dir: Path, problems: dict, backend: Any, progress: bool) -> dict:
     own_backend = backend is None
     backend = make_backend(config) if own_backend else backend
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -370,11 +377,18 @@ def regrade(out_dir: str | Path) -> dict:
     if not path.exists():
         raise DataError(path, "no records to regrade")
     config = load_eval_config(out_dir)
-    rows = [r for _, r in read_jsonl(path, allow_torn_tail=True)]
-    for line, r in enumerate(rows, start=1):
+    with locked(out_dir, "eval"):
+        return _regrade(out_dir, path, config)
+
+
+def _regrade(out_dir: Path, path: Path, config: EvalConfig) -> dict:
+    rows = []
+    for line, r in read_jsonl(path, allow_torn_tail=True):
         for key in ("problem_id", "sample_index", "response", "gold"):
             if key not in r:
                 raise DataError(path, f"record lacks field '{key}'", line=line)
+        rows.append(r)
+    rows = unique_records(rows, record_key, path=path)
     from dualdistill.grading import grade_many
 
     pairs = [(str(r["response"]), str(r["gold"])) for r in rows]

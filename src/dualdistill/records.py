@@ -10,11 +10,21 @@ Guarantees:
   opened for appending, so resuming never duplicates or corrupts a record.
 - ``read_jsonl`` names the file and line of any malformed record; it never skips one silently.
 
-Not guaranteed: safety against two processes appending to the same file at once.
+- Two processes never append to one file: ``JsonlAppender`` (and every command that writes into a
+  directory, through ``locked``) takes an exclusive ``flock`` and a second process fails at once with
+  ``LockedError`` naming the holder's pid. The kernel drops the lock when its holder dies, so a killed
+  run never blocks its own resume.
+- Readers that resume or report (``unique_records``) keep the first record of each key, so a file
+  corrupted by an older version's concurrent runs is counted once per key.
+
+Not guaranteed: locks on network file systems without ``flock`` support (NFS before v4 and some FUSE
+mounts) may not exclude a process on another host.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -30,6 +40,53 @@ class DataError(ValueError):
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.line = line
+
+
+class LockedError(DataError):
+    """Another live process holds the lock of a directory or file this process wants to write."""
+
+
+_HELD: dict[str, tuple[int, int]] = {}  # lock file -> (fd, depth): re-entrant within one process
+
+
+@contextlib.contextmanager
+def locked(target: str | os.PathLike, what: str = "run", *, file: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on the directory ``target`` (``DIR/.lock``), or with ``file`` on the
+    file ``target`` (its ``.lock`` sibling), while inside.
+
+    A second process gets ``LockedError`` at once, with the holder's pid; the same process may nest.
+    """
+    target = Path(target)
+    lock = target.with_name(target.name + ".lock") if file else target / ".lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    key = str(lock.resolve())
+    if key in _HELD:
+        fd, depth = _HELD[key]
+        _HELD[key] = (fd, depth + 1)
+    else:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                target,
+                f"another {what} is writing here (pid {holder}); wait for it to finish, "
+                "or use another output directory",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[key] = (fd, 1)
+    try:
+        yield
+    finally:
+        fd, depth = _HELD[key]
+        if depth > 1:
+            _HELD[key] = (fd, depth - 1)
+        else:
+            del _HELD[key]
+            os.close(fd)  # closing drops the flock; the file stays, harmlessly, for the next holder
 
 
 def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
@@ -75,6 +132,8 @@ class JsonlAppender:
     def __init__(self, path: str | os.PathLike, *, fsync: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = locked(self.path, "writer", file=True)
+        self._lock.__enter__()  # before the torn-tail cut: that cut must not race another writer
         _cut_torn_tail(self.path)
         self._f = self.path.open("a", encoding="utf-8")
         self._fsync = fsync
@@ -86,7 +145,9 @@ class JsonlAppender:
             os.fsync(self._f.fileno())
 
     def close(self) -> None:
-        self._f.close()
+        if not self._f.closed:
+            self._f.close()
+            self._lock.__exit__(None, None, None)
 
     def __enter__(self) -> JsonlAppender:
         return self
@@ -100,6 +161,25 @@ def done_keys(path: str | os.PathLike, key: Callable[[dict], Any]) -> set:
     if not Path(path).exists():
         return set()
     return {key(r) for _, r in read_jsonl(path, allow_torn_tail=True)}
+
+
+def unique_records(
+    rows: list[dict], key: Callable[[dict], Any], *, path: str | os.PathLike | None = None
+) -> list[dict]:
+    """The first record of each key, in file order; warns (on stderr) when duplicates were dropped."""
+    seen: set = set()
+    out = []
+    for r in rows:
+        k = key(r)
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    if len(out) < len(rows):
+        import sys
+
+        print(f"warning: {path or 'records'}: dropped {len(rows) - len(out)} duplicate records "
+              "(two runs wrote here at once?)", file=sys.stderr)  # fmt: skip
+    return out
 
 
 def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:

@@ -46,7 +46,8 @@ from dualdistill import __version__
 from dualdistill.config import save_config, to_dict
 from dualdistill.problems import Problem, load_problems, write_problems
 from dualdistill.prompts import PromptTemplate
-from dualdistill.records import DataError, read_jsonl, write_jsonl
+from dualdistill.records import DataError, locked, read_jsonl, write_jsonl
+from dualdistill.resume import check_identity, model_fingerprint
 from dualdistill.teacher_solutions import (  # noqa: F401  (part of this module's API)
     RepairSource,
     Teacher,
@@ -127,12 +128,21 @@ def sample(
     Returns the samples file. The problems (with gold answers) and the config are saved beside it,
     so ``build`` needs nothing else.
     """
-    from dualdistill.agent import AgentConfig, make_pool, run_many
-
     config = config or SampleConfig()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _save_sampling_inputs(out_dir, problems, config, model)
+    with locked(out_dir, "self-distill sample"):
+        # k may grow between runs (the first K are used); everything else must match.
+        same = {k: v for k, v in to_dict(config).items() if k not in ("k", "sandbox_concurrency")}
+        check_identity(out_dir, "sample", {**same, "model": model_fingerprint(model)})
+        _save_sampling_inputs(out_dir, problems, config, model)
+        return _sample(problems, backend, out_dir, config, pool, progress)
+
+
+def _sample(
+    problems: list[Problem], backend, out_dir: Path, config: SampleConfig, pool, progress: bool
+) -> Path:
+    from dualdistill.agent import AgentConfig, make_pool, run_many
+
     agent_config = AgentConfig(
         tools=config.tools,
         template=config.template,

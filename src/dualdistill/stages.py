@@ -7,12 +7,17 @@ that produces the outputs. ``run_stages`` runs them in order and records each fi
 Guarantees:
 - A stage is skipped only when it finished before (recorded in the manifest), its config hash and input
   hashes are unchanged, and its outputs still exist with the hashes recorded then.
+- Paths in the manifest are relative to the workdir, and inputs are keyed by content, so the same
+  workdir given relatively, absolutely, moved or copied is recognised and its stages skipped.
 - A stage whose config or inputs changed is run again, and so is every stage after it whose inputs then
-  change. Such a re-run starts over: the stage's ``state`` paths (default: its outputs) are removed
-  first, so records or checkpoints made under the old config are never resumed as if they were current.
-- The manifest is written atomically after each stage, so a kill never leaves it half-written. A stage
-  killed mid-way is not recorded and runs again; stages are written so that running again resumes
-  (append-only records, trainer checkpoints) rather than starting over.
+  change. Such a re-run starts over, but nothing is deleted: the stage's ``state`` paths (default: its
+  outputs) are moved aside to ``WORKDIR/superseded/<time>-<stage>/`` first, so records or checkpoints
+  made under the old config are never resumed as if they were current, and paid API outputs survive.
+- A stage killed mid-way is not recorded as finished, and runs again; stages are written so that running
+  again resumes (append-only records, trainer checkpoints). Its start is recorded with its config and
+  input hashes, so a resume under *other* settings moves the partial work aside instead of mixing it in.
+- The manifest is written atomically, so a kill never leaves it half-written. One process at a time
+  runs a workdir (``records.locked``); a second fails at once naming the first one's pid.
 
 Not guaranteed: detecting changes to files outside the declared inputs (code changes, for instance,
 are seen only through the recorded package version).
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dualdistill import __version__
+from dualdistill.records import locked
 
 # Files larger than this are keyed by size and mtime, so a 15 GB checkpoint is not read on every run.
 _FULL_HASH_LIMIT = 256 * 1024 * 1024
@@ -45,7 +51,7 @@ def hash_path(path: Path) -> str | None:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
         rel = f.name if f == path else str(f.relative_to(path))
-        if rel.endswith(".tmp") or "/checkpoint-" in f"/{rel}":
+        if rel.endswith((".tmp", ".lock")) or "/checkpoint-" in f"/{rel}":
             continue  # transient training state is not an output
         h.update(rel.encode() + b"\0")
         st = f.stat()
@@ -87,24 +93,40 @@ class Manifest:
                     f"{self.path}: corrupt manifest ({e.msg}); delete it to re-run all"
                 ) from None
 
+        self.workdir = Path(workdir)
+
+    def rel(self, path: Path) -> str:
+        """How the manifest names ``path``: relative to the workdir inside it, else absolute."""
+        path, root = Path(path).resolve(), self.workdir.resolve()
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
     def entry(self, name: str) -> dict | None:
         return self.data["stages"].get(name)
 
+    def started(self, name: str) -> dict | None:
+        return self.data.get("started", {}).get(name)
+
+    def start(self, stage: Stage, inputs: dict) -> None:
+        """Note that ``stage`` began under its config and these inputs (read by a later resume)."""
+        self.data["stages"].pop(stage.name, None)
+        self.data.setdefault("started", {})[stage.name] = {
+            "config_hash": hash_config(stage.config),
+            "inputs": inputs,
+        }
+        self.save()
+
     def record(self, stage: Stage, inputs: dict, seconds: float) -> None:
+        self.data.get("started", {}).pop(stage.name, None)
         self.data["stages"][stage.name] = {
             "config": stage.config,
             "config_hash": hash_config(stage.config),
             "inputs": inputs,
-            "outputs": {str(p): hash_path(p) for p in stage.outputs},
+            "outputs": {self.rel(p): hash_path(p) for p in stage.outputs},
             "seconds": round(seconds, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "dualdistill_version": __version__,
         }
         self.save()
-
-    def forget(self, name: str) -> None:
-        if self.data["stages"].pop(name, None) is not None:
-            self.save()
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,19 +137,25 @@ class Manifest:
 
 def why_run(stage: Stage, manifest: Manifest) -> tuple[str | None, dict]:
     """The reason a stage must run (``None`` when it can be skipped), and its current input hashes."""
-    inputs = {str(p): hash_path(p) for p in stage.inputs}
+    inputs = {manifest.rel(p): hash_path(p) for p in stage.inputs}
     missing = [p for p, h in inputs.items() if h is None]
     if missing:
         raise FileNotFoundError(f"stage '{stage.name}': input {missing[0]} does not exist")
     entry = manifest.entry(stage.name)
     if entry is None:
-        return "not run yet", inputs
+        begun = manifest.started(stage.name)
+        if begun is None:
+            return "not run yet", inputs
+        if begun.get("config_hash") != hash_config(stage.config) or begun.get("inputs") != inputs:
+            return "partial work from other settings", inputs
+        return "resuming", inputs
     if entry.get("config_hash") != hash_config(stage.config):
         return "config changed", inputs
     if entry.get("inputs") != inputs:
         return "inputs changed", inputs
     for p, h in entry.get("outputs", {}).items():
-        if hash_path(Path(p)) != h:
+        path = Path(p) if Path(p).is_absolute() else manifest.workdir / p
+        if hash_path(path) != h:
             return f"output {p} changed or missing", inputs
     return None, inputs
 
@@ -150,7 +178,13 @@ def run_stages(
     unknown = sorted(set(force) - set(names))
     if unknown:
         raise ValueError(f"unknown stage {unknown[0]!r} in --force; stages: {', '.join(names)}")
-    manifest = Manifest(workdir)
+    with locked(workdir, "pipeline run"):
+        return _run(stages, Manifest(workdir), log, force, until)
+
+
+def _run(
+    stages: list[Stage], manifest: Manifest, log: Callable[[str], None], force: set[str], until: str | None
+) -> dict[str, float]:
     timings: dict[str, float] = {}
     for i, stage in enumerate(stages, start=1):
         reason, inputs = why_run(stage, manifest)
@@ -162,10 +196,12 @@ def run_stages(
                 break
             continue
         log(f"[{i}/{len(stages)}] {stage.name}: running ({reason}) {stage.description}")
-        if reason != "not run yet":
-            # Forget first: a kill during the fresh run then resumes it, under the new config.
-            manifest.forget(stage.name)
-            _clear_state(stage, Path(workdir))
+        if reason not in ("not run yet", "resuming"):
+            aside = _set_aside(stage, manifest)
+            if aside:
+                log(f"    earlier work of {stage.name} moved to {aside}")
+        # Noted before running: a kill during the fresh run then resumes it, under this config.
+        manifest.start(stage, inputs)
         start = time.perf_counter()
         stage.run()
         seconds = time.perf_counter() - start
@@ -180,16 +216,20 @@ def run_stages(
     return timings
 
 
-def _clear_state(stage: Stage, workdir: Path) -> None:
-    """Remove a stage's resumable work before it runs again; only paths inside the workdir are touched."""
-    root = workdir.resolve()
+def _set_aside(stage: Stage, manifest: Manifest) -> Path | None:
+    """Move a stage's resumable work out of the way before it starts over; never delete it.
+
+    Only paths inside the workdir are moved (the run does not own the rest). Returns where they went.
+    """
+    root = manifest.workdir.resolve()
+    dest = root / "superseded" / f"{time.strftime('%Y%m%d-%H%M%S')}-{stage.name}"
+    moved = False
     for p in stage.state or stage.outputs:
         p = Path(p)
-        if not p.exists():
+        if not p.exists() or not p.resolve().is_relative_to(root):
             continue
-        if not p.resolve().is_relative_to(root):
-            continue  # never delete what the run does not own
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+        target = dest / p.resolve().relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(p), str(target))
+        moved = True
+    return dest if moved else None

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dualdistill.problems import Problem
-from dualdistill.records import JsonlAppender, read_jsonl, write_jsonl
+from dualdistill.records import JsonlAppender, locked, read_jsonl, write_jsonl
+from dualdistill.resume import check_identity
 from dualdistill.teachers import Teacher, TeacherError
 
 Role = Literal["first", "second"]
@@ -217,6 +218,26 @@ async def teach(
     if len(set(ids)) != len(ids):
         raise ValueError("problem ids must be unique")
     out_dir = Path(out_dir)
+    with locked(out_dir, "teach"):
+        check_identity(out_dir, "teach", teach_identity(config))
+        return await _teach(problems, code_teacher, text_teacher, out_dir, config, progress, secrets)
+
+
+# Settings that decide what a record holds; the rest (concurrency, retries) only how fast it comes.
+IDENTITY_KEYS = ("code_teacher", "text_teacher", "first_teacher_seed", "sandbox_timeout_s")
+
+
+def teach_identity(config: TeachConfig) -> dict:
+    from dualdistill.config import to_dict
+
+    return {k: v for k, v in to_dict(config).items() if k in IDENTITY_KEYS}
+
+
+async def _teach(
+    problems: Sequence[Problem], code_teacher: Teacher, text_teacher: Teacher, out_dir: Path,
+    config: TeachConfig, progress: bool, secrets: Sequence[str],
+) -> TeachReport:  # fmt: skip
+    ids = [p.id for p in problems]
     records = out_dir / "records.jsonl"
     state = _State(records)
     t0 = time.perf_counter()

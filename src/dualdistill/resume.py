@@ -1,0 +1,84 @@
+"""What a resumable output directory was made with, so a resume never mixes two configurations.
+
+Every long job that appends to a directory (``teach``, ``eval``, ``self-distill sample``) stores an
+identity beside its records the first time: the settings that change what a record contains, and a
+fingerprint of the model's weights. A later run into the same directory must present the same identity.
+
+Guarantees:
+- ``check_identity`` raises ``ResumeMismatch`` (a ``DataError`` naming the identity file and the first
+  differing key) before anything is written, so a refused resume leaves the directory as it was.
+- ``model_fingerprint`` changes when any weight or config file of a local model directory changes,
+  also at the same path; it is cheap for large models (sampled, see below).
+
+Not guaranteed: ``model_fingerprint`` hashes files up to 64 MiB whole, and larger ones by size and
+three 1 MiB windows (head, middle, tail). Two large files that differ only outside those windows
+fingerprint alike; retrained weights never do in practice, as every tensor changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dualdistill.records import DataError
+
+_WHOLE = 64 * 1024 * 1024
+_WINDOW = 1024 * 1024
+# Files of a model directory that decide what it generates; logs, cards and checkpoints do not.
+_MODEL_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".jinja", ".pt")
+
+
+class ResumeMismatch(DataError):
+    """The directory holds partial work made with other settings."""
+
+
+def model_fingerprint(model: str) -> str:
+    """A short hash of a local model directory's weights and configs; URLs and names map to themselves."""
+    path = Path(model)
+    if not path.is_dir():
+        return str(model)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(_MODEL_SUFFIXES))
+    for f in files:
+        if f.name in ("trainer_state.json", "training_args.bin", "manifest.json"):
+            continue
+        size = f.stat().st_size
+        h.update(f"{f.name}\0{size}\0".encode())
+        with f.open("rb") as fh:
+            if size <= _WHOLE:
+                h.update(fh.read())
+                continue
+            for offset in (0, size // 2, size - _WINDOW):
+                fh.seek(offset)
+                h.update(fh.read(_WINDOW))
+    return h.hexdigest()[:16]
+
+
+def check_identity(out_dir: str | os.PathLike, name: str, identity: dict[str, Any]) -> None:
+    """Store ``identity`` in ``out_dir/.<name>-identity.json`` or check it against the stored one.
+
+    Call it after taking the directory's lock and before appending. The first run writes the file;
+    later runs must match it key by key.
+    """
+    path = Path(out_dir) / f".{name}-identity.json"
+    now = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    if path.exists():
+        try:
+            was = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(path, f"corrupt resume identity ({e}); move the directory aside") from None
+        for key in sorted(set(was) | set(now)):
+            if was.get(key) != now.get(key):
+                raise ResumeMismatch(
+                    path,
+                    f"the partial {name} here was made with {key}={was.get(key)!r}, this run has "
+                    f"{key}={now.get(key)!r}; use a new output directory, or the old settings to resume",
+                )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(now, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,206 @@
+"""Issue 17: nothing lost, nothing mixed. Locks, path-independent manifests, identities of partial work,
+validation before deletion, bounded memory on huge inputs, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dualdistill.cli.app import app
+from dualdistill.records import LockedError, locked, read_jsonl
+from dualdistill.stages import Stage, run_stages
+from test_evaluate import toy_benchmark
+
+HOLD = "import sys, time; from dualdistill.records import locked\nwith locked(sys.argv[1], 'eval'):\n    print('held', flush=True); time.sleep(60)\n"
+
+
+def _holder(path: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+# ----------------------------------------------------------------------------- 1. locks
+def test_a_second_process_is_refused_at_once_and_a_killed_holder_does_not_block(tmp_path):
+    holder = _holder(tmp_path / "out")
+    try:
+        start = time.monotonic()
+        with pytest.raises(LockedError, match=rf"pid {holder.pid}"), locked(tmp_path / "out"):
+            pass
+        assert time.monotonic() - start < 1.0
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with locked(tmp_path / "out"), locked(tmp_path / "out"):  # stale file, dead holder; nesting is fine
+        pass
+
+
+def _slow_answers(body):
+    from fake_openai_server import Outcome
+
+    return Outcome(text="<answer>\\boxed{0}", stop_reason="</answer>", delay_s=0.15)
+
+
+def test_two_evals_on_one_out_keep_one_record_per_key(tmp_path):
+    from fake_openai_server import FakeOpenAIServer
+
+    bench = toy_benchmark(tmp_path / "toy.jsonl", n=8)
+    out = tmp_path / "run"
+    with FakeOpenAIServer(_slow_answers) as srv:
+        args = ["eval", "--model", f"{srv.url}#fake-model", "--bench", str(bench), "--no-tools",
+                "--concurrency", "1", "--no-progress", "--out", str(out)]  # fmt: skip
+        first = subprocess.Popen([sys.executable, "-m", "dualdistill.cli", *args], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not (out / "records.jsonl").exists() or not (out / "records.jsonl").read_text():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        start = time.monotonic()
+        second = CliRunner().invoke(app, args)
+        assert time.monotonic() - start < 5
+        assert second.exit_code == 2 and f"pid {first.pid}" in second.output, second.output
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    keys = [(r["problem_id"], r["sample_index"]) for _, r in read_jsonl(out / "records.jsonl")]
+    assert len(keys) == len(set(keys)) == 8
+
+
+def test_regrade_counts_an_old_duplicated_file_once_per_key(tmp_path):
+    from dualdistill.evaluate import regrade, run_eval
+    from scripted_backend import ScriptedBackend
+    from test_evaluate import toy_config, toy_responder
+
+    bench = toy_benchmark(tmp_path / "toy.jsonl")
+    out = tmp_path / "run"
+    before = run_eval(toy_config(bench), out, backend=ScriptedBackend(toy_responder), progress=False)
+    lines = (out / "records.jsonl").read_text()
+    (out / "records.jsonl").write_text(lines + lines)  # what two concurrent runs used to leave
+    after = regrade(out)
+    assert after["toy"]["samples_per_problem"] == before["toy"]["samples_per_problem"] == 2
+    assert after["toy"]["records"] == before["toy"]["records"]
+    assert list(after["toy"]["pass_at_k"]) == list(before["toy"]["pass_at_k"])
+
+
+# ----------------------------------------------------------------------------- 2. manifests
+def _copy_stage(workdir: Path, calls: list, cfg: dict) -> list[Stage]:
+    src, out = workdir / "in.txt", workdir / "work" / "out.txt"
+
+    def run():
+        calls.append(cfg["n"])
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(src.read_text() * cfg["n"])
+
+    return [Stage("copy", run, inputs=[src], outputs=[out], config=cfg, state=[out.parent])]
+
+
+def test_the_same_workdir_spelled_relatively_or_moved_skips_every_stage(tmp_path, monkeypatch):
+    work = tmp_path / "a" / "run"
+    work.mkdir(parents=True)
+    (work / "in.txt").write_text("x")
+    calls: list = []
+    run_stages(_copy_stage(work, calls, {"n": 2}), work, log=lambda s: None)
+    monkeypatch.chdir(tmp_path / "a")
+    rel = Path("run")
+    run_stages(_copy_stage(rel, calls, {"n": 2}), rel, log=lambda s: None)
+    moved = tmp_path / "elsewhere"
+    os.rename(work, moved)
+    run_stages(_copy_stage(moved, calls, {"n": 2}), moved, log=lambda s: None)
+    assert calls == [2]
+
+
+def test_a_changed_config_moves_finished_work_aside_instead_of_deleting_it(tmp_path):
+    (tmp_path / "in.txt").write_text("x")
+    calls: list = []
+    run_stages(_copy_stage(tmp_path, calls, {"n": 2}), tmp_path, log=lambda s: None)
+    logs: list[str] = []
+    run_stages(_copy_stage(tmp_path, calls, {"n": 3}), tmp_path, log=logs.append)
+    assert calls == [2, 3] and (tmp_path / "work" / "out.txt").read_text() == "xxx"
+    kept = list((tmp_path / "superseded").glob("*-copy/work/out.txt"))
+    assert [p.read_text() for p in kept] == ["xx"]
+    assert any("moved to" in line for line in logs)
+
+
+def test_a_partial_stage_resumed_under_other_settings_starts_over(tmp_path):
+    (tmp_path / "in.txt").write_text("1\n2\n3\n")
+    out = tmp_path / "work" / "records.txt"
+    calls: list = []
+
+    def stages(scale: int, die_after: int | None = None) -> list[Stage]:
+        def run():
+            out.parent.mkdir(exist_ok=True)
+            done = out.read_text().splitlines() if out.exists() else []
+            for x in (tmp_path / "in.txt").read_text().splitlines()[len(done) :]:
+                if die_after is not None and len(calls) == die_after:
+                    raise KeyboardInterrupt  # a kill mid-way
+                calls.append(x)
+                with out.open("a") as f:
+                    f.write(f"{int(x) * scale}\n")
+
+        return [Stage("scale", run, inputs=[tmp_path / "in.txt"], outputs=[out], config={"s": scale},
+                      state=[out.parent])]  # fmt: skip
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(stages(10, die_after=1), tmp_path, log=lambda s: None)
+    assert out.read_text() == "10\n"
+    run_stages(stages(100), tmp_path, log=lambda s: None)
+    assert out.read_text() == "100\n200\n300\n", "records of the killed seed-10 run must not be mixed in"
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(stages(7, die_after=1), tmp_path, log=lambda s: None)
+    run_stages(stages(7), tmp_path, log=lambda s: None)  # same settings: resumed, not redone
+    assert calls == ["1", "2", "3"] and out.read_text() == "7\n14\n21\n"
+
+
+def test_a_second_pipeline_run_on_one_workdir_is_refused(tmp_path):
+    holder = _holder(tmp_path)
+    try:
+        with pytest.raises(LockedError, match=rf"pid {holder.pid}"):
+            run_stages(_copy_stage(tmp_path, [], {"n": 1}), tmp_path, log=lambda s: None)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ----------------------------------------------------------------------------- 4. identities
+def test_teach_resumed_with_another_seed_is_refused(tmp_path):
+    from dualdistill.resume import ResumeMismatch
+    from test_compose import CODE, TEXT, FakeTeacher, _problems, _teach
+
+    code, text = FakeTeacher("agentic", "code", CODE), FakeTeacher("r1", "text", TEXT)
+    _teach(_problems(6), code, text, tmp_path, first_teacher_seed=0)
+    before = (tmp_path / "records.jsonl").read_bytes()
+    with pytest.raises(ResumeMismatch, match="first_teacher_seed=0"):
+        _teach(_problems(6), code, text, tmp_path, first_teacher_seed=1)
+    assert (tmp_path / "records.jsonl").read_bytes() == before
+    _teach(_problems(6), code, text, tmp_path, first_teacher_seed=0, concurrency=2)  # speed is not identity
+
+
+def test_eval_resume_is_keyed_on_the_weights_not_the_path(tiny_model_dir, tmp_path):
+    import shutil
+
+    from dualdistill.resume import ResumeMismatch, model_fingerprint
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    before = model_fingerprint(str(model))
+    assert model_fingerprint(str(model)) == before
+    weights = next(model.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert model_fingerprint(str(model)) != before
+
+    bench = toy_benchmark(tmp_path / "toy.jsonl", n=2)
+    args = ["eval", "--model", str(model), "--bench", str(bench), "--no-tools", "--budget", "8",
+            "--no-progress", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    data[-2] ^= 1
+    weights.write_bytes(bytes(data))
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "model_weights" in res.output, res.output
+    assert ResumeMismatch.__mro__[1].__name__ == "DataError"
