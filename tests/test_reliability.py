@@ -4,6 +4,7 @@ validation before deletion, bounded memory on huge inputs, and clear errors on b
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -204,3 +205,42 @@ def test_eval_resume_is_keyed_on_the_weights_not_the_path(tiny_model_dir, tmp_pa
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and "model_weights" in res.output, res.output
     assert ResumeMismatch.__mro__[1].__name__ == "DataError"
+
+
+# ----------------------------------------------------------------------------- 3. validation first
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("eval.samples=0", "eval.samples"),
+        ("eval.limit=0", "eval.limit"),
+        ("selfdistill.sample.k=0", "selfdistill.sample.k"),
+        ("sft.batch_size=0", "sft.batch_size"),
+        ("sft.lr=-1", "sft.lr"),
+        ("sft.epochs=0", "sft.epochs"),
+        ("world.n=0", "world.n"),
+        ("eval.agent.temperature=-0.1", "eval.agent.temperature"),
+        ("teach.text_teacher.top_p=0", "teach.text_teacher.top_p"),
+        ("compose.decontam_threshold=200", "compose.decontam_threshold"),
+        ("selfdistill.build.beta2=1.5", "selfdistill.build.beta2"),
+        ("compose.decontam_benchmarks=[math500,nope]", "compose.decontam_benchmarks[1]"),
+        ("student.init=runs/none/model", "student.init"),
+    ],
+)
+def test_impossible_recipe_values_fail_at_load_naming_key_and_file(override, key):
+    from dualdistill.config import ConfigError
+    from dualdistill.recipe import load_recipe
+
+    with pytest.raises(ConfigError, match=rf"embedded\.yaml \+ overrides: key '{re.escape(key)}'"):
+        load_recipe("embedded", [override])
+
+
+def test_a_bad_value_on_a_finished_run_deletes_nothing(tmp_path):
+    report = tmp_path / "eval" / "text_only" / "report.json"
+    report.parent.mkdir(parents=True)
+    report.write_text("{}")
+    for extra in ([], ["--dry-run"]):
+        res = CliRunner().invoke(
+            app, ["run", "embedded", "--workdir", str(tmp_path), "eval.samples=0", *extra]
+        )
+        assert res.exit_code == 2 and "key 'eval.samples'" in res.output and "embedded.yaml" in res.output
+    assert report.read_text() == "{}"

@@ -48,6 +48,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
 from dualdistill.prompts import TOOL_CAP_NOTE, PromptTemplate, build_prompt
 from dualdistill.records import JsonlAppender, done_keys, unique_records
@@ -67,23 +68,18 @@ class AgentConfig:
     # template "chat": the tokenizer (dir or hub id) whose chat template renders the prompt; default:
     # the backend's own tokenizer (HFBackend, VLLMBackend)
     chat_tokenizer: str | None = None
-    max_tool_calls: int = 10
-    budget: int = 4096  # total response tokens, injected executor tokens included
-    temperature: float = 0.6
-    top_p: float = 0.95
-    executor_output_limit: int = 2000  # characters the sandbox keeps (head + tail)
-    executor_timeout_s: float = 3.0
-    concurrency: int = 256  # trajectories in flight at once (the backend batches across them)
-    sandbox_concurrency: int = 16  # sandbox sessions open at once
-    grade_timeout_s: float = 5.0
+    max_tool_calls: int = bounded(10, ge=0)
+    budget: int = bounded(4096, ge=1)  # total response tokens, injected executor tokens included
+    temperature: float = bounded(0.6, ge=0)
+    top_p: float = bounded(0.95, gt=0, le=1)
+    executor_output_limit: int = bounded(2000, ge=1)  # characters the sandbox keeps (head + tail)
+    executor_timeout_s: float = bounded(3.0, gt=0)
+    concurrency: int = bounded(256, ge=1)  # trajectories in flight at once (the backend batches across them)
+    sandbox_concurrency: int = bounded(16, ge=1)  # sandbox sessions open at once
+    grade_timeout_s: float = bounded(5.0, gt=0)
 
     def __post_init__(self) -> None:
-        if self.budget < 1:
-            raise ValueError(f"budget must be >= 1, got {self.budget}")
-        if self.max_tool_calls < 0:
-            raise ValueError(f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
-        if self.concurrency < 1 or self.sandbox_concurrency < 1:
-            raise ValueError("concurrency and sandbox_concurrency must be >= 1")
+        check_bounds(self)
 
 
 # ----------------------------------------------------------------------------- plug-in points

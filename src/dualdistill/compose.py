@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Literal
 
 from dualdistill import trajectory as tj
+from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import BENCHMARKS
 from dualdistill.records import DataError, read_jsonl, write_jsonl
 
@@ -101,10 +102,13 @@ class ComposeConfig:
     clean: bool = True  # drop composed texts that fail trajectory.check_format
     # Decontamination: drop problems whose rapidfuzz ratio to a benchmark question is > threshold.
     decontaminate: bool = True
-    decontam_threshold: float = 90.0
+    decontam_threshold: float = bounded(90.0, ge=0, le=100)
     decontam_benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS))  # all built-in
     balance: BalanceConfig = field(default_factory=BalanceConfig)
-    grade_timeout_s: float = 5.0
+    grade_timeout_s: float = bounded(5.0, gt=0)
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 # ----------------------------------------------------------------------------- records

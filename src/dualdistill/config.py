@@ -8,6 +8,9 @@ Guarantees:
 - An unknown key, a wrong type, or a malformed YAML file raises ``ConfigError`` naming the key path
   (``train.lr``) and the file.
 - Overrides use dotted keys and are parsed as YAML scalars (``train.lr=1e-5``, ``eval.tools=false``).
+- Numeric bounds are declared on the field (``samples: int = bounded(1, ge=1)``) and checked when the
+  config is built, from a file or in code, so an impossible value fails at load time (also under
+  ``--dry-run``) with the dotted key, before any stage runs or deletes anything.
 
 Not supported: dotted class paths, ``exec`` of config files, or any other configuration magic.
 """
@@ -27,6 +30,42 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     pass
+
+
+class FieldError(ValueError):
+    """A field's value breaks its declared bound; ``from_dict`` adds the key path and the file."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name} {message}")
+        self.name = name
+        self.message = message
+
+
+_OPS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+        "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}  # fmt: skip
+
+
+def bounded(default: Any, **bounds: float) -> Any:
+    """A dataclass field with numeric bounds (``ge``, ``gt``, ``le``, ``lt``); ``None`` always passes."""
+    unknown = set(bounds) - set(_OPS)
+    if unknown:
+        raise TypeError(f"unknown bound {sorted(unknown)[0]!r}")
+    return dataclasses.field(default=default, metadata={"bounds": bounds})
+
+
+def check_bounds(config: Any) -> None:
+    """Raise ``FieldError`` for the first field of ``config`` outside its declared bounds.
+
+    Configs call this from ``__post_init__``, so the check holds however they are built.
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value is None or isinstance(value, bool):
+            continue
+        for op, bound in f.metadata.get("bounds", {}).items():
+            symbol, ok = _OPS[op]
+            if not ok(value, bound):
+                raise FieldError(f.name, f"must be {symbol} {bound}, got {value!r}")
 
 
 def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
@@ -90,8 +129,11 @@ def from_dict(cls: type[T], data: dict, *, source: str = "<config>", prefix: str
     kwargs = {k: _coerce(hints[k], v, prefix + k, source) for k, v in data.items()}
     try:
         return cls(**kwargs)
+    except FieldError as e:
+        raise ConfigError(f"{source}: key '{prefix}{e.name}': {e.message}") from None
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: {e}") from None
+        where = f"section '{prefix[:-1]}': " if prefix else ""
+        raise ConfigError(f"{source}: {where}{e}") from None
 
 
 def to_dict(config: Any) -> dict:

@@ -41,7 +41,7 @@ from typing import Any
 
 from dualdistill import __version__
 from dualdistill.agent import AgentConfig, make_pool, record_key, run_many
-from dualdistill.config import ConfigError, from_dict, save_config
+from dualdistill.config import ConfigError, bounded, check_bounds, from_dict, save_config
 from dualdistill.problems import Problem, load_benchmark
 from dualdistill.records import DataError, locked, read_jsonl, unique_records, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
@@ -61,21 +61,20 @@ AGENT_GENERATION_KEYS = (
 class EvalConfig:
     model: str = ""  # a local HF model directory, or an http(s) URL of an OpenAI-compatible server
     benches: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHES))
-    samples: int = 1
-    limit: int | None = None
+    samples: int = bounded(1, ge=1)
+    limit: int | None = bounded(None, ge=1)
     seed: int = 0
     served_model_name: str | None = None  # the model name sent to a server (default: its first model)
     api_key_env: str = "OPENAI_API_KEY"
-    max_retries: int = 5  # per request, for server backends (exponential backoff between tries)
+    max_retries: int = bounded(
+        5, ge=0
+    )  # per request, for server backends (exponential backoff between tries)
     device: str = "auto"
-    max_batch: int = 64
+    max_batch: int = bounded(64, ge=1)
     agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        check_bounds(self)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -315,7 +314,10 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
     problems = load_benches(config.benches, limit=config.limit)
     with locked(out_dir, "eval"):
         check_resume(out_dir, config)
-        check_identity(out_dir, "eval", {"model_weights": model_fingerprint(config.model)})
+        # The weights, not the path: retrained weights at the same path must not be mixed in.
+        local = Path(config.model).is_dir()
+        weights = model_fingerprint(config.model) if local else model_identity(dataclasses.asdict(config))
+        check_identity(out_dir, "eval", {"model_weights": weights})
         return _run_eval(config, out_dir, problems, backend, progress)
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from dualdistill.agent import AgentConfig
 from dualdistill.compose import ComposeConfig
-from dualdistill.config import ConfigError, load_config
+from dualdistill.config import ConfigError, bounded, check_bounds, load_config
 from dualdistill.selfdistill import BuildConfig, SampleConfig
 from dualdistill.sft.train import SFTConfig
 from dualdistill.teach import TeachConfig
@@ -24,12 +24,15 @@ from dualdistill.teach import TeachConfig
 @dataclass
 class WorldConfig:
     kind: Literal["synthetic", "files"] = "synthetic"
-    n: int = 2000  # synthetic: problems in train + test
+    n: int = bounded(2000, ge=10)  # synthetic: problems in train + test
     seed: int = 0
-    test_fraction: float = 0.2
+    test_fraction: float = bounded(0.2, gt=0, lt=1)
     train_file: str = ""  # files: training problems (JSONL/JSON/Parquet), or "deepmath" (the shipped 985)
-    train_limit: int | None = None
+    train_limit: int | None = bounded(None, ge=1)
     eval_benches: list[str] = field(default_factory=list)  # files: benchmark names or paths
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @dataclass
@@ -38,30 +41,39 @@ class StudentConfig:
     # Qwen2 with a tokenizer trained on the world; else a model directory or hub id.
     init: str = "tiny"
     size: Literal["tiny", "small", "base"] = "small"
-    vocab_size: int = 512
-    corpus_n: int = 700  # synthetic documents the tokenizer is trained on
+    vocab_size: int = bounded(512, ge=300)  # the byte alphabet (256) plus special tokens and merges
+    corpus_n: int = bounded(700, ge=1)  # synthetic documents the tokenizer is trained on
     seed: int = 0  # weight initialisation
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @dataclass
 class EvalStageConfig:
-    samples: int = 1
-    limit: int | None = None
-    max_batch: int = 64
+    samples: int = bounded(1, ge=1)
+    limit: int | None = bounded(None, ge=1)
+    max_batch: int = bounded(64, ge=1)
     backend: str = "{model}"  # "{model}" (transformers), "vllm:{model}", or a server URL
     agent: AgentConfig = field(default_factory=AgentConfig)
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @dataclass
 class SelfDistillConfig:
     enabled: bool = True
-    problems_limit: int | None = None  # sample on the first N training problems only
+    problems_limit: int | None = bounded(None, ge=1)  # sample on the first N training problems only
     sample: SampleConfig = field(default_factory=SampleConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     # With build.repair other than "text": also build, train and evaluate the paper's text-teacher
     # repair from the same samples (student "dualdistill_sd_text"), so the departure is measured.
     paper_ablation: bool = False
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
     def variants(self) -> list[tuple[str, str]]:
         """``(student name, repair source)`` of each self-distilled student, the recipe's first."""
@@ -75,7 +87,10 @@ class SelfDistillConfig:
 class LaunchConfig:
     train: Literal["local", "accelerate"] = "local"
     accelerate_config: str = "recipes/accelerate/deepspeed_zero3.yaml"
-    num_processes: int = 8
+    num_processes: int = bounded(8, ge=1)
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @dataclass
@@ -118,4 +133,38 @@ def recipe_path(name_or_path: str | Path) -> Path:
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] = ()) -> Recipe:
-    return load_config(Recipe, recipe_path(name_or_path), list(overrides))
+    """Load and check a recipe: types, bounds and the files and benchmarks it names, before any run."""
+    path = recipe_path(name_or_path)
+    recipe = load_config(Recipe, path, list(overrides))
+    source = f"{path} + overrides" if overrides else str(path)
+    problem = missing_reference(recipe)
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
+    return recipe
+
+
+def _is_hub_id(name: str) -> bool:
+    """``org/name`` that is not a local path: it can only be checked by downloading, so it passes."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
+
+
+def missing_reference(recipe: Recipe) -> str | None:
+    """The first benchmark, file or model a recipe names that does not exist, as ``key '...': why``."""
+    from dualdistill.problems import BENCHMARKS
+
+    benches = [(f"world.eval_benches[{i}]", b) for i, b in enumerate(recipe.world.eval_benches)]
+    benches += [
+        (f"compose.decontam_benchmarks[{i}]", b) for i, b in enumerate(recipe.compose.decontam_benchmarks)
+    ]
+    for key, name in benches:
+        if name not in BENCHMARKS and not Path(name).is_file():
+            return (
+                f"key '{key}': {name!r} is neither a built-in benchmark ({', '.join(BENCHMARKS)}) nor a file"
+            )
+    w = recipe.world
+    if w.kind == "files" and w.train_file != "deepmath" and not Path(w.train_file).is_file():
+        return f"key 'world.train_file': {w.train_file!r} is not a file (or 'deepmath')"
+    init = recipe.student.init
+    if init not in ("base", "tiny") and not Path(init).is_dir() and not _is_hub_id(init):
+        return f"key 'student.init': {init!r} is not base, tiny, a model directory or a hub id (org/name)"
+    return None

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Literal
 
 from dualdistill import __version__
-from dualdistill.config import save_config, to_dict
+from dualdistill.config import bounded, check_bounds, save_config, to_dict
 from dualdistill.problems import Problem, load_problems, write_problems
 from dualdistill.prompts import PromptTemplate
 from dualdistill.records import DataError, locked, read_jsonl, write_jsonl
@@ -81,34 +81,36 @@ Kind = Literal["kept_correct", "repaired_wrong"]
 class SampleConfig:
     """Sampling settings; the defaults are the paper's."""
 
-    k: int = 16  # samples per problem
-    temperature: float = 0.6
-    top_p: float = 0.95
-    budget: int = 4096  # response tokens, executor output included
+    k: int = bounded(16, ge=1)  # samples per problem
+    temperature: float = bounded(0.6, ge=0)
+    top_p: float = bounded(0.95, gt=0, le=1)
+    budget: int = bounded(4096, ge=1)  # response tokens, executor output included
     tools: bool = True
-    max_tool_calls: int = 10
-    executor_timeout_s: float = 3.0
+    max_tool_calls: int = bounded(10, ge=0)
+    executor_timeout_s: float = bounded(3.0, gt=0)
     template: PromptTemplate = "paper"
     chat_tokenizer: str | None = None  # template "chat" with a server backend (see AgentConfig)
-    sandbox_concurrency: int = 16  # sandbox sessions open at once
+    sandbox_concurrency: int = bounded(16, ge=1)  # sandbox sessions open at once
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @dataclass
 class BuildConfig:
     """Selection and repair settings; β1 = 0 and β2 = 0.9 are the paper's."""
 
-    beta1: float = 0.0  # keep a correct sample when s̄ > beta1
-    beta2: float = 0.9  # repair a wrong sample when s̄ <= beta2
+    beta1: float = bounded(0.0, ge=0, le=1)  # keep a correct sample when s̄ > beta1
+    beta2: float = bounded(0.9, ge=0, le=1)  # repair a wrong sample when s̄ <= beta2
     # Whose solutions repair and verify: "text" (the paper), "agentic", or "best" (the teacher that
     # solved the problem, by the teachers' records; text when both did). See teacher_solutions.
     repair: RepairSource = "text"
     seed: int = 0
-    teacher_concurrency: int = 8  # teacher.solve calls at once (Teacher object only)
+    teacher_concurrency: int = bounded(8, ge=1)  # teacher.solve calls at once (Teacher object only)
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.beta1 <= 1.0 and 0.0 <= self.beta2 <= 1.0):
-            raise ValueError(f"beta1 and beta2 must lie in [0, 1], got {self.beta1}, {self.beta2}")
+        check_bounds(self)
 
 
 # ----------------------------------------------------------------------------- 1. sampling

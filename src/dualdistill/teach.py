@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
 from dualdistill.records import JsonlAppender, locked, read_jsonl, write_jsonl
 from dualdistill.resume import check_identity
@@ -56,10 +57,15 @@ class TeacherSpec:
     path: str = ""  # dataset: file with precomputed responses
     field: str = "r1_solution_1"  # dataset: which field holds the response
     template: Literal["paper", "compact"] = "paper"
-    max_new_tokens: int = 16384  # text teacher: per call; code teacher: the whole trajectory budget
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_tool_calls: int = 10
+    max_new_tokens: int = bounded(
+        16384, ge=1
+    )  # text teacher: per call; code teacher: the whole trajectory budget
+    temperature: float = bounded(0.6, ge=0)
+    top_p: float = bounded(0.95, gt=0, le=1)
+    max_tool_calls: int = bounded(10, ge=0)
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @dataclass
@@ -69,16 +75,15 @@ class TeachConfig:
     code_teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(kind="programmatic"))
     text_teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(kind="programmatic"))
     first_teacher_seed: int = 0
-    concurrency: int = 8  # problems in flight at once
-    sandbox_concurrency: int = 4  # sandbox sessions of the agentic teacher open at once
-    sandbox_timeout_s: float = 3.0  # wall clock per code block, as in the paper
-    max_attempts: int = 3  # per (problem, role), counted across reruns
-    retry_backoff_s: float = 1.0  # doubled after each failed attempt
-    attempt_timeout_s: float = 1800.0  # one solve() call; hosted reasoning models can be slow
+    concurrency: int = bounded(8, ge=1)  # problems in flight at once
+    sandbox_concurrency: int = bounded(4, ge=1)  # sandbox sessions of the agentic teacher open at once
+    sandbox_timeout_s: float = bounded(3.0, gt=0)  # wall clock per code block, as in the paper
+    max_attempts: int = bounded(3, ge=1)  # per (problem, role), counted across reruns
+    retry_backoff_s: float = bounded(1.0, ge=0)  # doubled after each failed attempt
+    attempt_timeout_s: float = bounded(1800.0, gt=0)  # one solve() call; hosted reasoning models can be slow
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.sandbox_concurrency < 1 or self.max_attempts < 1:
-            raise ValueError("concurrency, sandbox_concurrency and max_attempts must be >= 1")
+        check_bounds(self)
 
 
 def code_goes_first(problem_id: str, seed: int) -> bool:

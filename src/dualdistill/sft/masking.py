@@ -215,6 +215,16 @@ def ends_with_answer(text: str) -> bool:
     return text.rstrip().endswith("</answer>")
 
 
+def max_token_chars(tokenizer) -> int:
+    """The most characters one token of ``tokenizer`` spans (its longest vocabulary entry; a byte-level
+    entry has a character per byte, never fewer than the text it stands for). Cached on the tokenizer."""
+    cached = getattr(tokenizer, "_dd_max_token_chars", None)
+    if cached is None:
+        cached = max((len(t) for t in tokenizer.get_vocab()), default=1)
+        tokenizer._dd_max_token_chars = cached
+    return cached
+
+
 def encode(
     prompt: str,
     text: str,
@@ -224,9 +234,21 @@ def encode(
     max_length: int | None = None,
     truncation: Literal["drop", "truncate"] = "drop",
 ) -> MaskedExample | None:
-    """Tokenize ``prompt + text + EOS`` and label it. None when dropped for length."""
+    """Tokenize ``prompt + text + EOS`` and label it. None when dropped for length.
+
+    Memory stays bounded by ``max_length``, not by the record: a text that cannot fit (more characters
+    than ``max_length`` tokens can hold) is dropped, or cut, before it is tokenized.
+    """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("loss masking needs a fast tokenizer (offset mapping); got a slow one")
+    if max_length is not None:
+        # Each token covers at most max_token_chars(tokenizer) characters, so more than this many
+        # characters always makes more than max_length tokens (2x and a margin for the cut's edge).
+        room = 2 * max_length * max_token_chars(tokenizer) + 1024
+        if len(prompt) + len(text) > room:
+            if truncation == "drop":
+                return None
+            text = text[: max(0, room - len(prompt))]
     p = tokenizer(prompt, return_offsets_mapping=True)
     r = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
     p_ids, r_ids = list(p["input_ids"]), list(r["input_ids"])

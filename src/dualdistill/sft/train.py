@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dualdistill.config import ConfigError, save_config, to_dict
+from dualdistill.config import ConfigError, bounded, check_bounds, save_config, to_dict
 from dualdistill.prompts import PromptTemplate, build_prompt
 from dualdistill.records import DataError, read_jsonl
 from dualdistill.sft.masking import MaskConfig, MaskStats, encode
@@ -54,33 +54,34 @@ class SFTConfig:
     template: PromptTemplate = "paper"
     tools: bool = True
     masking: MaskConfig = field(default_factory=MaskConfig)
-    max_length: int = 16384
+    max_length: int = bounded(16384, ge=8)
     truncation: Literal["drop", "truncate"] = "drop"
-    epochs: float = 4.0
+    epochs: float = bounded(4.0, gt=0)
     max_steps: int = -1  # > 0 overrides epochs
-    max_time_s: float | None = None  # stop (and save) after this many seconds of training
-    lr: float = 1e-5
+    max_time_s: float | None = bounded(None, ge=0)  # stop (and save) after this many seconds of training
+    lr: float = bounded(1e-5, gt=0)
     schedule: Literal["constant", "cosine"] = "cosine"
-    warmup: float = 0.0  # a fraction of the steps when < 1, else a number of steps
-    weight_decay: float = 0.0
-    batch_size: int = 1  # sequences (packed rows when packing) per device per step
-    grad_accum: int = 1
+    warmup: float = bounded(0.0, ge=0)  # a fraction of the steps when < 1, else a number of steps
+    weight_decay: float = bounded(0.0, ge=0)
+    batch_size: int = bounded(1, ge=1)  # sequences (packed rows when packing) per device per step
+    grad_accum: int = bounded(1, ge=1)
     packing: bool = True  # padding-free best-fit packing; false: padded, length-grouped batches
     bf16: bool | Literal["auto"] = "auto"  # auto: bf16 when a CUDA device supports it
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
-    threads: int = 0  # CPU intra-op threads; 0: torch's default (see recipes/sft_tiny.yaml for why 1)
+    threads: int = bounded(
+        0, ge=0
+    )  # CPU intra-op threads; 0: torch's default (see recipes/sft_tiny.yaml for why 1)
     seed: int = 42
-    logging_steps: int = 10
+    logging_steps: int = bounded(10, ge=1)
     report_to: list[str] = field(default_factory=list)  # [] | ["tensorboard"] | ["wandb"]
-    save_steps: int = 0  # 0: save only at the end
-    save_total_limit: int = 2
+    save_steps: int = bounded(0, ge=0)  # 0: save only at the end
+    save_total_limit: int = bounded(2, ge=1)
     resume: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_length < 8:
-            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        check_bounds(self)
         for r in self.report_to:
             if r not in ("tensorboard", "wandb"):
                 raise ValueError(f"report_to: unknown logger {r!r} (choose tensorboard or wandb)")
