@@ -244,3 +244,48 @@ def test_a_bad_value_on_a_finished_run_deletes_nothing(tmp_path):
         )
         assert res.exit_code == 2 and "key 'eval.samples'" in res.output and "embedded.yaml" in res.output
     assert report.read_text() == "{}"
+
+
+# ----------------------------------------------------------------------------- 5. bounded memory
+def test_eval_skips_overlong_prompts_with_a_reason_and_carries_on(tiny_model_dir, tmp_path):
+    import resource
+
+    from dualdistill.problems import Problem, write_problems
+
+    problems = [
+        Problem("ok", "What is 1 + 1?", "2"),
+        Problem("huge", "7 " * 3_000_000, "1"),  # 6 MB: over max_prompt_chars, never tokenized
+        Problem("wide", "9 " * 5000, "1"),  # about 10,000 tokens for a model of 4,096 positions
+        Problem("ok2", "What is 2 + 2?", "4"),
+    ]
+    bench = tmp_path / "b.jsonl"
+    write_problems(bench, problems)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dir), "--bench", str(bench), "--no-tools",
+                                   "--budget", "4", "--no-progress", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 1500
+    rows = {r["problem_id"]: r for _, r in read_jsonl(tmp_path / "o" / "records.jsonl")}
+    assert set(rows) == {"ok", "huge", "wide", "ok2"}
+    assert rows["huge"]["finish_reason"] == "skipped" and "characters" in rows["huge"]["skip_reason"]
+    assert rows["wide"]["finish_reason"] == "skipped" and "context of 4,096" in rows["wide"]["skip_reason"]
+    assert rows["ok"]["finish_reason"] != "skipped" and rows["ok"]["n_tokens"] > 0
+    assert len(rows["huge"]["prompt"]) <= 1000 and rows["huge"]["correct"] is False
+
+
+def test_train_drops_a_huge_record_before_tokenizing_it(tiny_model_dir, tmp_path):
+    import resource
+
+    from dualdistill.records import write_jsonl
+    from dualdistill.sft.train import SFTConfig, train_run
+
+    text = "<think>x</think><answer>\\boxed{1}</answer>"
+    write_jsonl(
+        tmp_path / "d.jsonl", [{"problem": "p", "text": "y" * 30_000_000}, {"problem": "p", "text": text}]
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    config = SFTConfig(max_length=2048, max_steps=1, progress=False, lr=1e-4)
+    result = train_run(config, tmp_path / "d.jsonl", tmp_path / "out", init_model=str(tiny_model_dir))
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 2000
+    assert result.stats.dropped_too_long == 1 and result.stats.kept == 1

@@ -56,7 +56,7 @@ from dualdistill.trajectory import executor_block
 
 CODE_STOP = "</code>"
 ANSWER_STOP = "</answer>"
-FinishReason = Literal["answer", "budget", "stop"]
+FinishReason = Literal["answer", "budget", "stop", "skipped"]
 
 
 @dataclass
@@ -77,6 +77,9 @@ class AgentConfig:
     concurrency: int = bounded(256, ge=1)  # trajectories in flight at once (the backend batches across them)
     sandbox_concurrency: int = bounded(16, ge=1)  # sandbox sessions open at once
     grade_timeout_s: float = bounded(5.0, gt=0)
+    # A longer prompt is recorded as skipped without tokenizing it (a 50 MB question must not take the
+    # machine's memory); a prompt over the model's context (when the backend knows it) is skipped too.
+    max_prompt_chars: int = bounded(500_000, ge=1)
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -151,6 +154,7 @@ class AgentRecord:
     source: str = ""
     gold: str = ""
     seed: int | None = None
+    skip_reason: str | None = None  # set with finish_reason "skipped": why nothing was generated
     # verdict, filled by grading (run_many / evaluate)
     correct: bool | None = None
     extracted: str | None = None
@@ -233,6 +237,19 @@ class _Trajectory:
         self.inject(executor_block(result.output))
 
 
+def prompt_problem(prompt: str, backend: Backend, config: AgentConfig) -> str | None:
+    """Why ``prompt`` cannot be generated from (too long), or None. Characters are checked before
+    tokens, so an absurd input costs no memory; the context is checked when the backend reports one."""
+    if len(prompt) > config.max_prompt_chars:
+        return f"prompt of {len(prompt):,} characters > max_prompt_chars {config.max_prompt_chars:,}"
+    context = getattr(backend, "context_length", None)
+    if context:
+        n = backend.count_tokens(prompt)
+        if n >= context:
+            return f"prompt of {n:,} tokens does not fit the model's context of {context:,}"
+    return None
+
+
 async def run_agent(
     problem: Problem,
     backend: Backend,
@@ -252,6 +269,12 @@ async def run_agent(
         tokenizer=_chat_tokenizer(backend, config),
     )
     t = _Trajectory(backend, config)
+    skip = prompt_problem(prompt, backend, config)
+    if skip is not None:
+        return AgentRecord(
+            problem_id=problem.id, sample_index=sample_index, prompt=prompt[:1000], response="", n_tokens=0,
+            finish_reason="skipped", source=problem.source, gold=problem.answer, seed=seed, skip_reason=skip,
+        )  # fmt: skip
     finish: FinishReason = "stop"
     async with contextlib.AsyncExitStack() as stack:
         session: SandboxSession | None = None

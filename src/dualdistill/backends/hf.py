@@ -143,6 +143,11 @@ class HFBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model has (prompt and response together); None when its config does not say."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
     # -- lifecycle and stats ---------------------------------------------------------------------
     def stats(self) -> GenStats:
         return GenStats(**self._engine.stats.as_dict())

@@ -61,6 +61,10 @@ class VLLMBackend:
         )
         return await self._worker.submit(_Request(prompt, params, list(stop)))
 
+    @property
+    def context_length(self) -> int | None:
+        return getattr(self.llm.llm_engine.model_config, "max_model_len", None)
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
