@@ -4,10 +4,12 @@ This file is run as a standalone script (``python -I -B _zygote.py FD CONFIG_JSO
 from dualdistill, so the sandbox never loads the parent's package. It pre-imports numpy/sympy once and
 then serves one control socket (fd FD) from the parent:
 
-- ``spawn`` (with two passed fds: the session socket and the output pipe's write end): fork a session
-  child. The child gets its own process group, its own uid (when we are root: a fresh uid per session, so
-  sessions cannot signal each other and RLIMIT_NPROC counts only that session), its own scratch tmpfs in
-  a private mount namespace, rlimits, and then runs code blocks in persistent globals.
+- ``spawn`` (with passed fds: the session socket, the output pipe's write end, and the ``cgroup.procs``
+  files of the session's control groups, if any): fork a *monitor*, which forks the session process.
+  The monitor keeps the host's socket and runs the blocks one at a time (see ``_monitor``). The session
+  process gets its own uid (when we are root: a fresh uid per session, so sessions cannot signal each
+  other and RLIMIT_NPROC counts only that session), its cgroups, its own scratch tmpfs in a private mount
+  namespace, rlimits, and then runs code blocks in persistent globals.
 - ``kill``: kill every process of a session (a helper forked with the session's uid calls ``kill(-1)``
   until nothing is left, which also catches grandchildren that left the process group), reap the
   session child and return its wait status.
@@ -22,10 +24,12 @@ import contextlib
 import ctypes
 import errno
 import io
+import itertools
 import json
 import linecache
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -38,7 +42,8 @@ import traceback
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
+STATUS_BYTES = {b"o": "ok", b"e": "error", b"m": "memory"}
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -63,7 +68,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 def recv_msg(sock: socket.socket) -> tuple[dict, list[int]]:
     # The header arrives with any passed fds (they ride on the first byte of the message).
-    header, fds, _, _ = socket.recv_fds(sock, 4, 4)
+    header, fds, _, _ = socket.recv_fds(sock, 4, 8)
     if not header:
         raise EOFError
     header += _recv_exact(sock, 4 - len(header)) if len(header) < 4 else b""
@@ -80,9 +85,11 @@ def _check(ret: int, what: str) -> None:
         raise OSError(e, f"{what}: {os.strerror(e)}")
 
 
-def _setup_child(cfg: dict, spec: dict, sock_fd: int, out_fd: int) -> None:
+def _setup_child(cfg: dict, spec: dict, sock_fd: int, out_fd: int, cgroup_fds: list[int]) -> None:
     """Everything between fork and the first block: order matters (mounts and rlimits before setuid)."""
-    os.setsid()
+    for fd in cgroup_fds:  # join the session's control groups ("0": this process) while still root
+        os.write(fd, b"0")
+        os.close(fd)
     uid = spec["uid"]
     if cfg["private_tmp"]:
         # A private mount namespace with its own size-limited tmpfs: wiped by the kernel at exit.
@@ -203,13 +210,23 @@ def _reap_leftovers() -> None:
             return
 
 
-def session_main(sock: socket.socket, uid_isolated: bool) -> None:
+def _reap_zombies() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def session_main(chan: socket.socket, uid_isolated: bool) -> None:
+    """Run blocks from the monitor. After each: one status byte, then SIGSTOP. The monitor, not this
+    process, then tells the host that the block ended, so nothing here (which the model's code can
+    reach) can end a block while code keeps running: a stopped process runs nothing."""
     env: dict = {"__name__": "__main__", "__builtins__": __builtins__}
     cell = 0
     me = os.getpid()
     while True:
+        _reap_zombies()  # processes the monitor killed after the last block
         try:
-            msg, _ = recv_msg(sock)
+            msg, _ = recv_msg(chan)
         except (EOFError, OSError):
             os._exit(0)
         cell += 1
@@ -224,9 +241,120 @@ def session_main(sock: socket.socket, uid_isolated: bool) -> None:
             sys.stderr.flush()
         except BaseException:
             pass
+        chan.sendall(f"{kind[0]}{msg['seq']}\n".encode())
+        os.kill(me, signal.SIGSTOP)
+
+
+# ---------------------------------------------------------------- the monitor (one per session)
+
+
+def _descendants(root: int) -> list[int]:
+    """Live (non-zombie) processes below ``root`` in this PID namespace."""
+    children: dict[int, list[int]] = {}
+    state: dict[int, str] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        state[int(name)] = fields[0].decode()
+        children.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return [p for p in found if state.get(p, "Z") not in ("Z", "X")]
+
+
+def _freeze_block(session: int) -> None:
+    """The session is stopped; kill everything it left running below it (it reaps them later)."""
+    for attempt in range(1000):
+        left = _descendants(session)
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.0005 * min(attempt, 20))
+
+
+def _block_status(chan: socket.socket, pending: bytearray, seq: int) -> str | None:
+    """The status the session sent for block ``seq`` ("o17\n"), or None when it has not: then the
+    stop was not the end of that block (the model's code stopped itself) and the block goes on."""
+    with contextlib.suppress(BlockingIOError, OSError):
+        while data := chan.recv(65536, socket.MSG_DONTWAIT):
+            pending += data
+            del pending[: max(0, len(pending) - 4096)]  # junk the model's code sends is bounded
+    for m in re.finditer(rb"([oem])(\d+)\n", bytes(pending)):
+        if int(m.group(2)) == seq:
+            pending.clear()
+            return STATUS_BYTES[m.group(1)]
+    return None
+
+
+def _end_like(status: int) -> None:
+    """Exit the way the session process did, so the zygote reports its signal or exit code."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70)
+
+
+def _monitor(cfg: dict, spec: dict, sock_fd: int, out_fd: int, cgroup_fds: list[int]) -> None:
+    """Own the host's session socket; fork the session process and run its blocks one at a time.
+
+    The session holds neither the host socket nor the block's nonce. A block has ended when the
+    session has stopped itself (all its threads frozen) and everything it forked is dead; only then
+    does the nonce go on the output pipe and the reply to the host.
+    """
+    os.setsid()  # the session's process group: the zygote's killpg reaches the monitor and the session
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # model code of the same uid cannot ptrace or read us
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    session = os.fork()
+    if session == 0:
+        try:
+            mine.close()
+            os.close(sock_fd)
+            _setup_child(cfg, spec, theirs.fileno(), out_fd, cgroup_fds)
+            session_main(theirs, spec["uid"] is not None)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(70)
+    theirs.close()
+    for fd in cgroup_fds:
+        os.close(fd)
+    host = socket.socket(fileno=sock_fd)
+    pending = bytearray()
+    for seq in itertools.count():
+        try:
+            msg, _ = recv_msg(host)
+        except (EOFError, OSError):
+            os.kill(session, signal.SIGKILL)
+            os._exit(0)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(session, signal.SIGCONT)  # before sending: a stopped session cannot drain a big block
+        with contextlib.suppress(OSError):
+            send_msg(mine, {"code": msg["code"], "repl": msg["repl"], "seq": seq})
+        while True:  # the host's timeout bounds this loop: it kills us
+            _, status = os.waitpid(session, os.WUNTRACED)
+            if not os.WIFSTOPPED(status):
+                _end_like(status)
+            kind = _block_status(mine, pending, seq)
+            if kind is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(session, signal.SIGCONT)
+        _freeze_block(session)
         # The nonce marks the end of this block's output on the pipe (the reply travels on the socket).
-        os.write(1, msg["nonce"].encode())
-        send_msg(sock, {"kind": kind})
+        os.write(out_fd, msg["nonce"].encode())
+        send_msg(host, {"kind": kind})
 
 
 # ---------------------------------------------------------------- the zygote itself
@@ -251,7 +379,7 @@ def _kill_uid(uid: int) -> None:
 
 
 def _spawn(cfg: dict, msg: dict, fds: list[int], ctl: socket.socket, used: set[int]) -> dict:
-    sock_fd, out_fd = fds
+    sock_fd, out_fd, *cgroup_fds = fds
     uid = None
     if cfg["per_session_uid"]:
         uid = random.randrange(200_000, 2_000_000_000)
@@ -264,13 +392,12 @@ def _spawn(cfg: dict, msg: dict, fds: list[int], ctl: socket.socket, used: set[i
     if pid == 0:
         try:
             ctl.close()
-            _setup_child(cfg, spec, sock_fd, out_fd)
-            session_main(socket.socket(fileno=sock_fd), uid is not None)
+            _monitor(cfg, spec, sock_fd, out_fd, cgroup_fds)
         except BaseException:
             traceback.print_exc()
         os._exit(70)
-    os.close(sock_fd)
-    os.close(out_fd)
+    for fd in (sock_fd, out_fd, *cgroup_fds):
+        os.close(fd)
     return {"pid": pid, "uid": uid, "scratch": scratch}
 
 
@@ -297,36 +424,40 @@ def _kill(msg: dict, used: set[int]) -> dict:
     return reply
 
 
-def _make_readonly(hidden: list[str], binds: list[str]) -> None:
-    """For the ``unshare`` launcher (bwrap does this itself): a fresh /tmp, the home directories in
-    ``hidden`` replaced by empty dirs except the Python installation (``binds``), every mount read-only."""
+def _enter_minimal_root(visible: list[list[str]]) -> None:
+    """For the ``unshare`` launcher (bwrap does this itself): a new root on a private tmpfs holding only
+    ``visible`` (read-only binds and merged-/usr symlinks), /dev, this PID namespace's /proc and an
+    empty /tmp; then chroot into it. The checkout, home directories and the rest of the host are gone."""
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
     _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"), "mount /tmp")
-    staged = []
-    for i, p in enumerate(binds):
-        stage = f"/tmp/.python{i}"
-        os.mkdir(stage)
-        _check(_libc.mount(p.encode(), stage.encode(), None, MS_BIND | MS_REC, None), f"bind {p}")
-        staged.append((stage, p))
-    for h in hidden:
-        _check(_libc.mount(b"tmpfs", h.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755"), f"hide {h}")
-    for stage, p in staged:
-        os.makedirs(p, mode=0o755, exist_ok=True)
-        _check(_libc.mount(stage.encode(), p.encode(), None, MS_BIND | MS_REC, None), f"bind back {p}")
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4].encode().decode("unicode_escape") for line in f]
-    for mp in points:
-        if mp == "/proc" or mp.startswith("/proc/"):
-            continue  # the new PID namespace's own /proc (the code needs it)
-        _libc.mount(None, mp.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
-    os.chdir("/tmp")
+    root = "/tmp/root"
+    os.mkdir(root, 0o755)
+    for kind, p in visible:
+        target = root + p
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        if kind == "symlink":
+            os.symlink(os.readlink(p), target)
+            continue
+        if os.path.isdir(p):
+            os.makedirs(target, mode=0o755, exist_ok=True)
+        else:
+            open(target, "w").close()
+        _check(_libc.mount(p.encode(), target.encode(), None, MS_BIND | MS_REC, None), f"bind {p}")
+        _libc.mount(None, target.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+    for p in ("/dev", "/proc"):
+        os.mkdir(root + p, 0o755)
+        _check(_libc.mount(p.encode(), (root + p).encode(), None, MS_BIND | MS_REC, None), f"bind {p}")
+    os.mkdir(root + "/tmp", 0o1777)
+    os.chroot(root)
+    os.chdir("/")
+    _libc.mount(None, b"/", None, MS_REMOUNT | MS_RDONLY, None)  # the new root's own tmpfs
 
 
 def main() -> None:
     ctl = socket.socket(fileno=int(sys.argv[1]))
     cfg = json.loads(sys.argv[2])
-    if cfg["readonly_remount"]:
-        _make_readonly(cfg["hidden"], cfg["binds"])
+    if cfg["minimal_root"]:
+        _enter_minimal_root(cfg["visible"])
     for name in cfg["preimport"]:
         __import__(name)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

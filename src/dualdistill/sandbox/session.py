@@ -7,8 +7,18 @@ runs in a fresh one, with a notice in front of its output and ``state_lost=True`
 
 Guarantees: ``run`` returns within about ``timeout_s`` + 1 s whatever the code does (ignoring SIGTERM,
 forking, leaving threads behind); every process of a killed session is SIGKILLed. Output is at most
-``output_limit`` characters plus a truncation marker. Not thread-safe: use one Session per thread (or
-``SandboxPool`` for asyncio).
+``output_limit`` characters plus a truncation marker.
+
+A block has ended only when the session process has stopped itself after it (every thread frozen) and
+everything it forked is dead; a per-session monitor process, which the model's code cannot reach, then
+tells us. So code never runs between blocks, and the end of a block cannot be forged from inside.
+
+Memory: with a cgroup (``memory_scope == "session"``, the default where this process can create one),
+``memory_mb`` and ``max_procs`` bound all the session's processes together. Without one (``"process"``)
+they bound each process, so a session may hold up to ``max_procs x memory_mb``.
+
+Not thread-safe: use one Session per thread (or ``SandboxPool`` for asyncio). Not guaranteed: a block
+whose code stops itself and is then continued by the next block finishes inside that next block's time.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from dualdistill.sandbox._zygote import recv_msg, send_msg
+from dualdistill.sandbox.cgroup import SessionCgroup
 from dualdistill.sandbox.template import Template, get_template
 
 Status = Literal["ok", "error", "timeout", "memory", "output_limit", "crashed"]
@@ -39,14 +50,18 @@ class SandboxConfig:
 
     timeout_s: float = 3.0  # wall clock per block, as in the paper
     cpu_time_s: int = 60  # CPU seconds for the whole session (RLIMIT_CPU; all blocks together)
-    memory_mb: int = 2048  # address space per process (RLIMIT_AS)
-    max_procs: int = 64  # processes + threads of the session (RLIMIT_NPROC; per-session uid as root)
+    memory_mb: int = 2048  # the session's memory (cgroup) and each process's address space (RLIMIT_AS)
+    max_procs: int = 64  # processes + threads of the session (cgroup pids; RLIMIT_NPROC per-session uid)
     file_size_mb: int = 64  # largest file the code may write (RLIMIT_FSIZE)
     scratch_mb: int = 128  # size of the private /tmp (a tmpfs) per session
     max_open_files: int = 256  # RLIMIT_NOFILE
     output_limit: int = 2000  # characters shown to the model; head and tail kept around a marker
     output_kill_bytes: int = 1_000_000  # a block printing more than this is killed (status output_limit)
     isolation: Literal["auto", "bwrap", "unshare", "none"] = "auto"
+    # How memory_mb and max_procs hold for the session as a whole: "cgroup" (its own control group:
+    # the sum over all its processes; refuse to start without one), "rlimit" (per process, so the
+    # session may hold max_procs x memory_mb), "auto" (cgroup where this process can make one).
+    session_limits: Literal["auto", "cgroup", "rlimit"] = "auto"
     repl: bool = False  # print the repr of a bare last expression, like a REPL
     preimport: tuple[str, ...] = ("math", "numpy", "sympy")  # imported once in the template
 
@@ -58,6 +73,8 @@ class SandboxConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.isolation not in ("auto", "bwrap", "unshare", "none"):
             raise ValueError(f"isolation must be auto|bwrap|unshare|none, got {self.isolation!r}")
+        if self.session_limits not in ("auto", "cgroup", "rlimit"):
+            raise ValueError(f"session_limits must be auto|cgroup|rlimit, got {self.session_limits!r}")
         self.preimport = tuple(self.preimport)
 
 
@@ -136,7 +153,28 @@ class Session:
         self._sock: socket.socket | None = None
         self._out: int | None = None
         self._lost_reason: str | None = None
+        self._cgroup: SessionCgroup | None = None
         self.start()
+
+    @property
+    def memory_scope(self) -> str:
+        """``"session"`` when memory_mb bounds all processes together (a cgroup), else ``"process"``."""
+        return "session" if self._cgroup is not None else "process"
+
+    def _make_cgroup(self) -> SessionCgroup | None:
+        c = self.config
+        if c.session_limits == "rlimit":
+            return None
+        try:
+            return SessionCgroup(c.memory_mb, c.max_procs)
+        except OSError as e:
+            if c.session_limits == "cgroup":
+                from dualdistill.sandbox.template import SandboxUnavailable
+
+                raise SandboxUnavailable(
+                    f"session_limits='cgroup' but no cgroup can be made here: {e}"
+                ) from None
+            return None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -157,9 +195,16 @@ class Session:
             "RLIMIT_NOFILE": c.max_open_files,
             "RLIMIT_CORE": 0,
         }
+        self._cgroup = self._make_cgroup()
+        cgroup_fds = self._cgroup.fds() if self._cgroup is not None else []
         try:
             spec = {"op": "spawn", "limits": limits, "scratch_mb": c.scratch_mb}
-            self._proc = self._template.request(spec, [theirs.fileno(), out_w])
+            self._proc = self._template.request(spec, [theirs.fileno(), out_w, *cgroup_fds])
+        except BaseException:
+            if self._cgroup is not None:
+                self._cgroup.remove()
+                self._cgroup = None
+            raise
         finally:
             theirs.close()
             os.close(out_w)
@@ -173,6 +218,10 @@ class Session:
             with contextlib.suppress(OSError, EOFError):
                 info = self._template.request({"op": "kill", **self._proc})
         self._proc = None
+        if self._cgroup is not None:
+            info["oom"] = self._cgroup.oom_killed()
+            self._cgroup.remove()
+            self._cgroup = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -275,6 +324,8 @@ class Session:
         sig, code = info.get("signal"), info.get("exit")
         if status == "crashed" and sig == signal.SIGXCPU:
             status, reason = "timeout", "used up its CPU time"
+        if status == "crashed" and info.get("oom"):
+            status = "memory"
         text = out.text(self.config.output_limit)
         if text and not text.endswith("\n"):
             text += "\n"
@@ -282,6 +333,12 @@ class Session:
             text += f"{TIMEOUT_MESSAGE} (CPU time limit of the session: {self.config.cpu_time_s} s)"
         elif status == "timeout":
             text += f"{TIMEOUT_MESSAGE} (limit: {self.config.timeout_s:g} s)"
+        elif status == "memory":
+            text += (
+                f"MemoryError: the session ran out of memory (limit: {self.config.memory_mb} MiB for all "
+                "its processes together)."
+            )
+            reason = "ran out of memory"
         elif status == "output_limit":
             text += f"Error: output limit exceeded (more than {self.config.output_kill_bytes} bytes); execution stopped."
         elif sig is not None:

@@ -3,13 +3,14 @@
 One template runs per distinct launch setting (isolation mode, pre-imports, scratch size) and is shared
 by every ``Session`` and ``SandboxPool`` in this process; it is started on first use and stopped at exit.
 The template lives inside the isolation (bubblewrap, else ``unshare``): a new PID, network, IPC and UTS
-namespace, the host file system read-only, the parent's home directory hidden (only the Python
-installation is bound back), a cleared environment, and ``/tmp`` a private tmpfs per session.
+namespace, a root file system that holds only ``visible_paths()`` read-only (the OS programs and
+libraries, the loader's files of /etc and the Python installation; not the checkout, home directories,
+/sys or anything else of the host), a cleared environment, and ``/tmp`` a private tmpfs per session.
 
 Guarantees: a template that fails to start raises ``SandboxUnavailable`` with the launcher's stderr; with
 ``isolation="auto"`` and no working mechanism the sandbox refuses to start (it never silently runs
 unisolated). ``isolation="none"`` logs a loud warning every time a template starts.
-Not guaranteed: the ``unshare`` fallback needs root (the template remounts everything read-only itself).
+Not guaranteed: the ``unshare`` fallback needs root (the template builds its root and chroots itself).
 """
 
 from __future__ import annotations
@@ -76,27 +77,59 @@ def _python_binds() -> list[str]:
     return sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
 
 
-def _hidden_dirs() -> list[str]:
-    """Home directories to replace by empty ones (dotfiles, credentials, caches)."""
-    home = os.path.realpath(os.path.expanduser("~"))
-    return sorted(h for h in {home, "/root"} if h != "/" and os.path.isdir(h))
+# What model code may see of the host: the operating system's programs and libraries, the files of /etc
+# that the dynamic loader and the C library read, and the Python installation. Everything else (the
+# checkout, home directories, /work, /opt, /srv, /var, /mnt, /sys and the rest of /etc) is absent.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+)
+ZYGOTE_INSIDE = "/run/dualdistill/_zygote.py"  # the template script alone, not the package around it
 
 
-def _binds_under(hidden: list[str]) -> list[str]:
-    return [p for p in _python_binds() if any(p.startswith(h + "/") for h in hidden)]
+def visible_paths() -> list[tuple[str, str]]:
+    """``(kind, path)`` of everything the sandbox shows: ``symlink`` (merged /usr) or ``bind`` (read-only)."""
+    out: list[tuple[str, str]] = []
+    for p in (*SYSTEM_DIRS, *ETC_FILES):
+        if os.path.islink(p) and p in SYSTEM_DIRS:
+            out.append(("symlink", p))
+        elif os.path.exists(p):
+            out.append(("bind", p))
+    covered = [p for kind, p in out if kind == "bind"]
+    for p in _python_binds():
+        if not any(p == c or p.startswith(c + "/") for c in covered):
+            out.append(("bind", p))
+    return out
 
 
 def _bwrap_argv(python: str) -> list[str]:
-    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    hidden = _hidden_dirs()
-    for h in hidden:
-        argv += ["--perms", "0755", "--tmpfs", h]
-    for p in _binds_under(hidden):
+    argv = [
+        "bwrap",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--tmpfs",
+        "/tmp",
+        "--perms",
+        "0755",
+        "--dir",
+        "/etc",
+    ]
+    for kind, p in visible_paths():
+        if kind == "symlink":
+            argv += ["--symlink", os.readlink(p), p]
+            continue
         # bwrap creates missing parents 0700; create them 0755 so a session's uid can traverse them.
         parts = Path(p).parts
         for i in range(2, len(parts)):
             argv += ["--perms", "0755", "--dir", str(Path(*parts[:i]))]
         argv += ["--ro-bind", p, p]
+    argv += ["--perms", "0755", "--dir", "/run/dualdistill", "--ro-bind", str(ZYGOTE), ZYGOTE_INSIDE]
     argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     argv += ["--die-with-parent", "--new-session", "--clearenv", "--chdir", "/tmp"]
     if os.geteuid() == 0:
@@ -157,11 +190,11 @@ class Template:
             # Per-session uids need root outside a user namespace; so does the private /tmp mount.
             "per_session_uid": os.geteuid() == 0,
             "private_tmp": self.private and os.geteuid() == 0,
-            "readonly_remount": mode == "unshare",
-            "hidden": _hidden_dirs(),
-            "binds": _binds_under(_hidden_dirs()),
+            "minimal_root": mode == "unshare",
+            "visible": visible_paths(),
         }
-        argv = [*launcher_argv(mode), "-I", "-B", str(ZYGOTE), str(child.fileno()), json.dumps(cfg)]
+        script = ZYGOTE_INSIDE if mode == "bwrap" else str(ZYGOTE)
+        argv = [*launcher_argv(mode), "-I", "-B", script, str(child.fileno()), json.dumps(cfg)]
         env = dict(SANDBOX_ENV)
         if mode == "none":
             env["TMPDIR"] = os.environ.get("TMPDIR", "/tmp")

@@ -1,0 +1,151 @@
+"""Per-session control groups: one memory limit and one process limit for a whole sandbox session.
+
+RLIMIT_AS limits each process on its own, so a session that forks N children could hold N times the
+limit. Where this process may create control groups (root, or a delegated cgroup v2 subtree), every
+session gets its own group, made here on the host side: ``memory`` caps the sum of all its processes
+(page cache and its /tmp tmpfs included; swap too when the kernel accounts it) and ``pids`` caps their
+number. The session process joins the group itself, right after fork and before it drops root, by
+writing ``0`` to ``cgroup.procs`` files this process opened and passed to it, so the sandbox never sees
+/sys. Its descendants inherit the group and cannot leave it (leaving needs write access to another
+group's ``cgroup.procs``).
+
+Guarantees: with ``SessionCgroup`` in use, the session's processes together stay under ``memory_mb``;
+the kernel OOM-kills inside the group instead of the host. ``oom_killed()`` tells a memory kill from a
+crash. ``available()`` is False (and sessions fall back to per-process RLIMIT_AS, so the bound is then
+``max_procs x memory_mb``) when neither cgroup v1 nor a delegated v2 subtree with the memory and pids
+controllers is writable here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import time
+from pathlib import Path
+
+_ROOT = Path("/sys/fs/cgroup")
+_counter = itertools.count()
+
+
+def _own_groups() -> dict[str, Path]:
+    """Writable parents per controller: ``{"memory": dir, "pids": dir}`` (v1), or both one v2 dir."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return {}
+    v1: dict[str, Path] = {}
+    v2: Path | None = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers == "":
+            for mount in (_ROOT / "unified", _ROOT):
+                if (mount / "cgroup.controllers").exists():
+                    v2 = mount / rel
+                    break
+        for c in controllers.split(","):
+            if c in ("memory", "pids") and (_ROOT / c).is_dir():
+                v1[c] = _ROOT / c / rel
+    if set(v1) == {"memory", "pids"}:
+        return v1
+    if v2 is not None:
+        with contextlib.suppress(OSError):
+            if {"memory", "pids"} <= set((v2 / "cgroup.subtree_control").read_text().split()):
+                return {"memory": v2, "pids": v2}
+    return {}
+
+
+class SessionCgroup:
+    """The control group(s) of one session. ``fds()`` go to the session process; ``remove()`` at the end."""
+
+    def __init__(self, memory_mb: int, max_procs: int):
+        parents = _own_groups()
+        if not parents:
+            raise OSError("no writable memory and pids cgroups here")
+        _sweep(parents)
+        name = f"dualdistill-{os.getpid()}-{next(_counter)}"
+        self.dirs: list[Path] = []
+        self._fds: list[int] = []
+        try:
+            for controller in ("memory", "pids"):
+                d = parents[controller] / name
+                if d in self.dirs:
+                    continue  # cgroup v2: one directory holds both controllers
+                d.mkdir()
+                self.dirs.append(d)
+            self._limit(memory_mb * 2**20, max_procs)
+            self._fds = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in self.dirs]
+        except OSError:
+            self.remove()
+            raise
+
+    def _limit(self, memory: int, procs: int) -> None:
+        for d in self.dirs:
+            if (d / "memory.max").exists():  # v2
+                (d / "memory.max").write_text(str(memory))
+                with contextlib.suppress(OSError):
+                    (d / "memory.swap.max").write_text("0")
+            elif (d / "memory.limit_in_bytes").exists():  # v1
+                (d / "memory.limit_in_bytes").write_text(str(memory))
+                with contextlib.suppress(OSError):  # only when the kernel accounts swap
+                    (d / "memory.memsw.limit_in_bytes").write_text(str(memory))
+            if (d / "pids.max").exists():
+                (d / "pids.max").write_text(str(procs))
+
+    def fds(self) -> list[int]:
+        return list(self._fds)
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed a process of this group for memory."""
+        for d in self.dirs:
+            for name, key in (("memory.events", "oom_kill"), ("memory.oom_control", "oom_kill")):
+                with contextlib.suppress(OSError, ValueError):
+                    for line in (d / name).read_text().splitlines():
+                        k, _, v = line.partition(" ")
+                        if k == key and int(v) > 0:
+                            return True
+        return False
+
+    def remove(self) -> None:
+        """Close the passed files and delete the group(s); call after every process in them is dead."""
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = []
+        for d in self.dirs:
+            for _ in range(200):  # a SIGKILLed process leaves its group a moment after it is reaped
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.005)
+        self.dirs = []
+
+
+_swept = False
+
+
+def _sweep(parents: dict[str, Path]) -> None:
+    """Once per process: remove empty groups left by a dualdistill process that was SIGKILLed."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    for parent in set(parents.values()):
+        for d in parent.glob("dualdistill-*-*"):
+            with contextlib.suppress(ValueError, OSError):
+                owner = int(d.name.split("-")[1])
+                if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
+                    d.rmdir()  # fails, harmlessly, if something still lives in it
+
+
+def available() -> bool:
+    """Whether sessions here get a cgroup (tries to create and remove one)."""
+    try:
+        SessionCgroup(64, 8).remove()
+    except OSError:
+        return False
+    return True
