@@ -19,6 +19,7 @@ compute the outcome from the request body. Outcomes:
   sent as given (scripts leave out the stop string) and ``stop_reason`` names the stop string hit.
 - ``Outcome(status=429)`` / ``Outcome(status=500)``: an HTTP error with an OpenAI-style error body.
 - ``Outcome(delay_s=2.0, ...)``: sleep first (to trigger client timeouts), then answer as scripted.
+- ``Outcome(raw=b"...")``: 200 with exactly these bytes, for servers that answer garbage.
 
 When the script runs out the server answers 500 with "no scripted outcome left", so a test that
 makes more requests than it planned fails loudly. Every request is recorded in ``srv.requests``
@@ -46,6 +47,7 @@ class Outcome:
     status: int | None = None
     delay_s: float = 0.0
     completion_tokens: int | None = None  # default: number of whitespace-separated words
+    raw: bytes | None = None  # answer 200 with exactly these bytes (garbage, empty, wrong shape)
 
 
 @dataclass
@@ -178,6 +180,8 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(outcome.delay_s)
             if outcome.status is not None:
                 return self._send(outcome.status, _error(f"scripted status {outcome.status}", "scripted"))
+            if outcome.raw is not None:
+                return self._send_bytes(200, outcome.raw)
             choices.append(_choice(outcome, index, chat))
         n_out = sum(c.pop("_tokens") for c in choices)
         prompt = body.get("prompt", "") if not chat else json.dumps(body.get("messages", []))
@@ -196,7 +200,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, payload)
 
     def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
+        self._send_bytes(status, json.dumps(payload).encode())
+
+    def _send_bytes(self, status: int, data: bytes) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

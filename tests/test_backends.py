@@ -69,8 +69,12 @@ def test_cut_at_stop_takes_the_earliest_and_longest():
 
 
 def test_make_backend_rejects_a_missing_directory(tmp_path):
-    with pytest.raises(BackendError, match="not a model directory"):
+    from dualdistill.records import DataError
+
+    with pytest.raises(DataError, match="model not found"):
         make_backend(str(tmp_path / "nope"))
+    with pytest.raises(DataError, match="not a model directory"):
+        make_backend(str(tmp_path))
 
 
 # -- HF backend ---------------------------------------------------------------------------------

@@ -289,3 +289,179 @@ def test_train_drops_a_huge_record_before_tokenizing_it(tiny_model_dir, tmp_path
     result = train_run(config, tmp_path / "d.jsonl", tmp_path / "out", init_model=str(tiny_model_dir))
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 2000
     assert result.stats.dropped_too_long == 1 and result.stats.kept == 1
+
+
+# ----------------------------------------------------------------------------- 7. clear errors
+NON_UTF8 = b'{"id": "b", "problem": "caf\xe9"}\n{"id": "a", "problem": "What is 1+1?", "answer": "2"}\n'
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["grade", "-i", "{bad}", "-o", "{tmp}/g.jsonl"],
+        ["eval", "--model", "{tmp}", "--bench", "{bad}", "--out", "{tmp}/e"],
+        ["train", "--config", "{cfg}", "--data", "{bad}", "--model", "{model}", "--out", "{tmp}/t"],
+        ["teach", "--problems", "{bad}", "--out", "{tmp}/te"],
+        ["compose", "--pairs", "{bad}", "--out", "{tmp}/c.jsonl"],
+        ["sandbox", "run", "{bad}"],
+    ],
+)
+def test_non_utf8_input_names_the_file_and_line(command, tmp_path, tiny_model_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(NON_UTF8)
+    (tmp_path / "sft.yaml").write_text("max_steps: 1\n")
+    fill = {"bad": bad, "tmp": tmp_path, "cfg": tmp_path / "sft.yaml", "model": tiny_model_dir}
+    res = CliRunner().invoke(app, [a.format(**fill) for a in command])
+    assert res.exit_code == 2, res.output
+    assert "not UTF-8" in res.output and "bad.jsonl" in res.output and "Traceback" not in res.output
+    if command[0] != "sandbox":
+        assert "bad.jsonl:1" in res.output
+
+
+@pytest.mark.parametrize(
+    "raw, says",
+    [
+        (b"<html>proxy error</html>", "not the API's JSON"),
+        (b"", "not the API's JSON"),
+        (b'{"object": "list"}', "no choices"),
+        (b"[1, 2]", "no choices"),
+        (b'{"choices": [{"text": 5, "index": 0}]}', "not a string"),
+    ],
+)
+def test_a_server_answering_200_with_garbage_is_a_clear_error(raw, says, tmp_path):
+    from fake_openai_server import FakeOpenAIServer, Outcome
+
+    bench = toy_benchmark(tmp_path / "toy.jsonl", n=1)
+    with FakeOpenAIServer([Outcome(raw=raw)] * 4) as srv:
+        res = CliRunner().invoke(app, ["eval", "--model", f"{srv.url}#fake-model", "--bench", str(bench),
+                                       "--no-tools", "--no-progress", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert res.exit_code == 2 and says in res.output and srv.url in res.output, res.output
+
+
+def test_a_hung_server_fails_after_the_request_timeout(tmp_path):
+    from fake_openai_server import FakeOpenAIServer, Outcome
+
+    bench = toy_benchmark(tmp_path / "toy.jsonl", n=1)
+    with FakeOpenAIServer([Outcome(text="x", delay_s=5.0)] * 4) as srv:
+        start = time.monotonic()
+        res = CliRunner().invoke(app, ["eval", "--model", f"{srv.url}#fake-model", "--bench", str(bench),
+                                       "--no-tools", "--no-progress", "--request-timeout", "0.3", "--max-retries", "1",
+                                       "--out", str(tmp_path / "o")])  # fmt: skip
+    assert res.exit_code == 2 and "gave up after 2 attempts" in res.output and "Timeout" in res.output
+    assert time.monotonic() - start < 4.5
+
+
+def test_model_paths_that_are_not_models_are_named(tmp_path):
+    (tmp_path / "sft.yaml").write_text("max_steps: 1\n")
+    (tmp_path / "d.jsonl").write_text('{"problem": "p", "text": "t"}\n')
+    (tmp_path / "empty").mkdir()
+    bench = toy_benchmark(tmp_path / "toy.jsonl", n=1)
+    for model, says in (
+        (tmp_path / "nothing", "model not found"),
+        (tmp_path / "empty", "not a model directory"),
+    ):
+        train = ["train", "--config", str(tmp_path / "sft.yaml"), "--data", str(tmp_path / "d.jsonl"),
+                 "--model", str(model), "--out", str(tmp_path / "t")]  # fmt: skip
+        evaluate = ["eval", "--model", str(model), "--bench", str(bench), "--out", str(tmp_path / "e")]
+        for args in (train, evaluate):
+            res = CliRunner().invoke(app, args)
+            assert res.exit_code == 2 and says in res.output and str(model) in res.output, (args, res.output)
+
+
+def test_grade_output_naming_a_directory_is_refused_and_leaves_nothing(tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"response": "\\\\boxed{2}", "answer": "2"}\n')
+    (tmp_path / "out").mkdir()
+    res = CliRunner().invoke(app, ["grade", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "is a directory" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]
+
+
+def test_sigterm_says_how_to_resume_and_the_rerun_completes(tmp_path):
+    from fake_openai_server import FakeOpenAIServer
+
+    bench = toy_benchmark(tmp_path / "toy.jsonl", n=8)
+    out = tmp_path / "run"
+    with FakeOpenAIServer(_slow_answers) as srv:
+        args = ["eval", "--model", f"{srv.url}#fake-model", "--bench", str(bench), "--no-tools",
+                "--concurrency", "1", "--no-progress", "--out", str(out)]  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dualdistill.cli", *args], stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while not (out / "records.jsonl").exists() or not (out / "records.jsonl").read_text():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 130
+        err = proc.stderr.read()
+        assert "interrupted; rerun the same command to resume" in err and "Traceback" not in err
+        done = len(list(read_jsonl(out / "records.jsonl")))
+        assert 1 <= done < 8
+        assert CliRunner().invoke(app, args).exit_code == 0
+    keys = [r["problem_id"] for _, r in read_jsonl(out / "records.jsonl")]
+    assert sorted(keys) == sorted(set(keys)) and len(keys) == 8
+
+
+# ----------------------------------------------------------------------------- 8. silent acceptance
+@pytest.mark.parametrize("bad", [{"v": 2}, [2], True])
+def test_non_scalar_answers_and_ids_are_refused_alike_everywhere(bad, tmp_path):
+    from dualdistill.compose import read_pairs
+    from dualdistill.problems import load_problems
+    from dualdistill.records import DataError, write_jsonl
+
+    write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"id": "a", "question": "q", "answer": "1"}, {"id": "b", "question": "q", "answer": bad}],
+    )
+    with pytest.raises(DataError, match=r"p\.jsonl:2: field 'answer' must be a string or a number"):
+        load_problems(tmp_path / "p.jsonl")
+    write_jsonl(tmp_path / "i.jsonl", [{"id": bad, "question": "q", "answer": "1"}])
+    with pytest.raises(DataError, match=r"i\.jsonl:1: field 'id' must be a string or a number"):
+        load_problems(tmp_path / "i.jsonl")
+    attempt = {"teacher": "t", "strategy": "code", "response": "r"}
+    text = {**attempt, "strategy": "text"}
+    write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [{"id": "a", "problem": "q", "answer": bad, "first": attempt, "second": text}],
+    )
+    with pytest.raises(DataError, match=r"pairs\.jsonl:1: field 'answer' must be a string or a number"):
+        read_pairs(tmp_path / "pairs.jsonl")
+    write_jsonl(tmp_path / "g.jsonl", [{"response": "x", "answer": bad}])
+    res = CliRunner().invoke(app, ["grade", "-i", str(tmp_path / "g.jsonl"), "-o", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 2 and "g.jsonl:1: field 'answer' must be a string or a number" in res.output
+    # numbers are fine everywhere
+    write_jsonl(tmp_path / "n.jsonl", [{"id": 7, "question": "q", "answer": 2.0}])
+    assert [(p.id, p.answer) for p in load_problems(tmp_path / "n.jsonl")] == [("7", "2")]
+
+
+def test_compose_refuses_to_overwrite_its_input_and_empty_inputs_say_so(tmp_path):
+    attempt = {"teacher": "t", "strategy": "code", "response": "<answer>\\\\boxed{1}</answer>"}
+    from dualdistill.records import write_jsonl
+
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(
+        pairs,
+        [
+            {
+                "id": "a",
+                "problem": "q",
+                "answer": "1",
+                "first": attempt,
+                "second": {**attempt, "strategy": "text"},
+            }
+        ],
+    )
+    before = pairs.read_bytes()
+    res = CliRunner().invoke(app, ["compose", "--pairs", str(pairs), "--out", str(pairs)])
+    assert res.exit_code == 2 and "the output is the input" in res.output and pairs.read_bytes() == before
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for args in (["compose", "--pairs", str(empty), "--out", str(tmp_path / "c.jsonl")],
+                 ["grade", "-i", str(empty), "-o", str(tmp_path / "g.jsonl")],
+                 ["teach", "--problems", str(empty), "--out", str(tmp_path / "t")],
+                 ["eval", "--model", str(tmp_path), "--bench", str(empty), "--out", str(tmp_path / "e")]):  # fmt: skip
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2 and "empty.jsonl" in res.output and "holds no" in res.output, (
+            args,
+            res.output,
+        )

@@ -405,6 +405,19 @@ async def run_many(
     return sorted(records, key=lambda r: (order[record_key(r)[:2]], r["sample_index"]))
 
 
+def _waiting_column():
+    """A progress column that says how long no record has come (a slow or hung server shows itself)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Waiting(ProgressColumn):
+        def render(self, task) -> Text:
+            idle = time.monotonic() - task.fields.get("last", time.monotonic())
+            return Text(f"waiting {idle:.0f}s for the model" if idle >= 10 else "", style="yellow")
+
+    return Waiting()
+
+
 class _Tracker:
     """Rich progress: problems whose samples are all done, accuracy so far, generated tokens/s."""
 
@@ -426,11 +439,13 @@ class _Tracker:
 
             self.progress = Progress(
                 TextColumn("[bold]problems"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), _waiting_column(),
             )  # fmt: skip
             self.progress.start()
             done = sum(1 for v in self.remaining.values() if v <= 0)
-            self.task = self.progress.add_task("", total=len(self.remaining), completed=done, stats="")
+            self.task = self.progress.add_task(
+                "", total=len(self.remaining), completed=done, stats="", last=time.monotonic()
+            )
         return self
 
     def finished(self, record: AgentRecord) -> None:
@@ -442,7 +457,9 @@ class _Tracker:
         if self.progress is not None:
             elapsed = max(time.perf_counter() - self.start, 1e-9)
             stats = f"acc {self.correct / self.graded:.1%} ({self.graded} new)  {self.tokens / elapsed:,.0f} tok/s"
-            self.progress.update(self.task, advance=int(self.remaining[key] == 0), stats=stats)
+            self.progress.update(
+                self.task, advance=int(self.remaining[key] == 0), stats=stats, last=time.monotonic()
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:

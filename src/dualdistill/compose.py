@@ -45,7 +45,7 @@ from typing import Literal
 from dualdistill import trajectory as tj
 from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import BENCHMARKS
-from dualdistill.records import DataError, read_jsonl, write_jsonl
+from dualdistill.records import DataError, check_distinct, read_jsonl, scalar_text, write_jsonl
 
 Case = Literal["wrong_right", "right_right", "right_only", "dropped"]
 Strategy = Literal["code", "text"]
@@ -182,9 +182,9 @@ def read_pairs(path: str | Path) -> list[Pair]:
     seen: dict[str, int] = {}
     for line, r in read_jsonl(path):
         for key in ("id", "problem", "answer"):
-            if key not in r or r[key] is None or str(r[key]).strip() == "":
+            if key not in r or r[key] is None or scalar_text(r[key], key, path, line).strip() == "":
                 raise DataError(path, f"missing or empty key '{key}'", line=line)
-        pid = str(r["id"])
+        pid = scalar_text(r["id"], "id", path, line)
         if pid in seen:
             raise DataError(path, f"duplicate id {pid!r} (first seen on line {seen[pid]})", line=line)
         seen[pid] = line
@@ -198,7 +198,11 @@ def read_pairs(path: str | Path) -> list[Pair]:
                 "and a text teacher",
                 line=line,
             )
-        pairs.append(Pair(pid, str(r["problem"]), str(r["answer"]), first, second))
+        pairs.append(
+            Pair(pid, str(r["problem"]), scalar_text(r["answer"], "answer", path, line), first, second)
+        )
+    if not pairs:
+        raise DataError(path, "holds no pairs (is it the right file?)")
     return pairs
 
 
@@ -424,6 +428,7 @@ def compose_file(
     from dualdistill import __version__
     from dualdistill.config import to_dict
 
+    check_distinct(out_path, pairs_path)
     records, report = compose(read_pairs(pairs_path), config, grader)
     write_jsonl(out_path, [r.to_dict() for r in records])
     meta = {"version": __version__, "config": to_dict(config), "pairs": str(pairs_path), **report.to_dict()}

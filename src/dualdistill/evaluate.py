@@ -66,9 +66,9 @@ class EvalConfig:
     seed: int = 0
     served_model_name: str | None = None  # the model name sent to a server (default: its first model)
     api_key_env: str = "OPENAI_API_KEY"
-    max_retries: int = bounded(
-        5, ge=0
-    )  # per request, for server backends (exponential backoff between tries)
+    request_timeout_s: float = bounded(600.0, gt=0)  # per request to a server; a hung one fails after it
+    # per request, for server backends (exponential backoff between tries)
+    max_retries: int = bounded(5, ge=0)
     device: str = "auto"
     max_batch: int = bounded(64, ge=1)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -300,10 +300,13 @@ def make_backend(config: EvalConfig) -> Any:
     if model.startswith(("http://", "https://")):
         if config.served_model_name and "#" not in model:
             model = f"{model}#{config.served_model_name}"
-        return pick(model, api_key_env=config.api_key_env, max_retries=config.max_retries)
+        return pick(
+            model, api_key_env=config.api_key_env, max_retries=config.max_retries,
+            request_timeout=config.request_timeout_s,
+        )  # fmt: skip
     if model.startswith("vllm:"):
         return pick(model)
-    if not Path(model).is_dir():
+    if not Path(model).exists():
         raise DataError(model, "model not found: give a local model directory, an http(s) URL or vllm:PATH")
     return pick(model, device=config.device, max_batch=config.max_batch)
 
@@ -317,7 +320,7 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
         # The weights, not the path: retrained weights at the same path must not be mixed in.
         local = Path(config.model).is_dir()
         weights = model_fingerprint(config.model) if local else model_identity(dataclasses.asdict(config))
-        check_identity(out_dir, "eval", {"model_weights": weights})
+        check_identity(out_dir, "eval", {"model_weights": weights}, RECORDS)
         return _run_eval(config, out_dir, problems, backend, progress)
 
 

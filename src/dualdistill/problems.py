@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from dualdistill.records import DataError, read_jsonl
+from dualdistill.records import DataError, read_jsonl, read_text, scalar_text
 
 
 @dataclass(frozen=True)
@@ -137,11 +137,13 @@ def problem_from_record(
         wanted = fields.question or " / ".join(QUESTION_FIELDS)
         raise DataError(path, f"missing or empty question (field '{q_name or wanted}')", line=line)
     a_name, answer = _first(record, (fields.answer,) if fields.answer else ANSWER_FIELDS)
+    if answer is not None:
+        answer = scalar_text(answer, a_name, path, line)
     if answer is None or normalize_answer(answer) == "":
         wanted = fields.answer or " / ".join(ANSWER_FIELDS)
         raise DataError(path, f"missing or empty answer (field '{a_name or wanted}')", line=line)
-    _, pid = _first(record, (fields.id,) if fields.id else ID_FIELDS)
-    pid = str(pid) if pid is not None else f"{source}-{index}"
+    id_name, pid = _first(record, (fields.id,) if fields.id else ID_FIELDS)
+    pid = scalar_text(pid, id_name, path, line) if pid is not None else f"{source}-{index}"
     used = {n.split(".")[0] for n in (q_name, a_name) if n}
     metadata = {k: v for k, v in record.items() if k not in used and k not in ("id",)}
     return Problem(pid, question.strip(), normalize_answer(answer), source, metadata)
@@ -153,7 +155,7 @@ def _raw_records(path: Path) -> list[tuple[int, dict]]:
         return list(read_jsonl(path))
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as e:
             raise DataError(path, f"malformed JSON ({e.msg})", line=e.lineno) from None
         if isinstance(data, dict):
@@ -165,9 +167,13 @@ def _raw_records(path: Path) -> list[tuple[int, dict]]:
                 raise DataError(path, f"item {i} is not an object", line=i)
         return list(enumerate(data, start=1))
     if suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows = pq.read_table(path).to_pylist()
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(path, f"not a readable Parquet file ({e})") from None
         return list(enumerate(rows, start=1))
     raise DataError(path, f"unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
 
@@ -189,6 +195,8 @@ def load_problems(
             raise DataError(path, f"duplicate id {p.id!r} (first seen on line {seen[p.id]})", line=line)
         seen[p.id] = line
         problems.append(p)
+    if not problems:
+        raise DataError(path, "holds no problems (is it the right file?)")
     return problems
 
 

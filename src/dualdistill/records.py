@@ -89,6 +89,37 @@ def locked(target: str | os.PathLike, what: str = "run", *, file: bool = False) 
             os.close(fd)  # closing drops the flock; the file stays, harmlessly, for the next holder
 
 
+def scalar_text(value: Any, key: str, path: str | os.PathLike, line: int | None = None) -> str:
+    """A text field as a string: strings as they are, numbers in their usual form. Anything else
+    (mapping, list, boolean, null) raises ``DataError`` naming the field, so every reader of ids,
+    questions and answers accepts and refuses the same values."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else repr(value)
+    what = "null" if value is None else type(value).__name__
+    raise DataError(path, f"field '{key}' must be a string or a number, got {what}", line=line)
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A whole UTF-8 text file; a missing file, a directory or bad bytes raise ``DataError`` (with the
+    line of the first bad byte)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a directory, not a file") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(path, f"not UTF-8 text (byte 0x{data[e.start]:02x})", line=line) from None
+
+
 def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each non-blank line; each record must be a JSON object.
 
@@ -98,15 +129,25 @@ def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Ite
     path = Path(path)
     if not path.exists():
         raise DataError(path, "file not found")
-    with path.open("r", encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, line in enumerate(lines, start=1):
+    if path.is_dir():
+        raise DataError(path, "is a directory, not a JSONL file")
+    with path.open("rb") as f:
+        raw = f.readlines()
+    for i, data in enumerate(raw, start=1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if allow_torn_tail and i == len(raw) and not data.endswith(b"\n"):
+                return  # a kill can cut a multi-byte character in half
+            raise DataError(
+                path, f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {e.start + 1})", line=i
+            ) from None
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            if allow_torn_tail and i == len(lines) and not line.endswith("\n"):
+            if allow_torn_tail and i == len(raw) and not line.endswith("\n"):
                 return
             raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", line=i) from None
         if not isinstance(record, dict):
@@ -182,12 +223,25 @@ def unique_records(
     return out
 
 
+def check_distinct(out: str | os.PathLike, *inputs: str | os.PathLike) -> None:
+    """Refuse an output path that names one of the inputs: writing it would destroy the input."""
+    target = Path(out).resolve()
+    for i in inputs:
+        if Path(i).resolve() == target:
+            raise DataError(out, f"the output is the input file {i}; choose another output path")
+
+
 def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
     """Write a whole file atomically (temp file, then rename)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a directory; give a file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when something failed

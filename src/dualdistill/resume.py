@@ -57,15 +57,17 @@ def model_fingerprint(model: str) -> str:
     return h.hexdigest()[:16]
 
 
-def check_identity(out_dir: str | os.PathLike, name: str, identity: dict[str, Any]) -> None:
+def check_identity(out_dir: str | os.PathLike, name: str, identity: dict[str, Any], records: str) -> None:
     """Store ``identity`` in ``out_dir/.<name>-identity.json`` or check it against the stored one.
 
-    Call it after taking the directory's lock and before appending. The first run writes the file;
-    later runs must match it key by key.
+    Call it after taking the directory's lock and before appending to ``out_dir/records``. While that
+    file holds nothing, the identity is (re)written, so a run that failed before its first record
+    (a typo in a URL, say) does not bind the next one; once records exist, runs must match key by key.
     """
     path = Path(out_dir) / f".{name}-identity.json"
     now = json.loads(json.dumps(identity, sort_keys=True, default=str))
-    if path.exists():
+    data = Path(out_dir) / records
+    if path.exists() and data.exists() and data.stat().st_size > 0:
         try:
             was = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -135,7 +135,7 @@ def sample(
     with locked(out_dir, "self-distill sample"):
         # k may grow between runs (the first K are used); everything else must match.
         same = {k: v for k, v in to_dict(config).items() if k not in ("k", "sandbox_concurrency")}
-        check_identity(out_dir, "sample", {**same, "model": model_fingerprint(model)})
+        check_identity(out_dir, "sample", {**same, "model": model_fingerprint(model)}, SAMPLES_FILE)
         _save_sampling_inputs(out_dir, problems, config, model)
         return _sample(problems, backend, out_dir, config, pool, progress)
 

@@ -57,9 +57,8 @@ class TeacherSpec:
     path: str = ""  # dataset: file with precomputed responses
     field: str = "r1_solution_1"  # dataset: which field holds the response
     template: Literal["paper", "compact"] = "paper"
-    max_new_tokens: int = bounded(
-        16384, ge=1
-    )  # text teacher: per call; code teacher: the whole trajectory budget
+    # text teacher: per call; code teacher: the whole trajectory budget
+    max_new_tokens: int = bounded(16384, ge=1)
     temperature: float = bounded(0.6, ge=0)
     top_p: float = bounded(0.95, gt=0, le=1)
     max_tool_calls: int = bounded(10, ge=0)
@@ -224,7 +223,7 @@ async def teach(
         raise ValueError("problem ids must be unique")
     out_dir = Path(out_dir)
     with locked(out_dir, "teach"):
-        check_identity(out_dir, "teach", teach_identity(config))
+        check_identity(out_dir, "teach", teach_identity(config), "records.jsonl")
         return await _teach(problems, code_teacher, text_teacher, out_dir, config, progress, secrets)
 
 

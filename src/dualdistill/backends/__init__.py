@@ -21,6 +21,7 @@ different tokenizer. A stop string that straddles the prompt/completion boundary
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -87,6 +88,23 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, str | None]:
     return text[: best[0] + best[1]], best[2]
 
 
+def check_model_dir(model: str | os.PathLike, *, allow_hub_id: bool = False) -> None:
+    """Raise ``DataError`` unless ``model`` is a directory holding a transformers model (config.json).
+
+    With ``allow_hub_id`` an ``org/name`` that is not a local path passes (transformers downloads it).
+    """
+    from dualdistill.records import DataError
+
+    path = Path(model)
+    name = str(model)
+    if allow_hub_id and not path.exists() and name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        return
+    if not path.exists():
+        raise DataError(path, "model not found: give a model directory (saved by save_pretrained)")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise DataError(path, "not a model directory (no config.json; saved by save_pretrained?)")
+
+
 def make_backend(model: str, **options: Any) -> Backend:
     """Pick a backend from a model spec, as ``dualdistill eval --model PATH_OR_URL`` does.
 
@@ -108,8 +126,7 @@ def make_backend(model: str, **options: Any) -> Backend:
         return VLLMBackend(model.removeprefix("vllm:"), **options)
     from dualdistill.backends.hf import HFBackend
 
-    if not Path(model).is_dir():
-        raise BackendError(f"{model}: not a model directory (and not an http(s):// URL or vllm:PATH)")
+    check_model_dir(model)
     return HFBackend(model, **options)
 
 

@@ -22,6 +22,7 @@ it estimates four bytes per token.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import warnings
@@ -101,9 +102,7 @@ class OpenAIBackend:
         client, semaphore = self._loop_state()
         async with semaphore:
             response = await self._with_retries(lambda: client.completions.create(**request))
-        if not response.choices:
-            raise BackendError(f"{self.base_url}: response has no choices")
-        choice = response.choices[0]
+        choice = self._first_choice(response)
         text, hit = _restore_stop(choice.text or "", choice.finish_reason, _stop_reason(choice), stop)
         usage = response.usage
         n_tokens = usage.completion_tokens if usage and usage.completion_tokens is not None else None
@@ -121,6 +120,17 @@ class OpenAIBackend:
         return len(tok.encode(text, add_special_tokens=False))
 
     # -- internals -------------------------------------------------------------------------------
+    def _first_choice(self, response):
+        """The first choice of a completions response, checked: a 200 with the wrong shape (a proxy's
+        page, ``[]``, a non-text ``text``) is a ``BackendError`` naming the server, never a traceback."""
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise BackendError(f"{self.base_url}: response has no choices (got {str(response)[:120]!r})")
+        choice = choices[0]
+        if not isinstance(getattr(choice, "text", None), str):
+            raise BackendError(f"{self.base_url}: choice text is {type(choice.text).__name__}, not a string")
+        return choice
+
     def _loop_state(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         if loop not in self._per_loop:
@@ -149,6 +159,10 @@ class OpenAIBackend:
                 await asyncio.sleep(self._delay(attempt, e))
             except openai.APIStatusError as e:
                 raise BackendError(f"{self.base_url}: request rejected: {_describe(e)}") from None
+            except (json.JSONDecodeError, openai.APIResponseValidationError) as e:
+                raise BackendError(
+                    f"{self.base_url}: answered with a body that is not the API's JSON ({e})"
+                ) from None
         raise BackendError(
             f"{self.base_url}: gave up after {self.max_retries + 1} attempts; last error: {last}"
         ) from None

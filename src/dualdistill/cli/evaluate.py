@@ -47,6 +47,9 @@ def eval_command(
     served_model_name: str | None = typer.Option(None, help="Model name sent to the server (URL models)."),
     concurrency: int = typer.Option(256, min=1, help="Trajectories in flight at once."),
     max_retries: int = typer.Option(5, min=0, help="Retries per request to a server (URL models)."),
+    request_timeout: float = typer.Option(
+        600.0, min=0.001, help="Seconds one request to a server may take before it is retried (URL models)."
+    ),
     out: Path | None = typer.Option(None, help="Output directory (records.jsonl, report.*); reruns resume."),
     regrade: Path | None = typer.Option(None, help="Re-grade the records in this directory; no generation."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -77,6 +80,7 @@ def eval_command(
             seed=seed,
             served_model_name=served_model_name,
             max_retries=max_retries,
+            request_timeout_s=request_timeout,
             agent=agent,
         )
         summaries = evaluate.run_eval(config, out, progress=progress)

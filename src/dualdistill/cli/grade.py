@@ -14,7 +14,7 @@ from rich.table import Table
 from dualdistill.cli.app import app, fail
 from dualdistill.grading import Verdict, grade_many
 from dualdistill.problems import normalize_answer
-from dualdistill.records import DataError, read_jsonl, write_jsonl
+from dualdistill.records import DataError, check_distinct, read_jsonl, scalar_text, write_jsonl
 
 
 def load_pairs(path: Path, response_field: str, answer_field: str) -> list[dict]:
@@ -26,9 +26,13 @@ def load_pairs(path: Path, response_field: str, answer_field: str) -> list[dict]
             what = "missing" if response is None else f"not a string ({type(response).__name__})"
             raise DataError(path, f"field '{response_field}' is {what}", line=line)
         answer = record.get(answer_field)
-        if answer is None or isinstance(answer, dict | list) or not normalize_answer(answer):
+        if answer is not None:
+            answer = scalar_text(answer, answer_field, path, line)
+        if answer is None or not normalize_answer(answer):
             raise DataError(path, f"field '{answer_field}' is missing or empty", line=line)
         records.append(record)
+    if not records:
+        raise DataError(path, "holds no records to grade")
     return records
 
 
@@ -69,7 +73,10 @@ def grade_command(
         fail(f"--timeout must be positive, got {timeout}")
     if workers is not None and workers < 1:
         fail(f"--workers must be at least 1, got {workers}")
+    if output.is_dir():
+        fail(f"{output}: is a directory; --output names the JSONL file to write")
     try:
+        check_distinct(output, input)
         records = load_pairs(input, response_field, answer_field)
     except DataError as e:
         fail(str(e))

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from dualdistill.cli.app import app, fail
-from dualdistill.records import DataError
+from dualdistill.records import DataError, read_text
 
 sandbox_app = typer.Typer(help="The isolated, stateful Python executor.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
@@ -16,9 +16,7 @@ app.add_typer(sandbox_app, name="sandbox")
 
 def _read_blocks(path: Path) -> list[str]:
     try:
-        blocks = json.loads(path.read_text())
-    except OSError as e:
-        raise DataError(path, f"cannot read: {e.strerror}") from None
+        blocks = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
     if not isinstance(blocks, list):

@@ -69,9 +69,8 @@ class SFTConfig:
     bf16: bool | Literal["auto"] = "auto"  # auto: bf16 when a CUDA device supports it
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
-    threads: int = bounded(
-        0, ge=0
-    )  # CPU intra-op threads; 0: torch's default (see recipes/sft_tiny.yaml for why 1)
+    # CPU intra-op threads; 0: torch's default (see recipes/sft_tiny.yaml for why 1)
+    threads: int = bounded(0, ge=0)
     seed: int = 42
     logging_steps: int = bounded(10, ge=1)
     report_to: list[str] = field(default_factory=list)  # [] | ["tensorboard"] | ["wandb"]
@@ -295,8 +294,10 @@ def train_run(
     from transformers import AutoTokenizer
 
     import dualdistill
+    from dualdistill.backends import check_model_dir
 
     output_dir = Path(output_dir)
+    check_model_dir(init_model, allow_hub_id=True)
     _check_loggers(config)
     bf16 = _use_bf16(config)
     if config.threads > 0:
