@@ -80,9 +80,8 @@ def inspect_masks(
 
     Example: dualdistill inspect-masks composed.jsonl --tokenizer student/ --json template=compact
     """
-    from dualdistill.prompts import build_prompt
     from dualdistill.records import read_jsonl
-    from dualdistill.sft.masking import encode, trained_text_spans
+    from dualdistill.sft.masking import encode_record, trained_text_spans
 
     cfg = _config(config, overrides)
     tok = _tokenizer(tokenizer)
@@ -90,12 +89,10 @@ def inspect_masks(
         for n, (line, rec) in enumerate(read_jsonl(data)):
             if limit and n >= limit:
                 break
-            if not isinstance(rec.get("problem"), str) or not isinstance(rec.get("text"), str):
-                raise DataError(data, "needs string fields 'problem' and 'text'", line=line)
-            prompt = build_prompt(rec["problem"], template=cfg.template, tools=cfg.tools)
-            ex = encode(
-                prompt, rec["text"], tok, cfg.masking, max_length=cfg.max_length, truncation=cfg.truncation
-            )
+            ex = encode_record(
+                rec, tok, cfg.masking, template=cfg.template, tools=cfg.tools, max_length=cfg.max_length,
+                truncation=cfg.truncation, path=data, line=line,
+            )  # fmt: skip
             row = {"id": rec.get("id", line), "line": line, "case": rec.get("case")}
             if ex is None:
                 row.update(dropped="too long")
@@ -111,7 +108,7 @@ def inspect_masks(
                 typer.echo(json.dumps(row, ensure_ascii=False))
             else:
                 _print_human(row)
-    except DataError as e:
+    except (DataError, ValueError) as e:  # ValueError: template chat without a chat template
         fail(str(e))
 
 
@@ -145,6 +142,6 @@ def view(
     opts = ViewerOptions(template=cfg.template, tools=cfg.tools, limit=limit, max_length=cfg.max_length)
     try:
         path = write_view(data, tok, out, cfg.masking, opts)
-    except DataError as e:
+    except (DataError, ValueError) as e:  # ValueError: template chat without a chat template
         fail(str(e))
     typer.echo(f"wrote {path} (mask: {json.dumps(to_dict(cfg.masking))})")

@@ -47,11 +47,14 @@ without an offset mapping are refused.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from dualdistill.prompts import PromptTemplate, build_prompt
+from dualdistill.records import DataError
 from dualdistill.trajectory import (
     SWITCH_PHRASES,
     WRONG_TO_RIGHT,
@@ -287,3 +290,24 @@ def trained_text_spans(example: MaskedExample) -> list[tuple[int, int, str]]:
             run = [s, e]
             out.append((s, e, ""))
     return [(s, e, example.full_text[s:e]) for s, e, _ in out]
+
+
+def encode_record(
+    record: dict,
+    tokenizer,
+    mask: MaskConfig,
+    *,
+    template: PromptTemplate,
+    tools: bool,
+    max_length: int | None,
+    truncation: Literal["drop", "truncate"],
+    path: str | os.PathLike,
+    line: int,
+) -> MaskedExample | None:
+    """One SFT example (``problem``, ``text``) as training sees it: its prompt, built with the tokenizer
+    (``template: chat`` needs it), then ``encode``. The one path shared by train, view and inspect-masks."""
+    for key in ("problem", "text"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise DataError(path, f"missing or empty string field '{key}'", line=line)
+    prompt = build_prompt(record["problem"], template=template, tools=tools, tokenizer=tokenizer)
+    return encode(prompt, record["text"], tokenizer, mask, max_length=max_length, truncation=truncation)

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Literal
 
 from dualdistill.config import ConfigError, bounded, check_bounds, save_config, to_dict
-from dualdistill.prompts import PromptTemplate, build_prompt
+from dualdistill.prompts import PromptTemplate
 from dualdistill.records import DataError, read_jsonl
-from dualdistill.sft.masking import MaskConfig, MaskStats, encode
+from dualdistill.sft.masking import MaskConfig, MaskStats, encode_record
 
 CONFIG_FILE = "sft_config.yaml"
 
@@ -101,17 +101,11 @@ def load_examples(config: SFTConfig, data_path: str | Path, tokenizer) -> tuple[
     stats = MaskStats()
     rows: list[dict] = []
     for line, rec in read_jsonl(data_path):
-        for key in ("problem", "text"):
-            if not isinstance(rec.get(key), str) or not rec[key]:
-                raise DataError(data_path, f"missing or empty string field '{key}'", line=line)
-        stats.examples += 1
-        prompt = build_prompt(
-            rec["problem"], template=config.template, tools=config.tools, tokenizer=tokenizer
-        )
-        ex = encode(
-            prompt, rec["text"], tokenizer, config.masking,
-            max_length=config.max_length, truncation=config.truncation,
+        ex = encode_record(
+            rec, tokenizer, config.masking, template=config.template, tools=config.tools,
+            max_length=config.max_length, truncation=config.truncation, path=data_path, line=line,
         )  # fmt: skip
+        stats.examples += 1
         if ex is None:
             stats.dropped_too_long += 1
             continue

@@ -19,9 +19,9 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualdistill.prompts import PromptTemplate, build_prompt
-from dualdistill.records import DataError, read_jsonl
-from dualdistill.sft.masking import IGNORE, MaskConfig, MaskedExample, encode
+from dualdistill.prompts import PromptTemplate
+from dualdistill.records import read_jsonl
+from dualdistill.sft.masking import IGNORE, MaskConfig, MaskedExample, encode_record
 from dualdistill.trajectory import SWITCH_PHRASES, parse
 
 COLOURS = {
@@ -116,12 +116,10 @@ def render_html(data_path: str | Path, tokenizer, mask: MaskConfig, options: Vie
     for line, rec in read_jsonl(data_path):
         if len(blocks) >= options.limit:
             break
-        if not isinstance(rec.get("problem"), str) or not isinstance(rec.get("text"), str):
-            raise DataError(data_path, "needs string fields 'problem' and 'text'", line=line)
-        prompt = build_prompt(rec["problem"], template=options.template, tools=options.tools)
-        ex = encode(
-            prompt, rec["text"], tokenizer, mask, max_length=options.max_length, truncation="truncate"
-        )
+        ex = encode_record(
+            rec, tokenizer, mask, template=options.template, tools=options.tools,
+            max_length=options.max_length, truncation="truncate", path=data_path, line=line,
+        )  # fmt: skip
         case, teacher = str(rec.get("case", "unknown")), str(rec.get("first_teacher", "unknown"))
         cases.append(case)
         teachers.append(teacher)
