@@ -27,17 +27,46 @@ def test_template_chat_works_in_view_and_inspect_masks(tiny_model_dir, tmp_path)
     tok.chat_template = CHAT
     tok.save_pretrained(model)
     data = tmp_path / "d.jsonl"
-    write_jsonl(data, [{"id": "a", "problem": "What is 2+2?", "text": "<think>4</think><answer>\\boxed{4}</answer>"}])
-    res = CliRunner().invoke(app, ["inspect-masks", str(data), "--tokenizer", str(model), "--json", "template=chat"])
+    write_jsonl(
+        data, [{"id": "a", "problem": "What is 2+2?", "text": "<think>4</think><answer>\\boxed{4}</answer>"}]
+    )
+    res = CliRunner().invoke(
+        app, ["inspect-masks", str(data), "--tokenizer", str(model), "--json", "template=chat"]
+    )
     assert res.exit_code == 0, res.output
     row = json.loads(res.output.splitlines()[0])
     assert row["trained_tokens"] > 0 and "\\boxed{4}" in "".join(t["text"] for t in row["trained"])
-    res = CliRunner().invoke(app, ["view", str(data), "--tokenizer", str(model), "--out", str(tmp_path / "v.html"), "template=chat"])
+    res = CliRunner().invoke(
+        app,
+        ["view", str(data), "--tokenizer", str(model), "--out", str(tmp_path / "v.html"), "template=chat"],
+    )
     assert res.exit_code == 0, res.output
     import html
     import re
 
     shown = html.unescape(re.sub(r"<[^>]+>", "", (tmp_path / "v.html").read_text()))
     assert "<|system|>A conversation between User and Assistant" in shown
-    res = CliRunner().invoke(app, ["inspect-masks", str(data), "--tokenizer", str(tiny_model_dir), "template=chat"])
+    res = CliRunner().invoke(
+        app, ["inspect-masks", str(data), "--tokenizer", str(tiny_model_dir), "template=chat"]
+    )
     assert res.exit_code == 2 and "chat template" in res.output
+
+
+# ----------------------------------------------------------------------------- 8. shipped accelerate configs
+def test_accelerate_configs_ship_in_the_package_and_resolve_by_name(tmp_path):
+    import dualdistill
+    from dualdistill.config import ConfigError
+    from dualdistill.recipe import load_recipe, shipped_file
+
+    package = shipped_file("paper").parent.parent
+    assert package == type(shipped_file("paper"))(dualdistill.__file__).parent
+    for name in ("deepspeed_zero3", "fsdp", "sft_tiny", "sft_r1_distill_qwen7b"):
+        path = shipped_file(name)
+        assert path.is_file() and path.is_relative_to(package), name
+    assert load_recipe("paper").launch.accelerate_config == "deepspeed_zero3"
+    res = CliRunner().invoke(app, ["config-path", "fsdp"])
+    assert res.exit_code == 0 and res.output.strip() == str(shipped_file("fsdp"))
+    with pytest.raises(ConfigError, match=r"launch\.accelerate_config"):
+        load_recipe("paper", ["launch.accelerate_config=recipes/accelerate/nope.yaml"])
+    (tmp_path / "mine.yaml").write_text("compute_environment: LOCAL_MACHINE\n")
+    assert load_recipe("paper", [f"launch.accelerate_config={tmp_path / 'mine.yaml'}"])

@@ -90,7 +90,11 @@ def test_files_world_needs_a_training_file():
 def test_paper_dry_run_prints_accelerate_and_vllm_commands(tmp_path):
     lines = dry_run(load_recipe("paper"), tmp_path)
     text = "\n".join(lines)
-    assert "accelerate launch --config_file recipes/accelerate/deepspeed_zero3.yaml" in text
+    from dualdistill.recipe import shipped_file
+
+    shipped = shipped_file("deepspeed_zero3")
+    assert shipped.is_file() and shipped.is_relative_to(Path(__import__("dualdistill").__file__).parent)
+    assert f"accelerate launch --config_file {shipped}" in text
     assert "--model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B" in text
     assert "vllm:" in text and "--samples 16" in text
     assert "dualdistill bench export deepmath" in text

@@ -46,6 +46,7 @@ from dualdistill.recipe import (  # noqa: F401  (the recipe types are part of th
     WorldConfig,
     load_recipe,
     recipe_path,
+    shipped_file,
 )
 from dualdistill.records import write_jsonl
 from dualdistill.sft.train import SFTConfig
@@ -188,7 +189,7 @@ def accelerate_command(recipe: Recipe, config: SFTConfig, data: Path, init: Path
     cfg_file = out.parent / "sft_recipe.yaml"
     save_config(config, cfg_file)
     return [
-        "accelerate", "launch", "--config_file", recipe.launch.accelerate_config,
+        "accelerate", "launch", "--config_file", str(shipped_file(recipe.launch.accelerate_config)),
         "--num_processes", str(recipe.launch.num_processes),
         "-m", "dualdistill.cli", "train", "--config", str(cfg_file),
         "--data", str(data), "--model", str(init), "--out", str(out.parent),

@@ -86,7 +86,7 @@ class SelfDistillConfig:
 @dataclass
 class LaunchConfig:
     train: Literal["local", "accelerate"] = "local"
-    accelerate_config: str = "recipes/accelerate/deepspeed_zero3.yaml"
+    accelerate_config: str = "deepspeed_zero3"  # a shipped config (deepspeed_zero3, fsdp) or a path
     num_processes: int = bounded(8, ge=1)
 
     def __post_init__(self) -> None:
@@ -119,13 +119,33 @@ class Recipe:
             raise ValueError("world.eval_benches is required when world.kind is 'files'")
 
 
-SHIPPED = ("embedded", "embedded_quick", "paper")
+SHIPPED = ("embedded", "embedded_quick", "paper")  # whole-run recipes (``dualdistill run NAME``)
+# Every YAML the package ships, by name: run recipes, SFT recipes, accelerate launch configs. They live
+# in the package (not the repository), so an installed dualdistill finds them too.
+SHIPPED_FILES = {
+    **{n: f"{n}.yaml" for n in SHIPPED},
+    "sft_tiny": "sft_tiny.yaml",
+    "sft_r1_distill_qwen7b": "sft_r1_distill_qwen7b.yaml",
+    "deepspeed_zero3": "accelerate/deepspeed_zero3.yaml",
+    "fsdp": "accelerate/fsdp.yaml",
+}
+
+
+def shipped_file(name_or_path: str | Path) -> Path:
+    """A shipped YAML by name (see ``SHIPPED_FILES``), or the path given when it exists."""
+    name = str(name_or_path)
+    if name in SHIPPED_FILES:
+        return Path(str(resources.files("dualdistill").joinpath("recipes", SHIPPED_FILES[name])))
+    path = Path(name_or_path)
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found (shipped: {', '.join(SHIPPED_FILES)})")
+    return path
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
     """A shipped recipe by name (``embedded``, ``embedded_quick``, ``paper``) or a YAML path."""
     if str(name_or_path) in SHIPPED:
-        return Path(str(resources.files("dualdistill").joinpath("recipes", f"{name_or_path}.yaml")))
+        return shipped_file(name_or_path)
     path = Path(name_or_path)
     if not path.exists():
         raise ConfigError(f"{path}: recipe not found (shipped recipes: {', '.join(SHIPPED)})")
@@ -164,6 +184,11 @@ def missing_reference(recipe: Recipe) -> str | None:
     w = recipe.world
     if w.kind == "files" and w.train_file != "deepmath" and not Path(w.train_file).is_file():
         return f"key 'world.train_file': {w.train_file!r} is not a file (or 'deepmath')"
+    if recipe.launch.train == "accelerate":
+        try:
+            shipped_file(recipe.launch.accelerate_config)
+        except ConfigError:
+            return f"key 'launch.accelerate_config': {recipe.launch.accelerate_config!r} is neither shipped ({', '.join(SHIPPED_FILES)}) nor a file"
     init = recipe.student.init
     if init not in ("base", "tiny") and not Path(init).is_dir() and not _is_hub_id(init):
         return f"key 'student.init': {init!r} is not base, tiny, a model directory or a hub id (org/name)"

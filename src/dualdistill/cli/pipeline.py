@@ -62,3 +62,18 @@ def demo(
         fail(str(e))
     typer.echo("")
     typer.echo(table)
+
+
+@app.command("config-path")
+def config_path(
+    name: str = typer.Argument(..., help="A shipped YAML's name, e.g. deepspeed_zero3, sft_tiny, paper."),
+) -> None:
+    """Print where a shipped recipe or accelerate config lies (it is in the installed package).
+
+    Example: accelerate launch --config_file $(dualdistill config-path fsdp) -m dualdistill.cli train ...
+    """
+    from dualdistill.recipe import SHIPPED_FILES, shipped_file
+
+    if name not in SHIPPED_FILES:
+        fail(f"no shipped file {name!r}; shipped: {', '.join(SHIPPED_FILES)}")
+    typer.echo(str(shipped_file(name)))

@@ -131,21 +131,22 @@ def report_command(
 def train_command(
     model: Path = typer.Option(..., help="The intermediate student (a model directory)."),
     data: Path = typer.Option(..., help="The JSONL written by `self-distill build`."),
-    config: Path = typer.Option(..., help="SFT recipe YAML (e.g. recipes/sft_tiny.yaml)."),
+    config: Path = typer.Option(..., help="SFT recipe YAML (e.g. sft_tiny, a shipped one)."),
     out: Path = typer.Option(..., help="New output directory; the model lands in OUT/model."),
     overrides: list[str] = typer.Argument(None, help="Recipe overrides, key=value (e.g. epochs=2)."),
 ) -> None:
     """Retrain from the intermediate student's weights on the self-distillation set (fresh optimizer).
 
     Example: dualdistill self-distill train --model runs/sft1/model --data runs/sd/sd_data.jsonl
-    --config recipes/sft_tiny.yaml --out runs/sft_sd lr=1e-5
+    --config sft_tiny --out runs/sft_sd lr=1e-5
     """
     from dualdistill import selfdistill as sd
     from dualdistill.config import load_config
+    from dualdistill.recipe import shipped_file
     from dualdistill.sft.train import SFTConfig
 
     try:
-        cfg = load_config(SFTConfig, config, list(overrides or []))
+        cfg = load_config(SFTConfig, shipped_file(config), list(overrides or []))
         model_dir = sd.retrain(model, data, out, cfg)
     except (DataError, ConfigError) as e:
         fail(str(e))

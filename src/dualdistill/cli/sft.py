@@ -13,10 +13,12 @@ from dualdistill.records import DataError
 
 
 def _config(config: Path | None, overrides: list[str] | None):
+    from dualdistill.recipe import shipped_file
     from dualdistill.sft.train import SFTConfig
 
     try:
-        return load_config(SFTConfig, config, list(overrides or []))
+        path = shipped_file(config) if config is not None else None  # a shipped name or a path
+        return load_config(SFTConfig, path, list(overrides or []))
     except ConfigError as e:
         fail(str(e))
 
@@ -32,7 +34,9 @@ def _tokenizer(path: str):
 
 @app.command("train")
 def train_cmd(
-    config: Path = typer.Option(..., "--config", help="Recipe YAML (an SFTConfig)."),
+    config: Path = typer.Option(
+        ..., "--config", help="SFT recipe YAML, or a shipped one: sft_tiny, sft_r1_distill_qwen7b."
+    ),
     data: str = typer.Option(None, "--data", help="Composed JSONL (overrides the recipe's data)."),
     model: str = typer.Option(None, "--model", help="Initial model dir or hub id (overrides model)."),
     out: str = typer.Option(None, "--out", help="Output dir (overrides output_dir)."),
@@ -42,9 +46,9 @@ def train_cmd(
 ) -> None:
     """Fine-tune a student on composed trajectories (TRL SFTTrainer, loss masks from spans).
 
-    Example: dualdistill train --config recipes/sft_tiny.yaml --data composed.jsonl --model student/ --out runs/sft max_steps=50
+    Example: dualdistill train --config sft_tiny --data composed.jsonl --model student/ --out runs/sft max_steps=50
 
-    Multi-GPU: accelerate launch --config_file recipes/accelerate/deepspeed_zero3.yaml -m dualdistill.sft train --config recipes/sft_r1_distill_qwen7b.yaml
+    Multi-GPU: accelerate launch --config_file $(dualdistill config-path deepspeed_zero3) -m dualdistill.sft train --config sft_r1_distill_qwen7b
     """
     from dualdistill.sft.train import train_run
 

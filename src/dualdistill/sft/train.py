@@ -12,7 +12,7 @@ On CPU use ``packing: false``: padded batches drawn grouped by length waste litt
 (docs/BENCHMARKS.md "## SFT training" has the figures).
 
 Single- and multi-process runs share this one path: under ``accelerate launch`` (see
-``recipes/accelerate/``) the Trainer picks up the distributed environment.
+the shipped ``accelerate`` configs (``dualdistill config-path fsdp``)) the Trainer picks up the distributed environment.
 
 Guarantees:
 - Training runs with ``model.config.use_cache = False``: with padding-free packing a KV cache makes the
@@ -69,7 +69,7 @@ class SFTConfig:
     bf16: bool | Literal["auto"] = "auto"  # auto: bf16 when a CUDA device supports it
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
-    # CPU intra-op threads; 0: torch's default (see recipes/sft_tiny.yaml for why 1)
+    # CPU intra-op threads; 0: torch's default (see the shipped sft_tiny.yaml for why 1)
     threads: int = bounded(0, ge=0)
     seed: int = 42
     logging_steps: int = bounded(10, ge=1)
