@@ -70,3 +70,64 @@ def test_accelerate_configs_ship_in_the_package_and_resolve_by_name(tmp_path):
         load_recipe("paper", ["launch.accelerate_config=recipes/accelerate/nope.yaml"])
     (tmp_path / "mine.yaml").write_text("compute_environment: LOCAL_MACHINE\n")
     assert load_recipe("paper", [f"launch.accelerate_config={tmp_path / 'mine.yaml'}"])
+
+
+# ----------------------------------------------------------------------------- 2. masks, 3. SD joins
+def _trained(tiny_model_dir, tmp_path, texts):
+    data = tmp_path / "m.jsonl"
+    write_jsonl(data, [{"id": str(i), "problem": "What is 6*7?", "text": t} for i, t in enumerate(texts)])
+    res = CliRunner().invoke(app, ["inspect-masks", str(data), "--tokenizer", str(tiny_model_dir), "--json"])
+    assert res.exit_code == 0, res.output
+    return ["".join(s["text"] for s in json.loads(line)["trained"]) for line in res.output.splitlines()]
+
+
+def test_default_masks_follow_the_released_masker(tiny_model_dir, tmp_path):
+    from dualdistill.selfdistill import join
+    from dualdistill.trajectory import ALSO_CODE, ALSO_TEXT, CODE_MAY_BE_WRONG, CODE_TO_TEXT, TEXT_TO_CODE
+
+    code = "<code>\nprint(6*7)\n</code>\n<executor>\n42\n</executor>\n"
+    answer = "<answer>\\boxed{42}</answer>"
+    right_right = f"<think>six sevens: 42</think>\n\n{ALSO_CODE}\n\n{code}{answer}"
+    kept = join(f"{code}<answer>\\boxed{{42}}</answer>", ALSO_TEXT, "<think>six sevens are 42</think>\n" + answer,
+                kind="kept_correct")  # fmt: skip
+    failed = [
+        f"<think>six sevens: 41</think>\n\n{s}\n\n{code}{answer}"
+        for s in (TEXT_TO_CODE, CODE_TO_TEXT, CODE_MAY_BE_WRONG)
+    ]
+    got = _trained(tiny_model_dir, tmp_path, [right_right, kept, *failed])
+    assert "six sevens: 42" in got[0]  # the right first attempt of a right-right composition is trained
+    assert "print(6*7)" in got[1] and got[1].index("print(6*7)") < got[1].index(ALSO_TEXT)  # kept code
+    for text, sentence in zip(got[2:], (TEXT_TO_CODE, CODE_TO_TEXT, CODE_MAY_BE_WRONG), strict=True):
+        assert "41" not in text and text.lstrip().startswith(sentence[:10]), text  # failed attempt masked
+
+
+def test_self_distillation_joins_open_a_think_block_as_released():
+    from dualdistill.selfdistill import join
+    from dualdistill.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format
+
+    sample = "<think>6*7</think>\n<code>\nprint(6*7)\n</code>\n<executor>\n42\n</executor>\n<answer>\\boxed{42}</answer>"
+    solution = (
+        "Six sevens are 42.\n</think>\n<answer>\\boxed{42}</answer>"  # a text solution, inside its think
+    )
+    # released kept: attempt = sample.split("<answer>")[0].strip(); attempt + "\n<think>\nWait, ...\n\n" + solution
+    released_kept = sample.split("<answer>")[0].strip() + "\n<think>\n" + ALSO_TEXT + "\n\n" + solution
+    assert (
+        join(sample.split("<answer>")[0], ALSO_TEXT, "<think>" + solution, kind="kept_correct")
+        == released_kept
+    )
+    wrong = "<think>6*7 = 41</think>\nSo 41.\n<answer>\\boxed{41}</answer>"
+    # released repair: "</think>".join(split[:-1]) + "</think>\n" + "\n<think>\nWait, ...\n\n" + solution
+    attempt = "</think>".join(wrong.split("</think>")[:-1]) + "</think>\n"
+    released_repair = attempt + "\n<think>\n" + CODE_TO_TEXT + "\n\n" + solution
+    assert (
+        join("<think>6*7 = 41</think>", CODE_TO_TEXT, "<think>" + solution, kind="repaired_wrong")
+        == released_repair
+    )
+    assert check_format(released_kept) and check_format(released_repair)
+    code_repair = join(
+        "<think>6*7 = 41</think>",
+        CODE_TO_TEXT,
+        "<code>\nprint(42)\n</code>\n<executor>\n42\n</executor>\n<answer>\\boxed{42}</answer>",
+        kind="repaired_wrong",
+    )
+    assert check_format(code_repair) and "<think>\n" + CODE_TO_TEXT + "\n</think>" in code_repair

@@ -142,8 +142,9 @@ def test_missing_teacher_solution_is_counted(tmp_path):
 def test_kept_correct_is_cut_before_answer_then_also_text_then_teacher(tmp_path):
     result = run(tmp_path, {"p": mix(1, 2)})
     (kept,) = [r for r in result.records if r["kind"] == "kept_correct"]
-    prefix = CODE_RIGHT[: CODE_RIGHT.index("<answer>")].rstrip()
-    assert kept["text"] == f"{prefix}\n\n{ALSO_TEXT}\n\n{TEACHER}"
+    # the released join: attempt.strip() + "\n<think>\n" + sentence + "\n\n" + solution (in its think)
+    attempt = CODE_RIGHT.split("<answer>")[0].strip()
+    assert kept["text"] == attempt + "\n<think>\n" + ALSO_TEXT + "\n\n" + TEACHER.removeprefix("<think>")
     assert check_format(kept["text"])
 
 
@@ -159,7 +160,10 @@ def test_repaired_wrong_cut_points(tmp_path, wrong, kept_until):
     result = run(tmp_path, {"p": [(wrong, False), (wrong, False)]})
     (rep,) = result.records
     prefix = wrong[: wrong.index(kept_until) + len(kept_until)]
-    assert rep["text"] == f"{prefix}\n\n{CODE_TO_TEXT}\n\n{TEACHER}"
+    # the released join: attempt + "</think>\n" + "\n<think>\n" + sentence + "\n\n" + solution
+    assert rep["text"] == prefix + "\n" + "\n<think>\n" + CODE_TO_TEXT + "\n\n" + TEACHER.removeprefix(
+        "<think>"
+    )
     assert "41" not in rep["text"].split(CODE_TO_TEXT)[1]
     assert check_format(rep["text"])
 

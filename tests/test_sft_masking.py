@@ -183,14 +183,15 @@ def test_first_attempt_rule(tok):
     assert off[_span("plan the product")].all()
 
 
-def test_also_transition_masks_a_right_first_attempt(tiny_tokenizer):
+def test_any_rule_also_masks_a_right_first_attempt(tiny_tokenizer):
     text = "<think>a</think>\n<answer>\\boxed{1}</answer>\n" + ALSO_CODE + "\n<answer>\\boxed{1}</answer>"
-    ex = encode(PROMPT, text, tiny_tokenizer, MaskConfig())
+    ex = encode(PROMPT, text, tiny_tokenizer, MaskConfig(first_attempt_until="any"))
     assert _trained_text(ex).startswith(ALSO_CODE)
 
 
-def test_switch_only_rule_trains_a_right_first_attempt_and_masks_a_failed_one(tiny_tokenizer):
-    switch_only = MaskConfig(first_attempt_until="switch")
+def test_the_default_switch_rule_trains_a_right_first_attempt_and_masks_a_failed_one(tiny_tokenizer):
+    switch_only = MaskConfig()
+    assert switch_only.first_attempt_until == "switch"  # the released masker's rule
     right = "<think>a</think>\n<answer>\\boxed{1}</answer>\n" + ALSO_CODE + "\n<answer>\\boxed{1}</answer>"
     assert _trained_text(encode(PROMPT, right, tiny_tokenizer, switch_only)).startswith("<think>a</think>")
     wrong = "<think>b</think>\n" + CODE_TO_TEXT + "\n<think>a</think>\n" + ALSO_CODE + "\n<answer>x</answer>"

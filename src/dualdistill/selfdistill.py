@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Literal
 
 from dualdistill import __version__
+from dualdistill.compose import cut_before_answer
 from dualdistill.config import bounded, check_bounds, save_config, to_dict
 from dualdistill.problems import Problem, load_problems, write_problems
 from dualdistill.prompts import PromptTemplate
@@ -255,12 +256,6 @@ def load_samples(samples_dir: str | Path, *, k: int | None = None) -> list[Probl
 
 
 # ----------------------------------------------------------------------------- cut points
-def cut_before_answer(response: str) -> str:
-    """The response up to (not including) its last ``<answer>`` block; the whole text if none."""
-    answers = [s for s in parse(response) if s.kind == "answer"]
-    return response[: answers[-1].start] if answers else response
-
-
 def cut_after_reasoning(response: str) -> str | None:
     """The response up to the end of its last reasoning block, or ``None`` when it has none.
 
@@ -275,9 +270,20 @@ def cut_after_reasoning(response: str) -> str | None:
     return response[: blocks[-1].end] if blocks else None
 
 
-def join(prefix: str, transition: str, solution: str) -> str:
-    """Student prefix, transition sentence, teacher solution: one blank line around the sentence."""
-    return f"{prefix.rstrip()}\n\n{transition}\n\n{solution.lstrip()}"
+def join(prefix: str, transition: str, solution: str, *, kind: Kind) -> str:
+    """Student prefix, transition sentence, teacher solution, as the released code joins them
+    (``processing_self_distillation_traj.py``): the sentence opens a new think block,
+    ``prefix + "\n<think>\n" + sentence + "\n\n" + solution``. A kept prefix is stripped; a repaired one
+    keeps the newline after its last block (the released ``"</think>\n"``), so a blank line comes first.
+
+    The teacher's solution continues that think block, so its own opening ``<think>`` is dropped; a
+    solution that starts otherwise (code, say) gets the block closed before it.
+    """
+    head = prefix.strip() if kind == "kept_correct" else prefix.rstrip() + "\n"
+    body = solution.lstrip()
+    if body.startswith("<think>"):
+        return f"{head}\n<think>\n{transition}\n\n{body[len('<think>') :].lstrip(chr(10))}"
+    return f"{head}\n<think>\n{transition}\n</think>\n\n{body}"
 
 
 # ----------------------------------------------------------------------------- 3. selection
@@ -348,7 +354,7 @@ def select(scores: list[ProblemScore], solutions: TeacherSolutions, config: Buil
             transition = ALSO_CODE if code else ALSO_TEXT
         else:
             transition = TEXT_TO_CODE if code else CODE_TO_TEXT
-        text = join(prefix, transition, solution)
+        text = join(prefix, transition, solution, kind=kind)
         fmt = check_format(text)
         if not fmt:
             counts[f"composed_invalid_{kind}"] += 1  # a stray tag in the student's free text, say

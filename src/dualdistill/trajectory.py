@@ -33,8 +33,10 @@ TEXT_TO_CODE = "Wait, use text reasoning is too tedious, let's try code reasonin
 CODE_TO_TEXT = "Wait, the code is not correct, let's try text reasoning."
 ALSO_CODE = "Wait, we can also use code-reasoning as an alternative way to verify the solution."
 ALSO_TEXT = "Wait, we can also use text-reasoning as an alternative way to verify the solution."
-SWITCH_PHRASES: tuple[str, ...] = (TEXT_TO_CODE, CODE_TO_TEXT, ALSO_CODE, ALSO_TEXT)
-WRONG_TO_RIGHT: tuple[str, ...] = (TEXT_TO_CODE, CODE_TO_TEXT)  # said after a failed first attempt
+# The released masker lists a third wrong-to-right sentence (sft/dataloader.py, turn_over_words).
+CODE_MAY_BE_WRONG = "Wait, the code may be incorrect, let's try text reasoning."
+SWITCH_PHRASES: tuple[str, ...] = (TEXT_TO_CODE, CODE_TO_TEXT, CODE_MAY_BE_WRONG, ALSO_CODE, ALSO_TEXT)
+WRONG_TO_RIGHT: tuple[str, ...] = (TEXT_TO_CODE, CODE_TO_TEXT, CODE_MAY_BE_WRONG)  # after a failed attempt
 
 EXECUTOR_ERROR_MARKERS: tuple[str, ...] = (
     "Traceback (most recent call last)",

@@ -17,13 +17,14 @@ Rules (each switchable in ``MaskConfig``; masked = label -100):
   stop there.
 - ``error_code``: a ``<code>…</code>`` block (tags included) whose executor output is an error
   (``trajectory.is_executor_error``). The text around it stays trained.
-- ``first_attempt``: everything in the response before the first transition sentence
-  (``trajectory.SWITCH_PHRASES``). The transition sentence itself IS trained: emitting it after a failed
-  attempt is the behaviour composition is meant to teach. A response without a transition keeps its text.
-  By default (``first_attempt_until: any``) the rule follows the released code, so the (correct) first
-  attempt of a right-right composition, before an "also" sentence, is masked too; ``first_attempt_until:
-  switch`` masks only before a wrong-to-right switch (``trajectory.WRONG_TO_RIGHT``), so right attempts
-  (and a self-distilled student's own verified solution) are trained.
+- ``first_attempt``: everything in the response before the first wrong-to-right sentence
+  (``trajectory.WRONG_TO_RIGHT``: the two of the paper and the released masker's third, "the code may be
+  incorrect"). The sentence itself IS trained: emitting it after a failed attempt is the behaviour
+  composition is meant to teach. By default (``first_attempt_until: switch``) this is the released rule
+  (``sft/dataloader.py``: its ``turn_over_words`` hold no "we can also use ... to verify" sentence), so
+  the right first attempt of a right-right composition, and a self-distilled student's own kept solution
+  before "we can also use text-reasoning", are trained. ``first_attempt_until: any`` also masks before an
+  "also ... verify" sentence (``trajectory.SWITCH_PHRASES``). A response without one keeps its text.
 - ``train_eos``: the appended EOS token is trained when the response ends with ``</answer>`` (trailing
   whitespace allowed), as in the reference; otherwise it is masked, so incomplete trajectories never teach
   the model to stop.
@@ -75,10 +76,10 @@ class MaskConfig:
     executor: bool = True
     error_code: bool = True
     first_attempt: bool = True
-    # What ends the masked first attempt. "any": any transition sentence, as the released code does, so
-    # a right first attempt before "we can also ..." is masked too. "switch": only a wrong-to-right
-    # switch sentence, as the paper's text puts it (the loss skips the *failed* first attempt).
-    first_attempt_until: Literal["any", "switch"] = "any"
+    # What ends the masked first attempt. "switch": only a wrong-to-right sentence, as the released
+    # masker and the paper's text do (the loss skips the *failed* first attempt). "any": also an
+    # "also ... verify" sentence, so a right first attempt is masked too.
+    first_attempt_until: Literal["any", "switch"] = "switch"
     train_eos: bool = True  # train EOS after a final </answer>
 
 
