@@ -131,3 +131,42 @@ def test_self_distillation_joins_open_a_think_block_as_released():
         kind="repaired_wrong",
     )
     assert check_format(code_repair) and "<think>\n" + CODE_TO_TEXT + "\n</think>" in code_repair
+
+
+# ----------------------------------------------------------------------------- 5. grader edge cases
+@pytest.mark.parametrize(
+    "response, gold, correct",
+    [
+        ("<answer>\\boxed{35.0\\%}</answer>", "35", True),  # ToRA's GSM8K outputs hold such answers
+        ("<answer>\\boxed{35\\%}</answer>", "35", True),
+        ("<answer>\\boxed{36\\%}</answer>", "35", False),
+        ("<answer>The solutions are \\boxed{(2, 2)} and \\boxed{(6, 2)}.</answer>", "(2, 2), (6, 2)", True),
+        ("<answer>\\boxed{(6, 2)} and \\boxed{(2, 2)}</answer>", "(2, 2), (6, 2)", True),
+        ("<think>so far \\boxed{(2, 2)}</think><answer>\\boxed{(6, 2)}</answer>", "(2, 2), (6, 2)", False),
+        ("<think>\\boxed{7}</think><answer>\\boxed{(2, 2)}</answer>", "(2,2)", True),
+        ("<answer>\\boxed{\\frac{1}{2004!}}</answer>", "\\frac{1}{2006!}", False),  # math-verify accepts
+        ("<answer>\\boxed{\\frac{1}{2^{99}}}</answer>", "\\frac{1}{2^{98}}", False),  # its issue #14
+        ("<answer>\\boxed{2^{-98}}</answer>", "\\frac{1}{2^{98}}", True),
+        ("<answer>\\boxed{\\frac{1}{2006!}}</answer>", "\\frac{1}{2006!}", True),
+        ("<answer>\\boxed{0.3333333}</answer>", "\\frac{1}{3}", True),  # decimals keep the rounding
+        ("<answer>\\boxed{5 m}</answer>", "5", True),  # math-verify's unit list; docs/GRADING.md
+        ("<answer>\\boxed{5 s}</answer>", "5", True),
+        ("<answer>\\boxed{5 x}</answer>", "5", False),  # a letter that is no unit stays a product
+    ],
+)
+def test_grader_edge_cases(response, gold, correct):
+    from dualdistill.grading import grade
+
+    v = grade(response, gold, timeout=10)
+    assert v.status == "ok" and v.correct is correct, v
+
+
+def test_math_verify_issue_65_returns_within_its_timeout():
+    import time
+
+    from dualdistill.grading import grade
+
+    hang = "<answer>\\boxed{\\dfrac{5^{\\left(5^{\\left(5^{\\left(5^5\\right)}\\right)} - 4\\right)} - 5}{16}}</answer>"
+    start = time.monotonic()
+    v = grade(hang, "1", timeout=1.0)
+    assert v.status == "timeout" and not v.correct and time.monotonic() - start < 30

@@ -97,8 +97,9 @@ def test_check_format_answer_optional() -> None:
 
 
 def test_extract_answer_order() -> None:
-    # 1. the last box inside the (last) answer block wins over boxes elsewhere
-    assert extract_answer("\\boxed{1} <answer>\\boxed{2} then \\boxed{3}</answer> \\boxed{4}") == "3"
+    # 1. the boxes inside the (last) answer block win over boxes elsewhere; several there are one answer
+    assert extract_answer("\\boxed{1} <answer>\\boxed{2} then \\boxed{3}</answer> \\boxed{4}") == "2, 3"
+    assert extract_answer("<answer>\\boxed{3} so \\boxed{3}</answer>") == "3"
     # 2. no box in the answer block: the last box anywhere
     assert extract_answer("\\boxed{1} text \\boxed{5}<answer>five</answer>") == "5"
     # 3. tool-only response: the last non-empty executor output

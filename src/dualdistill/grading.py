@@ -78,6 +78,7 @@ UNITS: frozenset[str] = frozenset(_UNIT_LIST.split())
 _SPACING = re.compile(r"\\[,;:! ]|\\q?quad|\\displaystyle|\\left|\\right|~")
 _WRAPPER = re.compile(r"^\\(?:text|textbf|textrm|mathrm|mathbf|mbox|boxed)\{(.*)\}$", re.S)
 _DEGREE = re.compile(r"(?:\^\s*\{?\\circ\}?|°|\\degree)$")
+_PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\})$")
 _ASSIGN = re.compile(r"^([a-zA-Z])(?:_\{?\w+\}?)?\s*=\s*(?=\S)")
 _UNIT_TEXT = re.compile(r"\\(?:text|mbox|mathrm)\{\s*([^{}]*?)\s*\}(?:\^\{?[23]\}?)?$")
 _UNIT_WORDS = re.compile(r"(?<=[\d.])\s+([a-zA-Z/]+(?:\s+[a-zA-Z/]+)*)(?:\^\{?[23]\}?)?$")
@@ -118,6 +119,7 @@ def normalize(answer: str) -> tuple[str, str | None]:
     if m and "=" not in s[m.end() :]:  # "x = 5", not "a = 1, b = 2"
         var, s = m.group(1), s[m.end() :]
     s = _DEGREE.sub("", s).strip()
+    s = _PERCENT.sub("", s).strip()  # a percent sign is a unit: 35.0\% is 35 (as gold "35" means)
     s = s.removeprefix("\\$").strip()
     s = _strip_units(s)
     if _SPACED_THOUSANDS.match(s):  # "1 234" is 1234 (math-verify would read 1 + 234)
@@ -181,7 +183,52 @@ def _math_verify(pred: str, gold: str, *, timeout: int | None) -> bool:
 
     g = parse(prep(gold), extraction_config=_MV_CONFIG, parsing_timeout=timeout)
     p = parse(prep(pred), extraction_config=_MV_CONFIG, parsing_timeout=timeout)
+    exact = _exact_rationals(g, p)
+    if exact is not None:
+        return exact
     return bool(g and p and verify(g, p, timeout_seconds=timeout))
+
+
+def _exact_rationals(g: list, p: list) -> bool | None:
+    """Two exact rational numbers compare exactly; None for anything else (math-verify decides).
+
+    math-verify compares numbers with a float tolerance, so it accepts ``1/2004!`` for ``1/2006!`` and
+    ``1/2^{99}`` for ``1/2^{98}`` (its issue #14): both are nearly 0. A value sympy holds as an exact
+    Rational (integers, fractions, powers and factorials of them) has one right answer.
+    """
+    if not g or not p:
+        return None
+    a, b = _as_rational(g[0]), _as_rational(p[0])
+    if a is None or b is None:
+        return None
+    return bool(a == b)
+
+
+def _as_rational(x):
+    """``x`` as an exact sympy Rational when it is one and cheap to evaluate, else None.
+
+    Cheap: every exponent is an integer literal of at most 10,000 and every factorial argument at most
+    10,000, so a power tower (math-verify #65) is never expanded here.
+    """
+    import sympy
+
+    if not isinstance(x, sympy.Basic) or x.free_symbols or not x.is_number:
+        return None
+    for node in sympy.preorder_traversal(x):
+        if isinstance(node, sympy.Pow) and not (
+            isinstance(node.exp, sympy.Integer) and abs(node.exp) <= 10_000
+        ):
+            return None
+        if isinstance(node, sympy.factorial) and not (
+            isinstance(node.args[0], sympy.Integer) and 0 <= node.args[0] <= 10_000
+        ):
+            return None
+        if isinstance(node, sympy.Float | sympy.NumberSymbol) or (
+            node.is_Function and not isinstance(node, sympy.factorial)
+        ):
+            return None  # decimals keep math-verify's rounding; pi, sqrt, sin: not rationals
+    value = x.doit()
+    return value if isinstance(value, sympy.Rational) else None
 
 
 def answers_match(pred: str, gold: str) -> bool:

@@ -161,16 +161,17 @@ def boxed_contents(text: str) -> list[str]:
 def extract_answer(text: str) -> str | None:
     r"""The final answer of a response, in this order:
 
-    1. the last ``\boxed{}`` inside the last closed ``<answer>`` block;
-    2. the last ``\boxed{}`` anywhere;
+    1. the ``\boxed{}`` inside the last closed ``<answer>`` block; several there ("enter all
+       solutions": ``\boxed{(2, 2)} and \boxed{(6, 2)}``) are one answer, joined with ``", "``;
+    2. the last ``\boxed{}`` anywhere (an intermediate box in ``<think>`` never joins the answer's);
     3. for tool-only responses (no ``<answer>``, no box), the last non-empty executor output.
     """
     segments = parse(text)
     answers = [s for s in segments if s.kind == "answer" and s.closed]
     if answers:
-        boxes = boxed_contents(answers[-1].body)
+        boxes = [b.strip() for b in boxed_contents(answers[-1].body) if b.strip()]
         if boxes:
-            return boxes[-1].strip()
+            return ", ".join(dict.fromkeys(boxes))  # a box repeated verbatim counts once
     boxes = boxed_contents(text)
     if boxes:
         return boxes[-1].strip()
