@@ -38,7 +38,7 @@ def run(coro):
 
 @pytest.fixture
 def pool():
-    pool = make_pool(AgentConfig(sandbox_concurrency=4))
+    pool = make_pool(AgentConfig(template="plain", sandbox_concurrency=4))
     yield pool
     asyncio.run(pool.close())
 
@@ -47,9 +47,9 @@ def test_exact_interleaving_prompt_code_executor_answer(pool):
     code = "<think>multiply</think><code>\nprint(6 * 7)\n</code>"
     answer = "<answer>\\boxed{42}</answer>"
     backend = ScriptedBackend([code + "NOT SEEN", answer + " trailing"])
-    config = AgentConfig(budget=1000)
+    config = AgentConfig(template="plain", budget=1000)
     rec = run(run_agent(PROBLEM, backend, pool, config, seed=7))
-    prompt = build_prompt(PROBLEM.question, template="paper", tools=True)
+    prompt = build_prompt(PROBLEM.question, template="plain", tools=True)
     assert rec.prompt == prompt
     assert rec.response == code + executor_block("42") + answer
     assert [c.prompt for c in backend.calls] == [prompt, prompt + code + executor_block("42")]
@@ -72,7 +72,7 @@ def test_session_state_persists_within_a_trajectory(pool):
     backend = ScriptedBackend(
         ["<code>\nx = 20\n</code>", "<code>\nprint(x + 22)\n</code>", "<answer>ok</answer>"]
     )
-    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig()))
+    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(template="plain")))
     assert rec.response.count("<executor>") == 2
     assert executor_block("42") in rec.response
     assert [c["status"] for c in rec.tool_calls] == ["ok", "ok"]
@@ -82,7 +82,7 @@ def test_tool_cap_injects_note_once_and_skips_the_block(pool):
     blocks = [f"<code>\nprint('RAN{i}')\n</code>" for i in range(4)]
     answer = "<answer>\\boxed{1}</answer>"
     backend = ScriptedBackend([*blocks[:3], blocks[3] + answer])
-    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(max_tool_calls=2)))
+    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(template="plain", max_tool_calls=2)))
     assert "RAN0\n</executor>" in rec.response and "RAN1\n</executor>" in rec.response
     assert "RAN2\n</executor>" not in rec.response  # beyond the cap: not executed
     assert rec.response.count(TOOL_CAP_NOTE) == 1
@@ -96,7 +96,7 @@ def test_tool_cap_injects_note_once_and_skips_the_block(pool):
 
 def test_zero_tool_calls_allowed_never_runs_code(pool):
     backend = ScriptedBackend(["<code>\nprint(1)\n</code>", "<answer>x</answer>"])
-    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(max_tool_calls=0)))
+    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(template="plain", max_tool_calls=0)))
     assert rec.tool_calls == [] and "<executor>" not in rec.response and rec.tool_cap_hit
 
 
@@ -105,7 +105,7 @@ def test_budget_counts_injected_executor_tokens(pool):
     injected = executor_block("x" * 30)
     budget = len(code) + len(injected) + 10
     backend = ScriptedBackend([code, "y" * 50])
-    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(budget=budget)))
+    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(template="plain", budget=budget)))
     assert backend.calls[1].max_new_tokens == 10
     assert rec.response == code + injected + "y" * 10
     assert rec.n_tokens == budget and rec.finish_reason == "budget"
@@ -114,7 +114,7 @@ def test_budget_counts_injected_executor_tokens(pool):
 def test_executor_output_past_the_budget_ends_the_trajectory(pool):
     code = "<code>\nprint('z' * 200)\n</code>"
     backend = ScriptedBackend([code, "never asked"])
-    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(budget=len(code) + 5)))
+    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(template="plain", budget=len(code) + 5)))
     assert len(backend.calls) == 1
     assert rec.finish_reason == "budget" and rec.n_tokens > len(code) + 5
 
@@ -122,7 +122,7 @@ def test_executor_output_past_the_budget_ends_the_trajectory(pool):
 def test_block_ending_exactly_at_the_budget_is_not_run(pool):
     code = "<code>\nprint('late')\n</code>"
     backend = ScriptedBackend([code])
-    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(budget=len(code))))
+    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(template="plain", budget=len(code))))
     assert rec.finish_reason == "budget" and rec.tool_calls == [] and rec.response == code
 
 
@@ -136,11 +136,13 @@ def test_no_tools_uses_no_sandbox_and_never_stops_at_code():
 
 def test_tools_without_pool_is_a_clear_error():
     with pytest.raises(ValueError, match="no sandbox pool"):
-        run(run_agent(PROBLEM, ScriptedBackend([""]), None, AgentConfig()))
+        run(run_agent(PROBLEM, ScriptedBackend([""]), None, AgentConfig(template="plain")))
 
 
 def test_end_of_text_without_answer_is_stop():
-    rec = run(run_agent(PROBLEM, ScriptedBackend(["I give up."]), None, AgentConfig(tools=False)))
+    rec = run(
+        run_agent(PROBLEM, ScriptedBackend(["I give up."]), None, AgentConfig(template="plain", tools=False))
+    )
     assert rec.finish_reason == "stop" and rec.response == "I give up."
 
 
@@ -179,7 +181,11 @@ def _metrics(records: list[dict]) -> dict:
 def test_run_many_grades_appends_and_skips_done(tmp_path, pool):
     out = tmp_path / "records.jsonl"
     backend = ScriptedBackend(toy_responder)
-    records = run(run_many(problems(), backend, pool, AgentConfig(), samples=3, out_path=out, progress=False))
+    records = run(
+        run_many(
+            problems(), backend, pool, AgentConfig(template="plain"), samples=3, out_path=out, progress=False
+        )
+    )
     assert len(records) == 18 and len(list(read_jsonl(out))) == 18
     assert [(r["problem_id"], r["sample_index"]) for r in records] == [
         (f"q{i}", j) for i in range(6) for j in range(3)
@@ -189,16 +195,24 @@ def test_run_many_grades_appends_and_skips_done(tmp_path, pool):
         assert r["grade_status"] is not None and r["source"] == "toy"
     assert any(r["tool_calls"] for r in records) and not all(r["correct"] for r in records)
     again = ScriptedBackend(toy_responder)
-    records2 = run(run_many(problems(), again, pool, AgentConfig(), samples=3, out_path=out, progress=False))
+    records2 = run(
+        run_many(
+            problems(), again, pool, AgentConfig(template="plain"), samples=3, out_path=out, progress=False
+        )
+    )
     assert again.calls == [] and records2 == records
     # More samples later: only the new ones are generated.
-    run(run_many(problems(), again, pool, AgentConfig(), samples=4, out_path=out, progress=False))
+    run(
+        run_many(
+            problems(), again, pool, AgentConfig(template="plain"), samples=4, out_path=out, progress=False
+        )
+    )
     assert len(list(read_jsonl(out))) == 24
 
 
 def test_resume_after_failure_and_torn_line_gives_the_same_metrics(tmp_path, pool):
     clean = tmp_path / "clean.jsonl"
-    cfg = AgentConfig()
+    cfg = AgentConfig(template="plain")
     reference = run(
         run_many(
             problems(), ScriptedBackend(toy_responder), pool, cfg, samples=3, out_path=clean, progress=False
@@ -235,7 +249,7 @@ from scripted_backend import ScriptedBackend
 from test_agent import problems, toy_responder
 from dualdistill.agent import AgentConfig, run_many
 backend = ScriptedBackend(toy_responder, delay_s=0.05)
-cfg = AgentConfig(tools=False, concurrency=2)
+cfg = AgentConfig(template="plain", tools=False, concurrency=2)
 asyncio.run(run_many(problems(), backend, None, cfg, samples=3, out_path={out!r}, progress=False))
 """
 
@@ -251,7 +265,7 @@ def test_resume_after_sigkill(tmp_path):
     proc.wait()
     written = out.read_text().count("\n")
     assert 4 <= written < 18, written
-    cfg = AgentConfig(tools=False)
+    cfg = AgentConfig(template="plain", tools=False)
     backend = ScriptedBackend(toy_responder)
     records = run(run_many(problems(), backend, None, cfg, samples=3, out_path=out, progress=False))
     keys = [(r["problem_id"], r["sample_index"]) for _, r in read_jsonl(out)]
@@ -274,7 +288,17 @@ def test_waiting_on_the_sandbox_does_not_block_other_trajectories(tmp_path, pool
 
     out = tmp_path / "r.jsonl"
     backend = ScriptedBackend(responder)
-    run(run_many([slow, fast], backend, pool, AgentConfig(), samples=1, out_path=out, progress=False))
+    run(
+        run_many(
+            [slow, fast],
+            backend,
+            pool,
+            AgentConfig(template="plain"),
+            samples=1,
+            out_path=out,
+            progress=False,
+        )
+    )
     order = [r["problem_id"] for _, r in read_jsonl(out)]
     assert order == ["fast", "slow"]
     fast_record = next(r for _, r in read_jsonl(out) if r["problem_id"] == "fast")
@@ -327,7 +351,7 @@ def test_hf_backend_generates_after_the_injected_executor_text(tiny_model_dir, p
 def test_a_stray_close_tag_is_not_executed(pool):
     first = "<code>\nprint(1)\n</code>"
     backend = ScriptedBackend([first, "so print(2) </code>", "<answer>\\boxed{1}</answer>"])
-    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig()))
+    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(template="plain")))
     assert rec.response == first + executor_block("1") + "so print(2) </code><answer>\\boxed{1}</answer>"
     assert len(rec.tool_calls) == 1 and rec.finish_reason == "answer"
 
@@ -335,5 +359,5 @@ def test_a_stray_close_tag_is_not_executed(pool):
 def test_a_block_opened_inside_think_still_runs(pool):
     first = "<think>let me check <code>\nprint(3 * 3)\n</code>"
     backend = ScriptedBackend([first, "</think><answer>\\boxed{9}</answer>"])
-    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig()))
+    rec = run(run_agent(PROBLEM, backend, pool, AgentConfig(template="plain")))
     assert rec.response.startswith(first + executor_block("9")) and len(rec.tool_calls) == 1

@@ -170,3 +170,63 @@ def test_math_verify_issue_65_returns_within_its_timeout():
     start = time.monotonic()
     v = grade(hang, "1", timeout=1.0)
     assert v.status == "timeout" and not v.correct and time.monotonic() - start < 30
+
+
+# ----------------------------------------------------------------------------- 1. the released prompts
+# Copied character for character from StigLidu/DualDistill at e9beabe (math_utils/utils.py and
+# sft/evaluate.py), so the comparison is with the released strings, not with our own constants.
+RELEASED_SYSTEM_PROMPT_TPL = (
+    "A conversation between User and Assistant. The user asks a question, "
+    "and the Assistant solves it.\n"
+    "The assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. \n"
+    "The reasoning process and answer are enclosed within <think> </think> and "
+    "<answer> </answer> tags, respectively, i.e., <think> reasoning process here "
+    "</think> <answer> answer here </answer>.\n\n"
+    "The final answer should be enclosed within \\boxed tags, i.e., "
+    "\\boxed{{answer here}}.\n\n"
+    "{code_instruction}\n\n"
+    "Do not write text outside the tags."
+)
+RELEASED_CODE_INSTRUCTION = """Meanwhile, you can use Python code to help you reasoning. The code should be enclosed within <code> </code> tags. For example, <code> code here </code>.
+A executor will run the code and provide feedback immediately after the code. The executor feedback should be enclosed within <executor> </executor> tags.
+You can use the executor feedback to improve your reasoning.
+"""
+RELEASED_INPUT_FORMAT = """A conversation between User and Assistant. The user asks a question, and the Assistant solves it.
+The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. 
+The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>.
+The final answer should be enclosed within \\boxed tags, i.e., \\boxed{{answer here}}.
+{code_instruction}
+
+<｜User｜>{problem}
+
+<｜Assistant｜><think>
+"""  # noqa: W291  (the released text has a trailing space)
+
+
+@pytest.mark.parametrize("question", ["What is 6 * 7?", "  Find $x$ if $2x = 4$.\n"])
+def test_paper_prompts_are_the_released_ones_character_for_character(question):
+    from dualdistill.prompts import build_prompt, generation_prefix
+
+    system = RELEASED_SYSTEM_PROMPT_TPL.format(code_instruction=RELEASED_CODE_INSTRUCTION)
+    train = system + "\n\n<｜User｜>" + question + "\n\n<｜Assistant｜>"
+    assert build_prompt(question, template="paper", tools=True, purpose="train") == train
+    for tools in (True, False):
+        released = RELEASED_INPUT_FORMAT.format(
+            problem=question, code_instruction=RELEASED_CODE_INSTRUCTION if tools else ""
+        )
+        assert build_prompt(question, template="paper", tools=tools, purpose="generate") == released
+    assert generation_prefix("paper") == "<think>\n" and generation_prefix("compact") == ""
+
+
+def test_the_agent_starts_a_paper_response_with_the_prefill(tiny_model_dir):
+    import asyncio
+
+    from dualdistill.agent import AgentConfig, run_agent
+    from dualdistill.backends.hf import HFBackend
+    from dualdistill.problems import Problem
+
+    config = AgentConfig(tools=False, template="paper", budget=4, temperature=0.0)
+    with HFBackend(tiny_model_dir, max_batch=1) as backend:
+        record = asyncio.run(run_agent(Problem("p", "What is 1+1?", "2"), backend, None, config))
+    assert record.prompt.endswith("<｜Assistant｜><think>\n") and record.response.startswith("<think>\n")

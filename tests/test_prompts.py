@@ -42,10 +42,11 @@ def chat_tokenizer(chat_model_dir):
     return AutoTokenizer.from_pretrained(chat_model_dir)
 
 
-def test_paper_and_compact_templates():
-    paper = build_prompt(QUESTION, template="paper", tools=True)
-    assert PAPER_CODE_INSTRUCTION in paper and paper.endswith(f"User: {QUESTION}\nAssistant: ")
-    assert PAPER_CODE_INSTRUCTION not in build_prompt(QUESTION, template="paper", tools=False)
+def test_plain_and_compact_templates():
+    plain = build_prompt(QUESTION, template="plain", tools=True)
+    assert PAPER_CODE_INSTRUCTION in plain and plain.endswith(f"User: {QUESTION}\nAssistant: ")
+    assert PAPER_CODE_INSTRUCTION not in build_prompt(QUESTION, template="plain", tools=False)
+    assert build_prompt(QUESTION, template="plain", purpose="train") == plain  # one prompt for both
     assert (
         build_prompt(QUESTION, template="compact", tools=False)
         == f"Problem (no tools): {QUESTION}\nSolution: "

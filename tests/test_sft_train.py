@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 from dualdistill.cli import app
 from dualdistill.config import load_config
 from dualdistill.prompts import build_prompt
+from dualdistill.recipe import shipped_file
 from dualdistill.sft.masking import IGNORE, MaskConfig, encode
 from dualdistill.sft.train import CONFIG_FILE, SFTConfig, build_trainer, load_examples, load_model, train_run
 from dualdistill.trajectory import CODE_TO_TEXT, executor_block
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = shipped_file("sft_tiny").parent
 
 
 def _records(n: int = 16) -> list[dict]:

@@ -93,7 +93,7 @@ def test_agentic_teacher_over_openai_server_runs_code_in_sandbox(pool):
     ]
     with FakeOpenAIServer(script) as srv:
         backend = OpenAIBackend(srv.url, "agent", max_retries=0)
-        teacher = AgenticTeacher(backend, pool, AgentConfig(budget=2000))
+        teacher = AgenticTeacher(backend, pool, AgentConfig(template="plain", budget=2000))
         out = run(
             _closing(
                 pool, teacher.solve(PROBLEM, previous="<think>guess</think>\n<answer>\\boxed{40}</answer>")
@@ -129,7 +129,12 @@ def test_planted_secret_is_not_visible_to_agentic_teacher_code(monkeypatch, pool
     ]
     with FakeOpenAIServer(script) as srv:
         backend = OpenAIBackend(srv.url, "agent", max_retries=0)
-        out = run(_closing(pool, AgenticTeacher(backend, pool, AgentConfig(budget=100_000)).solve(PROBLEM)))
+        out = run(
+            _closing(
+                pool,
+                AgenticTeacher(backend, pool, AgentConfig(template="plain", budget=100_000)).solve(PROBLEM),
+            )
+        )
     executor = [s.body for s in tj.parse(out) if s.kind == "executor"]
     assert len(executor) == 1 and "ENV-ENTRIES" in executor[0]  # the snooping code did run
     assert "/proc/self/environ" in executor[0]
@@ -264,7 +269,11 @@ def test_agentic_teacher_over_anthropic_continues_after_executor(monkeypatch, an
     srv = anthropic_server([message("<code>\nprint(6 * 7)\n", "stop_sequence", "</code>"),
                             message("\n<answer>\n\\boxed{42}\n", "stop_sequence", "</answer>")])  # fmt: skip
     backend = AnthropicBackend(AnthropicConfig(base_url=srv.url, max_retries=0))
-    out = run(_closing(pool, AgenticTeacher(backend, pool, AgentConfig(budget=4000)).solve(PROBLEM)))
+    out = run(
+        _closing(
+            pool, AgenticTeacher(backend, pool, AgentConfig(template="plain", budget=4000)).solve(PROBLEM)
+        )
+    )
     assert tj.check_format(out).valid and tj.extract_answer(out) == "42"
     assert "<executor>\n42\n</executor>" in out
     first, second = (body["messages"] for _, _, body in srv.requests)

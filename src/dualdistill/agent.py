@@ -50,7 +50,7 @@ from typing import Any, Literal, Protocol
 
 from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
-from dualdistill.prompts import TOOL_CAP_NOTE, PromptTemplate, build_prompt
+from dualdistill.prompts import TOOL_CAP_NOTE, PromptTemplate, build_prompt, generation_prefix
 from dualdistill.records import JsonlAppender, done_keys, unique_records
 from dualdistill.trajectory import executor_block
 
@@ -269,6 +269,7 @@ async def run_agent(
         tokenizer=_chat_tokenizer(backend, config),
     )
     t = _Trajectory(backend, config)
+    t.response = generation_prefix(config.template)  # the released "<think>\n" prefill (paper template)
     skip = prompt_problem(prompt, backend, config)
     if skip is not None:
         return AgentRecord(

@@ -1,21 +1,31 @@
-"""Prompt templates shared by inference, teachers and SFT (the same prompt at train and test time).
+"""Prompt templates shared by inference, teachers and SFT.
 
-``paper`` is the released DualDistill template (a system-style preamble, the code instruction when tools
-are on, then the question). ``compact`` carries the same information in a few tokens; the embedded world
-uses it because the tiny student's context and CPU time are small. ``chat`` is for instruct models: the
-paper's preamble as the system message and the question as the user turn, rendered with the tokenizer's
-own chat template (so it needs that tokenizer).
+``paper`` is the released DualDistill code's, exactly, in its two forms:
 
-Guarantee: ``build_prompt`` is a pure function of (question, template, tools[, tokenizer's chat template]);
-SFT and evaluation call it with the same arguments, so the student is trained on exactly the prompt it is
-later asked with.
+- *train* (``sft/dataloader.py``): the system text (with "Do not write text outside the tags."), then
+  ``"\n\n<｜User｜>" + question + "\n\n<｜Assistant｜>"``; the response follows. ``<｜User｜>`` and
+  ``<｜Assistant｜>`` are DeepSeek's markers, single tokens for R1-Distill's tokenizer.
+- *generate* (``sft/evaluate.py`` and the self-distillation sampler): single newlines, no "Do not
+  write ..." line, and a prefilled ``<think>\n`` after ``<｜Assistant｜>``. ``generation_prefix`` returns
+  that prefill; the agent puts it at the start of the response, so records hold whole trajectories.
+
+``plain`` is this project's earlier template (the system text, then ``User: … Assistant: ``), one prompt
+for both. ``compact`` carries the same information in a few tokens; the embedded world uses it because
+the tiny student's context and CPU time are small. ``chat`` is for instruct models: the paper's system
+text as the system message and the question as the user turn, rendered with the tokenizer's own chat
+template (so it needs that tokenizer).
+
+Guarantee: ``build_prompt`` is a pure function of (question, template, tools, purpose[, tokenizer's chat
+template]). For every template but ``paper`` both purposes give one prompt, so the student is trained on
+exactly the prompt it is later asked with; for ``paper`` they differ exactly as the released code's do.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-PromptTemplate = Literal["paper", "compact", "chat"]
+PromptTemplate = Literal["paper", "plain", "compact", "chat"]
+Purpose = Literal["train", "generate"]
 TEMPLATES: tuple[str, ...] = get_args(PromptTemplate)
 
 PAPER_SYSTEM = (
@@ -36,21 +46,58 @@ PAPER_CODE_INSTRUCTION = (
 TOOL_CAP_NOTE = "\nThe number of code calls is over the limit. No more code can be run; answer now.\n"
 
 
+# The released evaluation prompt (sft/evaluate.py ``input_format``), before ``.format``.
+RELEASED_EVAL_FORMAT = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it.\n"
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    "the answer. \nThe reasoning process and answer are enclosed within <think> </think> and <answer> "
+    "</answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here "
+    "</answer>.\nThe final answer should be enclosed within \\boxed tags, i.e., \\boxed{{answer here}}."
+    "\n{code_instruction}\n\n<｜User｜>{problem}\n\n<｜Assistant｜><think>\n"
+)
+USER, ASSISTANT = "<｜User｜>", "<｜Assistant｜>"
+THINK_PREFILL = "<think>\n"
+
+
 def paper_system(tools: bool) -> str:
     system = PAPER_SYSTEM.replace("{code_instruction}", PAPER_CODE_INSTRUCTION if tools else "")
     return system.replace("{{", "{").replace("}}", "}")
 
 
+def generation_prefix(template: PromptTemplate) -> str:
+    """What a generated response starts with, already in the prompt (the released ``<think>\n``)."""
+    return THINK_PREFILL if template == "paper" else ""
+
+
+def assistant_marker(template: PromptTemplate) -> str:
+    """Where the prompt's user turn ends, for APIs that take messages (the Anthropic teacher)."""
+    return {"paper": f"\n\n{ASSISTANT}", "plain": "\nAssistant: ", "compact": "\nSolution: "}.get(
+        template, ""
+    )
+
+
 def build_prompt(
-    question: str, *, template: PromptTemplate = "paper", tools: bool = True, tokenizer: Any = None
+    question: str,
+    *,
+    template: PromptTemplate = "paper",
+    tools: bool = True,
+    tokenizer: Any = None,
+    purpose: Purpose = "generate",
 ) -> str:
     """The full prompt text; the model's response starts right after it.
 
+    ``purpose`` is ``train`` in SFT and ``generate`` everywhere a model is asked; only ``paper`` tells
+    them apart (see the module docstring). For ``paper`` the question is used as given, as released.
     ``tokenizer`` is used (and required) only by ``template="chat"``: any Hugging Face tokenizer whose
     ``chat_template`` is set, e.g. ``AutoTokenizer.from_pretrained("Qwen/Qwen2.5-7B-Instruct")``.
     """
-    question = question.strip()
+    if template == "paper" and purpose == "train":
+        return f"{paper_system(tools)}\n\n{USER}{question}\n\n{ASSISTANT}"
     if template == "paper":
+        instruction = PAPER_CODE_INSTRUCTION if tools else ""
+        return RELEASED_EVAL_FORMAT.format(code_instruction=instruction, problem=question)
+    question = question.strip()
+    if template == "plain":
         return f"{paper_system(tools)}\n\nUser: {question}\nAssistant: "
     if template == "compact":
         mode = "tools" if tools else "no tools"

@@ -56,7 +56,7 @@ class TeacherSpec:
     api_key_env: str = ""  # environment variable holding the API key ("" = none)
     path: str = ""  # dataset: file with precomputed responses
     field: str = "r1_solution_1"  # dataset: which field holds the response
-    template: Literal["paper", "compact"] = "paper"
+    template: Literal["paper", "plain", "compact"] = "paper"
     # text teacher: per call; code teacher: the whole trajectory budget
     max_new_tokens: int = bounded(16384, ge=1)
     temperature: float = bounded(0.6, ge=0)
@@ -339,9 +339,10 @@ def _backend(spec: TeacherSpec) -> Any:
     from dualdistill.config import ConfigError
 
     if spec.kind == "anthropic":
+        from dualdistill.prompts import assistant_marker
         from dualdistill.teachers import AnthropicBackend, AnthropicConfig
 
-        marker = "\nAssistant: " if spec.template == "paper" else "\nSolution: "
+        marker = assistant_marker(spec.template)
         return AnthropicBackend(AnthropicConfig(
             model=spec.model or AnthropicConfig.model, api_key_env=spec.api_key_env or "ANTHROPIC_API_KEY",
             base_url=spec.url or None, assistant_marker=marker,

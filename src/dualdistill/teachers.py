@@ -39,7 +39,7 @@ from typing import Any, Literal, Protocol
 from dualdistill.backends import BackendError, Completion
 from dualdistill.config import ConfigError
 from dualdistill.problems import FieldMap, Problem, load_problems
-from dualdistill.prompts import PromptTemplate, build_prompt
+from dualdistill.prompts import PromptTemplate, build_prompt, generation_prefix
 from dualdistill.records import DataError
 
 Strategy = Literal["code", "text"]
@@ -159,7 +159,11 @@ class TextTeacher:
             raise TeacherError("empty", "the backend returned no text")
         if out.finish_reason == "length" and "</think>" not in out.text:
             raise TeacherError("length", f"reasoning cut at max_new_tokens={c.max_new_tokens}")
-        return r1_to_trajectory(out.text) if c.convert_r1 else out.text
+        # The prompt's prefill starts the response, unless the server sent its own <think> (hosted R1).
+        text = (
+            out.text if out.text.lstrip().startswith("<think>") else generation_prefix(c.template) + out.text
+        )
+        return r1_to_trajectory(text) if c.convert_r1 else text
 
 
 # ----------------------------------------------------------------------------- dataset teacher

@@ -33,7 +33,8 @@ def eval_command(
     tools: bool = typer.Option(True, "--tools/--no-tools", help="Let the model run code."),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems of each benchmark."),
     template: str = typer.Option(
-        "paper", help="Prompt template: paper, compact, or chat (the model tokenizer's chat template)."
+        "paper",
+        help="Prompt template: paper (the released prompts), plain, compact, or chat (the tokenizer's).",
     ),
     chat_tokenizer: str | None = typer.Option(
         None,

@@ -33,7 +33,9 @@ def sample_command(
     tools: bool = typer.Option(True, "--tools/--no-tools"),
     max_tool_calls: int = typer.Option(10, min=0),
     executor_timeout: float = typer.Option(3.0, min=0.1, help="Seconds per code block."),
-    template: str = typer.Option("paper", help="Prompt template: paper, compact or chat (as in SFT)."),
+    template: str = typer.Option(
+        "paper", help="Prompt template: paper (the released prompts), plain, compact or chat (as in SFT)."
+    ),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems."),
     seed: int = typer.Option(0),
     progress: bool = typer.Option(True, "--progress/--no-progress"),

@@ -310,5 +310,7 @@ def encode_record(
     for key in ("problem", "text"):
         if not isinstance(record.get(key), str) or not record[key]:
             raise DataError(path, f"missing or empty string field '{key}'", line=line)
-    prompt = build_prompt(record["problem"], template=template, tools=tools, tokenizer=tokenizer)
+    prompt = build_prompt(
+        record["problem"], template=template, tools=tools, tokenizer=tokenizer, purpose="train"
+    )
     return encode(prompt, record["text"], tokenizer, mask, max_length=max_length, truncation=truncation)

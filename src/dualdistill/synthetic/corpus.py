@@ -44,7 +44,9 @@ def synthetic_corpus(n: int = 700, seed: int = 0) -> list[str]:
     for problem in generate(n, seed=10_000 + seed):  # a different draw from any split's
         parsed = parse_question(problem.question)
         docs.append(build_prompt(problem.question, template="compact", tools=True))
-        docs.append(build_prompt(problem.question, template="paper", tools=True))
+        docs.append(
+            build_prompt(problem.question, template="plain", tools=True)
+        )  # the tokenizer's text, unchanged
         docs.append(text_teacher.solve_sync(problem))
         finishes = not (isinstance(parsed, PowMod) and parsed.n > HUGE_EXPONENT)
         output = problem.answer if finishes else timeout
