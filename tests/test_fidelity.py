@@ -230,3 +230,60 @@ def test_the_agent_starts_a_paper_response_with_the_prefill(tiny_model_dir):
     with HFBackend(tiny_model_dir, max_batch=1) as backend:
         record = asyncio.run(run_agent(Problem("p", "What is 1+1?", "2"), backend, None, config))
     assert record.prompt.endswith("<｜Assistant｜><think>\n") and record.response.startswith("<think>\n")
+
+
+# ----------------------------------------------------------------------------- 4. loss weighting
+def test_sequence_and_token_normalization_differ_as_they_should_on_unequal_lengths():
+    import torch
+    import torch.nn.functional as F
+
+    from dualdistill.sft.loss import sequence_mean_loss
+
+    torch.manual_seed(0)
+    vocab = 11
+    # one packed row: a short sequence (2 trained targets) then a long one (6 trained targets)
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+    labels = torch.tensor([[-100, 2, 3, -100, 5, 6, 7, 8, 9, 10]])
+    position_ids = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4, 5, 6]])
+    logits = torch.randn(1, ids.shape[1], vocab)
+    per = F.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100, reduction="none")
+    short, long = per[0:2], per[3:9]  # targets at positions 1-2 and 4-9
+    token_mean = per.sum() / 8
+    sequence_mean = (short.mean() + long.mean()) / 2
+    got = sequence_mean_loss(logits, labels, position_ids)
+    assert torch.isclose(got, sequence_mean) and not torch.isclose(got, token_mean)
+    # the same two sequences as a padded batch of two rows give the same value
+    padded_logits = torch.zeros(2, 7, vocab)
+    padded_logits[0, :3], padded_logits[1, :7] = logits[0, :3], logits[0, 3:]
+    padded_labels = torch.full((2, 7), -100)
+    padded_labels[0, :3], padded_labels[1, :7] = labels[0, :3], labels[0, 3:]
+    assert torch.isclose(sequence_mean_loss(padded_logits, padded_labels), sequence_mean)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_training_with_sequence_normalization_runs(tiny_model_dir, tmp_path, packing):
+    from dualdistill.sft.train import SFTConfig, train_run
+
+    texts = [
+        "<think>a</think><answer>\\boxed{1}</answer>",
+        "<think>" + "b " * 40 + "</think><answer>\\boxed{2}</answer>",
+    ]
+    write_jsonl(tmp_path / "d.jsonl", [{"problem": f"q{i}", "text": t} for i, t in enumerate(texts)])
+    config = SFTConfig(template="compact", max_steps=2, batch_size=2, packing=packing, lr=1e-3, progress=False,
+                       loss_normalization="sequence", schedule="constant", max_length=512)  # fmt: skip
+    result = train_run(config, tmp_path / "d.jsonl", tmp_path / "out", init_model=str(tiny_model_dir))
+    assert result.steps == 2 and result.train_loss is not None and 0 < result.train_loss < 20
+
+
+def test_the_paper_recipe_trains_as_released():
+    from dualdistill.recipe import load_recipe
+
+    sft = load_recipe("paper").sft
+    assert (sft.loss_normalization, sft.schedule, sft.warmup, sft.batch_size, sft.grad_accum) == (
+        "sequence",
+        "constant",
+        0,
+        1,
+        1,
+    )
+    assert sft.template == "paper" and sft.masking.first_attempt_until == "switch"

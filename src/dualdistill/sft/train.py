@@ -61,6 +61,9 @@ class SFTConfig:
     max_time_s: float | None = bounded(None, ge=0)  # stop (and save) after this many seconds of training
     lr: float = bounded(1e-5, gt=0)
     schedule: Literal["constant", "cosine"] = "cosine"
+    # "token": every trained token weighs the same (TRL); "sequence": every trajectory weighs the same,
+    # as the released training's one trajectory per step (sft/loss.py)
+    loss_normalization: Literal["token", "sequence"] = "token"
     warmup: float = bounded(0.0, ge=0)  # a fraction of the steps when < 1, else a number of steps
     weight_decay: float = bounded(0.0, ge=0)
     batch_size: int = bounded(1, ge=1)  # sequences (packed rows when packing) per device per step
@@ -269,7 +272,12 @@ def build_trainer(
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    trainer = SFTTrainer(
+    trainer_class = SFTTrainer
+    if config.loss_normalization == "sequence":
+        from dualdistill.sft.loss import sequence_mean_trainer
+
+        trainer_class = sequence_mean_trainer()
+    trainer = trainer_class(
         model=model,
         args=_trl_args(config, output_dir, bf16),
         train_dataset=Dataset.from_list(rows),
