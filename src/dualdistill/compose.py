@@ -223,6 +223,37 @@ def join(y1: str, transition: str, y2: str) -> str:
     return f"{cut_before_answer(y1).rstrip()}\n\n{transition}\n\n{y2.lstrip()}"
 
 
+# ----------------------------------------------------------------------------- self-distillation cuts and join
+def cut_after_reasoning(response: str) -> str | None:
+    """The response up to the end of its last reasoning block, or ``None`` when it has none.
+
+    The paper cuts a wrong sample after its last ``</think>``: the wrong conclusion and the answer
+    go, the reasoning stays. In our format code may follow the last think block, or there may be no
+    think block at all (a pure-code trajectory); cutting at ``</think>`` would then drop the very code
+    that ``CODE_TO_TEXT`` ("the code is not correct") refers to. So the cut is after the last closed
+    ``</think>``, ``</code>`` or ``</executor>``, whichever comes last. With no such block there is
+    nothing to repair from, and the sample is not used.
+    """
+    blocks = [s for s in tj.parse(response) if s.kind in ("think", "code", "executor") and s.closed]
+    return response[: blocks[-1].end] if blocks else None
+
+
+def join_self_distilled(prefix: str, transition: str, solution: str, *, kind: str) -> str:
+    """Student prefix, transition sentence, teacher solution, as the released code joins them
+    (``processing_self_distillation_traj.py``): the sentence opens a new think block,
+    ``prefix + "\n<think>\n" + sentence + "\n\n" + solution``. A kept prefix is stripped; a repaired one
+    keeps the newline after its last block (the released ``"</think>\n"``), so a blank line comes first.
+
+    The teacher's solution continues that think block, so its own opening ``<think>`` is dropped; a
+    solution that starts otherwise (code, say) gets the block closed before it.
+    """
+    head = prefix.strip() if kind == "kept_correct" else prefix.rstrip() + "\n"
+    body = solution.lstrip()
+    if body.startswith("<think>"):
+        return f"{head}\n<think>\n{transition}\n\n{body[len('<think>') :].lstrip(chr(10))}"
+    return f"{head}\n<think>\n{transition}\n</think>\n\n{body}"
+
+
 def compose_pair(pair: Pair, g1: bool, g2: bool, transitions: Transitions | None = None) -> Composed:
     """Apply the paper's table to one graded pair (``case == "dropped"`` has an empty text)."""
     t = transitions or Transitions()

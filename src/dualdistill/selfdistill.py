@@ -43,7 +43,10 @@ from pathlib import Path
 from typing import Literal
 
 from dualdistill import __version__
-from dualdistill.compose import cut_before_answer
+
+# How samples are cut and joined lives with composition (one module for every cut and join).
+from dualdistill.compose import cut_after_reasoning, cut_before_answer
+from dualdistill.compose import join_self_distilled as join
 from dualdistill.config import bounded, check_bounds, save_config, to_dict
 from dualdistill.problems import Problem, load_problems, write_problems
 from dualdistill.prompts import PromptTemplate
@@ -66,7 +69,6 @@ from dualdistill.trajectory import (
     TEXT_TO_CODE,
     WRONG_TO_RIGHT,
     check_format,
-    parse,
     strategy_facts,
 )
 
@@ -253,37 +255,6 @@ def load_samples(samples_dir: str | Path, *, k: int | None = None) -> list[Probl
             )
         scores.append(ProblemScore(p, [got[i] for i in sorted(got)]))
     return scores
-
-
-# ----------------------------------------------------------------------------- cut points
-def cut_after_reasoning(response: str) -> str | None:
-    """The response up to the end of its last reasoning block, or ``None`` when it has none.
-
-    The paper cuts a wrong sample after its last ``</think>``: the wrong conclusion and the answer
-    go, the reasoning stays. In our format code may follow the last think block, or there may be no
-    think block at all (a pure-code trajectory); cutting at ``</think>`` would then drop the very code
-    that ``CODE_TO_TEXT`` ("the code is not correct") refers to. So the cut is after the last closed
-    ``</think>``, ``</code>`` or ``</executor>``, whichever comes last. With no such block there is
-    nothing to repair from, and the sample is not used.
-    """
-    blocks = [s for s in parse(response) if s.kind in ("think", "code", "executor") and s.closed]
-    return response[: blocks[-1].end] if blocks else None
-
-
-def join(prefix: str, transition: str, solution: str, *, kind: Kind) -> str:
-    """Student prefix, transition sentence, teacher solution, as the released code joins them
-    (``processing_self_distillation_traj.py``): the sentence opens a new think block,
-    ``prefix + "\n<think>\n" + sentence + "\n\n" + solution``. A kept prefix is stripped; a repaired one
-    keeps the newline after its last block (the released ``"</think>\n"``), so a blank line comes first.
-
-    The teacher's solution continues that think block, so its own opening ``<think>`` is dropped; a
-    solution that starts otherwise (code, say) gets the block closed before it.
-    """
-    head = prefix.strip() if kind == "kept_correct" else prefix.rstrip() + "\n"
-    body = solution.lstrip()
-    if body.startswith("<think>"):
-        return f"{head}\n<think>\n{transition}\n\n{body[len('<think>') :].lstrip(chr(10))}"
-    return f"{head}\n<think>\n{transition}\n</think>\n\n{body}"
 
 
 # ----------------------------------------------------------------------------- 3. selection
