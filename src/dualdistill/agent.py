@@ -243,7 +243,8 @@ def prompt_problem(prompt: str, backend: Backend, config: AgentConfig) -> str | 
     if len(prompt) > config.max_prompt_chars:
         return f"prompt of {len(prompt):,} characters > max_prompt_chars {config.max_prompt_chars:,}"
     context = getattr(backend, "context_length", None)
-    if context:
+    # A token covers at least one byte, so a prompt with fewer bytes than positions fits untokenized.
+    if context and len(prompt.encode()) >= context:
         n = backend.count_tokens(prompt)
         if n >= context:
             return f"prompt of {n:,} tokens does not fit the model's context of {context:,}"
