@@ -287,3 +287,37 @@ def test_the_paper_recipe_trains_as_released():
         1,
     )
     assert sft.template == "paper" and sft.masking.first_attempt_until == "switch"
+
+
+@pytest.mark.parametrize(
+    "response, gold, correct",
+    [
+        # decisions pinned from Math-Verify's suite (docs/GRADING.md, "Public suites")
+        ("<answer>\\boxed{1000,99}</answer>", "1000.99", False),  # no decimal comma
+        ("<answer>\\boxed{1,000.99}</answer>", "1000.99", True),  # a thousands comma
+        ("<think>x</think> So \\boxed{-2} and \\boxed{1}", "1,-2", False),  # no answer block: the last box
+        ("<think>x</think><answer>\\boxed{-2} and \\boxed{1}</answer>", "1,-2", True),  # in one: one answer
+    ],
+)
+def test_grader_decisions_from_the_public_suite(response, gold, correct):
+    from dualdistill.grading import grade
+
+    assert grade(response, gold, timeout=10).correct is correct
+
+
+def test_the_suite_runner_reads_parametrized_cases(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    suite = tmp_path / "t.py"
+    suite.write_text(
+        'import pytest\n@pytest.mark.parametrize("gold,pred,expected", [("1", "$1$", 1), ("2", "$3$", 0)])\ndef test_x(gold, pred, expected):\n    pass\n'
+    )
+    spec = importlib.util.spec_from_file_location(
+        "grader_suites", Path(__file__).parent.parent / "bench" / "grader_suites.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cases = mod.labelled_cases(suite)
+    assert cases == [("1", "$1$", 1, "test_x"), ("2", "$3$", 0, "test_x")]
+    assert [mod.our_verdict(g, p) for g, p, _, _ in cases] == [True, False]

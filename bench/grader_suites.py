@@ -1,0 +1,90 @@
+"""Run a public grader suite's labelled cases through our grader and list where we disagree.
+
+Today: Math-Verify's ``tests/test_all.py``. Its ``@pytest.mark.parametrize("gold,pred,expected", …)``
+lists are read with ``ast`` (no code from the file runs). Math-Verify extracts answers from free text;
+we grade boxed final answers. So a ``pred`` with a ``\\boxed{}`` is graded as a response
+(``grading.grade``), and any other ``pred`` is taken as the final answer itself (``answers_match``, with
+surrounding ``$`` removed). A case we cannot read as an answer counts as a disagreement of the class
+``extraction``.
+
+Usage::
+
+    git -C MATH_VERIFY_CHECKOUT show HEAD:tests/test_all.py > /tmp/mv_test_all.py
+    python bench/grader_suites.py /tmp/mv_test_all.py [--show 40]
+
+Prints one JSON line (cases, agree, by class) and the disagreements, one per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+
+def labelled_cases(path: Path) -> list[tuple[str, str, int, str]]:
+    """``(gold, pred, expected, test name)`` of every ``gold,pred,expected`` parametrize list."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = []
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        for dec in fn.decorator_list:
+            if not (isinstance(dec, ast.Call) and getattr(dec.func, "attr", "") == "parametrize"):
+                continue
+            names = dec.args[0]
+            if not (isinstance(names, ast.Constant) and names.value.replace(" ", "") == "gold,pred,expected"):
+                continue
+            try:
+                rows = ast.literal_eval(dec.args[1])
+            except ValueError:
+                continue  # rows built by code, not literals
+            out += [(str(g), str(p), int(e), fn.name) for g, p, e in rows]
+    return out
+
+
+def our_verdict(gold: str, pred: str) -> bool | None:
+    """Our decision, or None when ``pred`` is no answer we read (free text without a box)."""
+    from dualdistill.grading import answers_match, grade
+
+    if "\\boxed" in pred:
+        v = grade(pred, gold, timeout=10)
+        return None if v.status == "no_answer" else bool(v.correct)
+    answer = pred.strip().strip("$").strip()
+    if not answer or len(answer.split()) > 6:
+        return None  # a sentence, not an answer
+    try:
+        return bool(answers_match(answer, gold.strip().strip("$").strip()))
+    except Exception:
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("suite", type=Path)
+    ap.add_argument("--show", type=int, default=40)
+    args = ap.parse_args()
+    cases = labelled_cases(args.suite)
+    classes: Counter = Counter()
+    rows = []
+    for gold, pred, expected, test in cases:
+        ours = our_verdict(gold, pred)
+        if ours is None:
+            kind = "extraction"
+        elif ours == bool(expected):
+            kind = "agree"
+        else:
+            kind = "false_accept" if ours else "false_reject"
+        classes[kind] += 1
+        if kind != "agree":
+            rows.append({"test": test, "gold": gold, "pred": pred, "expected": expected, "kind": kind})
+    print(json.dumps({"suite": str(args.suite), "cases": len(cases), **dict(classes)}))
+    for r in rows[: args.show]:
+        print(json.dumps(r, ensure_ascii=False))
+    if len(rows) > args.show:
+        print(f"... {len(rows) - args.show} more", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
