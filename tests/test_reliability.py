@@ -464,3 +464,14 @@ def test_compose_refuses_to_overwrite_its_input_and_empty_inputs_say_so(tmp_path
             args,
             res.output,
         )
+
+
+def test_a_real_recipe_run_again_with_the_workdir_spelled_relatively_skips_every_stage(tmp_path, monkeypatch):
+    args = ["run", "embedded_quick", "--until", "compose", "world.n=40", "compose.decontaminate=false"]
+    first = CliRunner().invoke(app, [*args, "--workdir", str(tmp_path / "w")])
+    assert first.exit_code == 0, first.output
+    monkeypatch.chdir(tmp_path)
+    again = CliRunner().invoke(app, [*args, "--workdir", "w"])
+    assert again.exit_code == 0, again.output
+    ran = [line for line in again.output.splitlines() if ": running" in line]
+    assert ran == [] and again.output.count("up to date, skipped") == 4, again.output
