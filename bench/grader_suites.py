@@ -1,7 +1,11 @@
 """Run a public grader suite's labelled cases through our grader and list where we disagree.
 
-Today: Math-Verify's ``tests/test_all.py``. Its ``@pytest.mark.parametrize("gold,pred,expected", …)``
-lists are read with ``ast`` (no code from the file runs). Math-Verify extracts answers from free text;
+Two suites are read, both with ``ast`` (no code from them runs):
+
+- Math-Verify's ``tests/test_all.py``: its ``@pytest.mark.parametrize("gold,pred,expected", …)`` lists;
+- MARIO_EVAL's ``math_evaluation/tests/test_is_equiv.py`` (``--format mario``): each ``test_in`` /
+  ``test_out`` assignment pair followed by ``self.assertTrue(…)`` (equal) or ``self.assertFalse(…)``.
+ Math-Verify extracts answers from free text;
 we grade boxed final answers. So a ``pred`` with a ``\\boxed{}`` is graded as a response
 (``grading.grade``), and any other ``pred`` is taken as the final answer itself (``answers_match``, with
 surrounding ``$`` removed). A case we cannot read as an answer counts as a disagreement of the class
@@ -11,6 +15,8 @@ Usage::
 
     git -C MATH_VERIFY_CHECKOUT show HEAD:tests/test_all.py > /tmp/mv_test_all.py
     python bench/grader_suites.py /tmp/mv_test_all.py [--show 40]
+    git -C MARIO_EVAL_CHECKOUT show HEAD:math_evaluation/tests/test_is_equiv.py > /tmp/mario_test.py
+    python bench/grader_suites.py /tmp/mario_test.py --format mario
 
 Prints one JSON line (cases, agree, by class) and the disagreements, one per line.
 """
@@ -44,6 +50,30 @@ def labelled_cases(path: Path) -> list[tuple[str, str, int, str]]:
     return out
 
 
+def mario_cases(path: Path) -> list[tuple[str, str, int, str]]:
+    """``(test_out as gold, test_in as pred, expected, test name)`` from MARIO_EVAL's unittest file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        values: dict[str, str] = {}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                for t in node.targets:
+                    if isinstance(t, ast.Name) and t.id in ("test_in", "test_out"):
+                        values[t.id] = str(node.value.value)
+            call = node.value if isinstance(node, ast.Expr) else None
+            asserts = isinstance(call, ast.Call) and getattr(call.func, "attr", "") in (
+                "assertTrue",
+                "assertFalse",
+            )
+            if asserts and {"test_in", "test_out"} <= set(values):
+                expected = int(call.func.attr == "assertTrue")
+                out.append((values["test_out"], values["test_in"], expected, fn.name))
+    return out
+
+
 def our_verdict(gold: str, pred: str) -> bool | None:
     """Our decision, or None when ``pred`` is no answer we read (free text without a box)."""
     from dualdistill.grading import answers_match, grade
@@ -64,8 +94,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("suite", type=Path)
     ap.add_argument("--show", type=int, default=40)
+    ap.add_argument("--format", choices=("math-verify", "mario"), default="math-verify")
     args = ap.parse_args()
-    cases = labelled_cases(args.suite)
+    cases = mario_cases(args.suite) if args.format == "mario" else labelled_cases(args.suite)
     classes: Counter = Counter()
     rows = []
     for gold, pred, expected, test in cases:

@@ -321,3 +321,21 @@ def test_the_suite_runner_reads_parametrized_cases(tmp_path):
     cases = mod.labelled_cases(suite)
     assert cases == [("1", "$1$", 1, "test_x"), ("2", "$3$", 0, "test_x")]
     assert [mod.our_verdict(g, p) for g, p, _, _ in cases] == [True, False]
+
+
+def test_the_suite_runner_reads_mario_eval_unittests(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    suite = tmp_path / "m.py"
+    suite.write_text(
+        "class T:\n    def test_a(self):\n        test_in = '1/2'\n        test_out = '0.5'\n"
+        "        self.assertTrue(f(test_in, test_out))\n        test_in = '3'\n        test_out = '4'\n"
+        "        self.assertFalse(f(test_in, test_out))\n"
+    )
+    spec = importlib.util.spec_from_file_location(
+        "grader_suites", Path(__file__).parent.parent / "bench" / "grader_suites.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.mario_cases(suite) == [("0.5", "1/2", 1, "test_a"), ("4", "3", 0, "test_a")]
