@@ -5,6 +5,11 @@ Two suites are read, both with ``ast`` (no code from them runs):
 - Math-Verify's ``tests/test_all.py``: its ``@pytest.mark.parametrize("gold,pred,expected", …)`` lists;
 - MARIO_EVAL's ``math_evaluation/tests/test_is_equiv.py`` (``--format mario``): each ``test_in`` /
   ``test_out`` assignment pair followed by ``self.assertTrue(…)`` (equal) or ``self.assertFalse(…)``.
+
+``--format tora`` reads a ToRA output file (``src/outputs/llm-agents/*/gsm8k/*.jsonl``: ``code``, the
+responses, ``pred``, ToRA's extracted answers, and ``gt``). It has no per-item labels, only the mean in
+the ``.metrics`` beside it, so it prints our accuracy on the boxed responses and on ToRA's own ``pred``,
+to compare with that mean, and the items where the two readings disagree.
  Math-Verify extracts answers from free text;
 we grade boxed final answers. So a ``pred`` with a ``\\boxed{}`` is graded as a response
 (``grading.grade``), and any other ``pred`` is taken as the final answer itself (``answers_match``, with
@@ -17,6 +22,7 @@ Usage::
     python bench/grader_suites.py /tmp/mv_test_all.py [--show 40]
     git -C MARIO_EVAL_CHECKOUT show HEAD:math_evaluation/tests/test_is_equiv.py > /tmp/mario_test.py
     python bench/grader_suites.py /tmp/mario_test.py --format mario
+    python bench/grader_suites.py TORA_OUTPUT.jsonl --format tora
 
 Prints one JSON line (cases, agree, by class) and the disagreements, one per line.
 """
@@ -90,12 +96,37 @@ def our_verdict(gold: str, pred: str) -> bool | None:
         return None
 
 
+def tora_report(path: Path, show: int) -> None:
+    from dualdistill.grading import answers_match, grade
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    on_response = on_pred = 0
+    differ = []
+    for r in rows:
+        gold, response, pred = str(r["gt"]), r["code"][0], str(r["pred"][0])
+        a = bool(grade(response, gold, timeout=10).correct)
+        b = bool(pred) and bool(answers_match(pred, gold))
+        on_response, on_pred = on_response + a, on_pred + b
+        if a != b:
+            differ.append(
+                {"idx": r["idx"], "gt": gold, "pred": pred, "ours_on_response": a, "ours_on_pred": b}
+            )
+    n = len(rows)
+    print(json.dumps({"suite": str(path), "items": n, "acc_on_responses": round(100 * on_response / n, 2),
+                      "acc_on_pred": round(100 * on_pred / n, 2), "readings_differ": len(differ)}))  # fmt: skip
+    for d in differ[:show]:
+        print(json.dumps(d, ensure_ascii=False))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("suite", type=Path)
     ap.add_argument("--show", type=int, default=40)
-    ap.add_argument("--format", choices=("math-verify", "mario"), default="math-verify")
+    ap.add_argument("--format", choices=("math-verify", "mario", "tora"), default="math-verify")
     args = ap.parse_args()
+    if args.format == "tora":
+        tora_report(args.suite, args.show)
+        return
     cases = mario_cases(args.suite) if args.format == "mario" else labelled_cases(args.suite)
     classes: Counter = Counter()
     rows = []

@@ -339,3 +339,28 @@ def test_the_suite_runner_reads_mario_eval_unittests(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.mario_cases(suite) == [("0.5", "1/2", 1, "test_a"), ("4", "3", 0, "test_a")]
+
+
+def test_the_suite_runner_scores_tora_outputs(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    rows = [
+        {"idx": 0, "gt": "35", "pred": ["35"], "code": ["```output\n35.0\n```\nSo \\boxed{35.0\\%}."]},
+        {"idx": 1, "gt": "5", "pred": ["5"], "code": ["```output\n5\n```\n5 cars drove through."]},
+    ]
+    write_jsonl(tmp_path / "t.jsonl", rows)
+    spec = importlib.util.spec_from_file_location(
+        "grader_suites", Path(__file__).parent.parent / "bench" / "grader_suites.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.tora_report(tmp_path / "t.jsonl", show=5)
+    head, *differ = capsys.readouterr().out.splitlines()
+    summary = json.loads(head)
+    assert (summary["acc_on_responses"], summary["acc_on_pred"], summary["readings_differ"]) == (
+        50.0,
+        100.0,
+        1,
+    )
+    assert json.loads(differ[0])["idx"] == 1
