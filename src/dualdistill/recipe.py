@@ -163,11 +163,6 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] = ()) -> Recipe:
     return recipe
 
 
-def _is_hub_id(name: str) -> bool:
-    """``org/name`` that is not a local path: it can only be checked by downloading, so it passes."""
-    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
-
-
 def missing_reference(recipe: Recipe) -> str | None:
     """The first benchmark, file or model a recipe names that does not exist, as ``key '...': why``."""
     from dualdistill.problems import BENCHMARKS
@@ -190,6 +185,12 @@ def missing_reference(recipe: Recipe) -> str | None:
         except ConfigError:
             return f"key 'launch.accelerate_config': {recipe.launch.accelerate_config!r} is neither shipped ({', '.join(SHIPPED_FILES)}) nor a file"
     init = recipe.student.init
-    if init not in ("base", "tiny") and not Path(init).is_dir() and not _is_hub_id(init):
-        return f"key 'student.init': {init!r} is not base, tiny, a model directory or a hub id (org/name)"
+    if init not in ("base", "tiny"):
+        from dualdistill.backends import check_model_dir  # the one rule for model paths and hub ids
+        from dualdistill.records import DataError
+
+        try:
+            check_model_dir(init, allow_hub_id=True)
+        except DataError:
+            return f"key 'student.init': {init!r} is not base, tiny, a model directory or a hub id (org/name)"
     return None
