@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from dualdistill.config import ConfigError
-from dualdistill.pipeline import SHIPPED, build_stages, dry_run, load_recipe, recipe_path, student_names
+from dualdistill.pipeline import (
+    SHIPPED,
+    build_stages,
+    dry_run,
+    load_recipe,
+    recipe_path,
+    seed_overrides,
+    student_names,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,6 +96,8 @@ def test_files_world_needs_a_training_file():
 
 
 def test_paper_dry_run_prints_accelerate_and_vllm_commands(tmp_path):
+    import yaml
+
     lines = dry_run(load_recipe("paper"), tmp_path)
     text = "\n".join(lines)
     from dualdistill.recipe import shipped_file
@@ -96,13 +106,77 @@ def test_paper_dry_run_prints_accelerate_and_vllm_commands(tmp_path):
     assert shipped.is_file() and shipped.is_relative_to(Path(__import__("dualdistill").__file__).parent)
     assert f"accelerate launch --config_file {shipped}" in text
     assert "--model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B" in text
-    assert "vllm:" in text and "--samples 16" in text
+    assert "--model vllm:" in text
     assert "dualdistill bench export deepmath" in text
-    # every config file a command names was written by the dry run
+    # the settings the commands do not spell out are in the config files they read, written by the dry run
+    configs = tmp_path / "configs"
+    assert yaml.safe_load((configs / "sd-sample.yaml").read_text())["k"] == 16
+    eval_cfg = yaml.safe_load((configs / "eval.yaml").read_text())
+    assert (eval_cfg["agent"]["top_p"], eval_cfg["agent"]["template"]) == (0.95, "paper")
     for token in text.split():
         if token.endswith(".yaml") and str(tmp_path) in token:
             assert Path(token).exists(), token
     assert not (tmp_path / "manifest.json").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_printed_command_is_a_real_cli_command(name, tmp_path):
+    """Each printed ``dualdistill`` line parses under the CLI: the command exists and takes every option
+    given (``--help`` is eager, so parsing stops before anything runs)."""
+    import shlex
+
+    from dualdistill.cli import app
+
+    lines = [x for x in dry_run(load_recipe(name), tmp_path) if not x.startswith("#")]
+    assert lines
+    for line in lines:
+        argv = shlex.split(line)
+        if argv[0] == "accelerate":
+            argv = ["dualdistill", *argv[argv.index("dualdistill.cli") + 1 :]]
+        assert argv[0] == "dualdistill", line  # no `python -c`, no shell tricks
+        code = app(args=[*argv[1:], "--help"], prog_name="dualdistill", standalone_mode=False)
+        assert code in (None, 0), line
+
+
+def test_dry_run_matches_the_recipe_where_it_had_drifted(tmp_path):
+    """The world command writes the per-group test files the evals read; the seed, limit and top_p reach
+    the eval and sampling configs; the tiny student's vocabulary is the recipe's."""
+    import yaml
+
+    recipe = load_recipe("embedded_quick", ["student.init=tiny", "eval.agent.top_p=0.9", "world.seed=3"])
+    text = "\n".join(dry_run(recipe, tmp_path))
+    assert "--vocab-size 512" in text and "--corpus-seed 3" in text
+    assert "--limit 60" in text  # selfdistill.problems_limit
+    eval_cfg = yaml.safe_load((tmp_path / "configs" / "eval.yaml").read_text())
+    assert (eval_cfg["seed"], eval_cfg["limit"], eval_cfg["agent"]["top_p"]) == (3, 40, 0.9)
+    assert eval_cfg["benches"] == [
+        str(tmp_path / "world" / f"test_{g}.jsonl") for g in ("tool", "text", "mixed")
+    ]
+    world = next(x for x in text.splitlines() if x.startswith("dualdistill synthetic make"))
+    out = tmp_path / "w"
+    subprocess.run(
+        [*world.replace(str(tmp_path / "world"), str(out)).split()], check=True, capture_output=True
+    )
+    for group in ("tool", "text", "mixed"):
+        assert (out / f"test_{group}.jsonl").stat().st_size > 0
+    assert sum(1 for _ in (out / "train.jsonl").open()) == 300  # world.train_limit
+
+
+def test_tiny_model_command_defaults_are_the_recipe_defaults():
+    import inspect
+
+    from dualdistill.cli.synthetic import tiny_model
+    from dualdistill.recipe import StudentConfig
+
+    params = inspect.signature(tiny_model).parameters
+    s = StudentConfig()
+    for option, value in (
+        ("size", s.size),
+        ("vocab_size", s.vocab_size),
+        ("corpus_n", s.corpus_n),
+        ("seed", s.seed),
+    ):
+        assert params[option].default.default == value, option
 
 
 def test_dry_run_cli(tmp_path):
@@ -139,7 +213,7 @@ def _records(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # four runs of the quick demo (kill, resume, skip, fresh) on 2 cores
+@pytest.mark.timeout(3200)  # five runs of the quick demo (kill, resume, skip, fresh, shell) on 2 cores
 def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     workdir = tmp_path / "demo"
     cmd = [sys.executable, "-m", "dualdistill.cli", "demo", "--quick", "--workdir", str(workdir)]
@@ -203,6 +277,22 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     assert first["results"]["dualdistill"]["overall"]["accuracy"] is not None
     if first != second:  # only a code block near the executor's time limit may tell the runs apart
         _same_but_for_timeouts(workdir, fresh, list(first["results"]))
+    # 5. The dry run is the run: its printed commands, executed in order in a plain shell, give the same
+    # evaluation reports.
+    shell = tmp_path / "shell"
+    overrides = seed_overrides(0)  # what `demo --seed 0` adds to the recipe
+    plan = subprocess.run([sys.executable, "-m", "dualdistill.cli", "run", "embedded_quick", "--workdir",
+                           str(shell), "--dry-run", *overrides], capture_output=True, text=True, check=True)  # fmt: skip
+    script = tmp_path / "run.sh"
+    script.write_text("set -euo pipefail\n" + plan.stdout)
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (shell / "manifest.json").exists()  # the commands alone, no pipeline
+    students = list(first["results"])
+    reports = [{s: _without_timings(json.loads((w / "eval" / s / "report.json").read_text())["benchmarks"])
+                for s in students} for w in (workdir, shell)]  # fmt: skip
+    if reports[0] != reports[1]:
+        _same_but_for_timeouts(workdir, shell, students)
 
 
 def _same_but_for_timeouts(a: Path, b: Path, students: list[str]) -> None:

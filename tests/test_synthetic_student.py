@@ -19,7 +19,9 @@ from dualdistill.trajectory import executor_block
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-synthetic")
-    result = CliRunner().invoke(app, ["tiny-model", "--out", str(out), "--size", "tiny"])
+    result = CliRunner().invoke(
+        app, ["tiny-model", "--out", str(out), "--size", "tiny", "--vocab-size", "1024"]
+    )
     assert result.exit_code == 0, result.output
     return out
 

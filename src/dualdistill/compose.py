@@ -465,3 +465,29 @@ def compose_file(
     meta = {"version": __version__, "config": to_dict(config), "pairs": str(pairs_path), **report.to_dict()}
     Path(str(out_path) + ".report.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return report
+
+
+def write_singles(pairs_path: str | Path, out_dir: str | Path) -> dict[str, int]:
+    """Each teacher's correct responses alone (``text_only.jsonl``, ``code_only.jsonl`` in ``out_dir``):
+    the data of the single-strategy students. Returns the count per strategy."""
+    from dualdistill.grading import grade_many
+
+    pairs = read_pairs(pairs_path)
+    attempts = [(p, a) for p in pairs for a in (p.first, p.second)]
+    verdicts = grade_many([(a.response, p.answer) for p, a in attempts])
+    by_strategy: dict[str, list[dict]] = {"text": [], "code": []}
+    for (p, a), v in zip(attempts, verdicts, strict=True):
+        if v.correct:
+            by_strategy[a.strategy].append(
+                {
+                    "id": p.id,
+                    "problem": p.problem,
+                    "answer": p.answer,
+                    "text": a.response,
+                    "case": "single",
+                    "first_teacher": a.teacher,
+                }
+            )
+    for strategy, records in by_strategy.items():
+        write_jsonl(Path(out_dir) / f"{strategy}_only.jsonl", records)
+    return {s: len(r) for s, r in by_strategy.items()}

@@ -19,6 +19,10 @@ Guarantees:
 - The manifest is written atomically, so a kill never leaves it half-written. One process at a time
   runs a workdir (``records.locked``); a second fails at once naming the first one's pid.
 
+A stage that a user could run by hand runs a ``Command``: the argv of a real ``dualdistill`` (or
+``accelerate launch``) command plus the config files it reads. The pipeline runs that argv in-process
+and ``--dry-run`` prints it, so the printed command is the run, not a second description of it.
+
 Not guaranteed: detecting changes to files outside the declared inputs (code changes, for instance,
 are seen only through the recorded package version).
 """
@@ -28,7 +32,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from dualdistill import __version__
+from dualdistill.config import save_config
 from dualdistill.records import locked
 
 # Files larger than this are keyed by size and mtime, so a 15 GB checkpoint is not read on every run.
@@ -66,6 +73,45 @@ def hash_path(path: Path) -> str | None:
 
 def hash_config(config: Any) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class CommandFailed(RuntimeError):
+    """A stage's command exited non-zero (its own error message was printed above)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command line that does a stage's work, and the config files (path -> dataclass) it reads.
+
+    ``argv[0]`` is ``dualdistill`` (run in this process, through the CLI itself) or another program
+    (``accelerate``), run as a subprocess. Calling it writes the files, then runs the argv.
+    """
+
+    argv: list[str]
+    files: dict[Path, Any] = field(default_factory=dict)
+
+    def write_files(self) -> None:
+        for path, config in self.files.items():
+            save_config(config, path)
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+    def __call__(self) -> None:
+        self.write_files()
+        if self.argv[0] == "dualdistill":
+            from dualdistill.cli import app  # the CLI is the one place a command's work is wired
+
+            try:
+                code = app(args=self.argv[1:], prog_name="dualdistill", standalone_mode=False)
+            except Exception as e:  # a usage error (click's): the argv does not fit the CLI
+                if not hasattr(e, "format_message"):
+                    raise
+                raise CommandFailed(f"`{self.shell()}`: {e.format_message()}") from None
+        else:
+            code = subprocess.run(self.argv).returncode
+        if code:  # None or 0: success
+            raise CommandFailed(f"`{self.shell()}` exited with status {code}")
 
 
 @dataclass

@@ -19,3 +19,14 @@ def fail(message: str, code: int = 2) -> None:
     """Print a clear error (no traceback) and exit."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+def option_overrides(given: dict[str, object]) -> list[str]:
+    """``key=value`` overrides for the options a user gave (``None``: not given, the config's value stands).
+
+    Commands that take ``--config`` declare their options with ``None`` defaults and pass them through
+    here, so a default lives only in the config dataclass and an option wins over the file.
+    """
+    import json
+
+    return [f"{key}={json.dumps(value)}" for key, value in given.items() if value is not None]

@@ -54,6 +54,25 @@ def path_command() -> None:
     print(shipped_base())
 
 
+@base_app.command("copy")
+def copy_command(
+    out: Path = typer.Option(
+        ..., help="Directory to write: a copy of the shipped base (replaced if present)."
+    ),
+) -> None:
+    """Copy the shipped base to a directory, as the start of a student (the recipes' ``student.init: base``).
+
+    Example: dualdistill base copy --out models/init
+    """
+    import shutil
+
+    from dualdistill.base.pretrain import shipped_base
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(shipped_base(), out)
+    Console().print(f"copied the shipped base to {out}")
+
+
 @base_app.command("check")
 def check_command(
     base: Path | None = typer.Argument(None, help="A base directory (default: the shipped one)."),

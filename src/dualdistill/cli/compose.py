@@ -112,3 +112,21 @@ def compose_command(
     for key in sorted(set(report.balance_before) | set(report.balance_after)):
         cells.add_row(key, str(report.balance_before.get(key, 0)), str(report.balance_after.get(key, 0)))
     console.print(cells)
+
+
+@app.command("singles")
+def singles_command(
+    pairs: Path = typer.Option(..., help="pairs.jsonl from teach."),
+    out: Path = typer.Option(..., help="Output directory: text_only.jsonl and code_only.jsonl."),
+) -> None:
+    """Each teacher's correct responses alone: the training sets of the single-strategy students.
+
+    Example: dualdistill singles --pairs runs/teach/pairs.jsonl --out runs/data
+    """
+    from dualdistill.compose import write_singles
+
+    try:
+        counts = write_singles(pairs, out)
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    Console().print(", ".join(f"{n} {s}-only" for s, n in counts.items()) + f" trajectories in {out}")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from dualdistill.agent import AgentConfig
-from dualdistill.cli.app import app, fail
-from dualdistill.config import ConfigError
-from dualdistill.prompts import TEMPLATES
+from dualdistill.cli.app import app, fail, option_overrides
+from dualdistill.config import ConfigError, load_config
 from dualdistill.records import DataError
 
 EXAMPLE = (
@@ -22,34 +21,38 @@ EXAMPLE = (
 
 @app.command("eval", help=f"Evaluate a model on benchmarks with the tool loop.\n\n{EXAMPLE}")
 def eval_command(
-    model: str = typer.Option(
-        "", help="Local HF model directory, or an http(s) URL of an OpenAI-compatible server."
+    model: str | None = typer.Option(
+        None, help="Local HF model directory, or an http(s) URL of an OpenAI-compatible server."
     ),
-    bench: str = typer.Option(
-        "math500,aime2025,amc,combinatorics300", help="Comma-separated built-in benchmarks or problem files."
+    config: Path | None = typer.Option(
+        None,
+        help="EvalConfig YAML (model, benches, samples, agent: {...}); options and --set win over it. "
+        "Unset options take the config's values; its defaults are the paper's evaluation settings.",
     ),
-    samples: int = typer.Option(1, min=1, help="Samples per problem."),
-    budget: int = typer.Option(4096, min=1, help="Total response tokens, executor output included."),
-    tools: bool = typer.Option(True, "--tools/--no-tools", help="Let the model run code."),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value, e.g. agent.top_p=1.0."),
+    bench: str | None = typer.Option(None, help="Comma-separated built-in benchmarks or problem files."),
+    samples: int | None = typer.Option(None, min=1, help="Samples per problem."),
+    budget: int | None = typer.Option(None, min=1, help="Total response tokens, executor output included."),
+    tools: bool | None = typer.Option(None, "--tools/--no-tools", help="Let the model run code."),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems of each benchmark."),
-    template: str = typer.Option(
-        "paper",
-        help="Prompt template: paper (the released prompts), plain, compact, or chat (the tokenizer's).",
+    template: str | None = typer.Option(
+        None, help="Prompt template: paper (the released prompts), plain, compact, or chat (the tokenizer's)."
     ),
     chat_tokenizer: str | None = typer.Option(
         None,
         help="With --template chat and a server URL: the tokenizer (dir or hub id) whose template to use.",
     ),
-    executor_timeout: float = typer.Option(3.0, min=0.01, help="Seconds per code block (the paper's 3 s)."),
-    temperature: float = typer.Option(0.6, min=0.0),
-    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
-    max_tool_calls: int = typer.Option(10, min=0),
-    seed: int = typer.Option(0),
+    executor_timeout: float | None = typer.Option(None, min=0.01, help="Seconds per code block."),
+    temperature: float | None = typer.Option(None, min=0.0),
+    top_p: float | None = typer.Option(None, min=0.0, max=1.0),
+    max_tool_calls: int | None = typer.Option(None, min=0),
+    seed: int | None = typer.Option(None),
     served_model_name: str | None = typer.Option(None, help="Model name sent to the server (URL models)."),
-    concurrency: int = typer.Option(256, min=1, help="Trajectories in flight at once."),
-    max_retries: int = typer.Option(5, min=0, help="Retries per request to a server (URL models)."),
-    request_timeout: float = typer.Option(
-        600.0, min=0.001, help="Seconds one request to a server may take before it is retried (URL models)."
+    concurrency: int | None = typer.Option(None, min=1, help="Trajectories in flight at once."),
+    max_batch: int | None = typer.Option(None, min=1, help="Sequences per forward pass (local models)."),
+    max_retries: int | None = typer.Option(None, min=0, help="Retries per request to a server."),
+    request_timeout: float | None = typer.Option(
+        None, min=0.001, help="Seconds one request to a server may take before it is retried."
     ),
     out: Path | None = typer.Option(None, help="Output directory (records.jsonl, report.*); reruns resume."),
     regrade: Path | None = typer.Option(None, help="Re-grade the records in this directory; no generation."),
@@ -64,27 +67,20 @@ def eval_command(
             summaries = evaluate.regrade(regrade)
             _print(summaries, regrade)
             return
-        if not model or out is None:
-            fail("--model and --out are required (or use --regrade DIR)")
-        if template not in TEMPLATES:
-            fail(f"--template must be one of {', '.join(TEMPLATES)}, got {template!r}")
-        agent = AgentConfig(
-            tools=tools, template=template, max_tool_calls=max_tool_calls, budget=budget,  # type: ignore[arg-type]
-            temperature=temperature, top_p=top_p, concurrency=concurrency, chat_tokenizer=chat_tokenizer,
-            executor_timeout_s=executor_timeout,
-        )  # fmt: skip
-        config = evaluate.EvalConfig(
-            model=model,
-            benches=[b.strip() for b in bench.split(",") if b.strip()],
-            samples=samples,
-            limit=limit,
-            seed=seed,
-            served_model_name=served_model_name,
-            max_retries=max_retries,
-            request_timeout_s=request_timeout,
-            agent=agent,
-        )
-        summaries = evaluate.run_eval(config, out, progress=progress)
+        given = {
+            "model": model, "samples": samples, "limit": limit, "seed": seed, "max_batch": max_batch,
+            "served_model_name": served_model_name, "max_retries": max_retries,
+            "request_timeout_s": request_timeout, "agent.tools": tools, "agent.template": template,
+            "agent.chat_tokenizer": chat_tokenizer, "agent.budget": budget, "agent.temperature": temperature,
+            "agent.top_p": top_p, "agent.max_tool_calls": max_tool_calls,
+            "agent.executor_timeout_s": executor_timeout, "agent.concurrency": concurrency,
+        }  # fmt: skip
+        cfg = load_config(evaluate.EvalConfig, config, [*option_overrides(given), *set_])
+        if bench is not None:
+            cfg = dataclasses.replace(cfg, benches=[b.strip() for b in bench.split(",") if b.strip()])
+        if not cfg.model or out is None:
+            fail("--model (or model: in --config) and --out are required (or use --regrade DIR)")
+        summaries = evaluate.run_eval(cfg, out, progress=progress)
     except (DataError, ConfigError, BackendError, SandboxUnavailable) as e:
         fail(str(e))
     except KeyError as e:  # unknown benchmark name

@@ -9,6 +9,7 @@ import typer
 from dualdistill.cli.app import app, fail
 from dualdistill.config import ConfigError
 from dualdistill.records import DataError
+from dualdistill.stages import CommandFailed
 
 
 @app.command("run")
@@ -37,7 +38,7 @@ def run_recipe(
             typer.echo("\n".join(plan(config, workdir)))
             return
         run(config, workdir, force=set(force), until=until, log=typer.echo)
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DataError, FileNotFoundError, ValueError, CommandFailed) as e:
         fail(str(e))
 
 
@@ -58,7 +59,7 @@ def demo(
 
     try:
         table = run_demo(quick=quick, workdir=workdir, seed=seed, overrides=overrides or [], log=typer.echo)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, DataError, FileNotFoundError, CommandFailed) as e:
         fail(str(e))
     typer.echo("")
     typer.echo(table)

@@ -9,9 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dualdistill.cli.app import app, fail
-from dualdistill.config import ConfigError
-from dualdistill.prompts import TEMPLATES
+from dualdistill.cli.app import app, fail, option_overrides
+from dualdistill.config import ConfigError, load_config
 from dualdistill.records import DataError
 
 sd_app = typer.Typer(
@@ -26,18 +25,23 @@ def sample_command(
     model: str = typer.Option(..., help="Student model directory, or URL[#served-name] of a server."),
     problems: str = typer.Option(..., help="Problem file (JSONL/JSON/Parquet) or built-in benchmark name."),
     out: Path = typer.Option(..., help="Output directory (samples.jsonl, problems.jsonl); reruns resume."),
-    k: int = typer.Option(16, min=1, help="Samples per problem."),
-    budget: int = typer.Option(4096, min=1, help="Response tokens, executor output included."),
-    temperature: float = typer.Option(0.6, min=0.0),
-    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
-    tools: bool = typer.Option(True, "--tools/--no-tools"),
-    max_tool_calls: int = typer.Option(10, min=0),
-    executor_timeout: float = typer.Option(3.0, min=0.1, help="Seconds per code block."),
-    template: str = typer.Option(
-        "paper", help="Prompt template: paper (the released prompts), plain, compact or chat (as in SFT)."
+    config: Path | None = typer.Option(
+        None, help="SampleConfig YAML; options and --set win over it, and its defaults are the paper's."
     ),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+    k: int | None = typer.Option(None, min=1, help="Samples per problem (the paper's 16)."),
+    budget: int | None = typer.Option(None, min=1, help="Response tokens, executor output included."),
+    temperature: float | None = typer.Option(None, min=0.0),
+    top_p: float | None = typer.Option(None, min=0.0, max=1.0),
+    tools: bool | None = typer.Option(None, "--tools/--no-tools"),
+    max_tool_calls: int | None = typer.Option(None, min=0),
+    executor_timeout: float | None = typer.Option(None, min=0.1, help="Seconds per code block."),
+    template: str | None = typer.Option(
+        None, help="Prompt template: paper (the released prompts), plain, compact or chat (as in SFT)."
+    ),
+    seed: int | None = typer.Option(None),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems."),
-    seed: int = typer.Option(0),
+    max_batch: int | None = typer.Option(None, min=1, help="Sequences per forward pass (local models)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Sample K graded tool-loop trajectories per problem from the intermediate student.
@@ -48,25 +52,30 @@ def sample_command(
     from dualdistill.backends import BackendError, make_backend
     from dualdistill.problems import load_benchmark
 
-    if template not in TEMPLATES:
-        fail(f"--template must be one of {', '.join(TEMPLATES)}, got {template!r}")
-    config = sd.SampleConfig(
-        k=k, temperature=temperature, top_p=top_p, budget=budget, tools=tools,
-        max_tool_calls=max_tool_calls, executor_timeout_s=executor_timeout, template=template,  # type: ignore[arg-type]
-        seed=seed,
-    )  # fmt: skip
+    given = {
+        "k": k, "budget": budget, "temperature": temperature, "top_p": top_p, "tools": tools,
+        "max_tool_calls": max_tool_calls, "executor_timeout_s": executor_timeout, "template": template,
+        "seed": seed,
+    }  # fmt: skip
+    backend = None
     try:
+        cfg = load_config(sd.SampleConfig, config, [*option_overrides(given), *set_])
         chosen = load_benchmark(problems, limit=limit)
-        path = sd.sample(chosen, make_backend(model), out, config, model=model, progress=progress)
-        scores = sd.load_samples(out, k=k)
+        local = not model.startswith(("http://", "https://"))  # a server batches for itself
+        backend = make_backend(model, **({"max_batch": max_batch} if max_batch and local else {}))
+        path = sd.sample(chosen, backend, out, cfg, model=model, progress=progress)
+        scores = sd.load_samples(out, k=cfg.k)
     except (DataError, ConfigError, BackendError) as e:
         fail(str(e))
     except KeyError as e:
         fail(str(e.args[0]) if e.args else str(e))
+    finally:
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()
     solved = sum(s.s_bar == 1 for s in scores)
     mean = sum(float(s.s_bar) for s in scores) / max(len(scores), 1)
     Console().print(
-        f"{len(scores)} problems × {k} samples in {path}: mean s̄ {mean:.3f}, "
+        f"{len(scores)} problems × {cfg.k} samples in {path}: mean s̄ {mean:.3f}, "
         f"{solved} fully solved, {len(scores) - solved} take part in self-distillation"
     )
 
@@ -74,13 +83,20 @@ def sample_command(
 @sd_app.command("build")
 def build_command(
     samples: Path = typer.Option(..., help="A directory written by `self-distill sample`."),
-    teacher_solutions: Path | None = typer.Option(None, help="JSONL of {id, response}: teacher solutions."),
-    pairs: Path | None = typer.Option(None, help="Or the teachers' records: `teach`'s pairs.jsonl."),
-    repair: str = typer.Option("text", help="Whose solutions repair: text (the paper), agentic or best."),
     out: Path = typer.Option(..., help="Output JSONL (fields problem, text + provenance) for `train`."),
-    beta1: float = typer.Option(0.0, min=0.0, max=1.0, help="Keep a correct sample when s̄ > beta1."),
-    beta2: float = typer.Option(0.9, min=0.0, max=1.0, help="Repair a wrong sample when s̄ <= beta2."),
-    seed: int = typer.Option(0, help="Seeds the choice among candidate samples."),
+    teacher_solutions: Path | None = typer.Option(None, help="JSONL of {id, response}: teacher solutions."),
+    teacher_config: Path | None = typer.Option(
+        None, help="Or a TeachConfig YAML: its text_teacher writes the repairs (as in the paper)."
+    ),
+    pairs: Path | None = typer.Option(None, help="Or the teachers' records: `teach`'s pairs.jsonl."),
+    config: Path | None = typer.Option(None, help="BuildConfig YAML; options and --set win over it."),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+    repair: str | None = typer.Option(
+        None, help="Whose solutions repair: text (the paper), agentic or best."
+    ),
+    beta1: float | None = typer.Option(None, min=0.0, max=1.0, help="Keep a correct sample when s̄ > beta1."),
+    beta2: float | None = typer.Option(None, min=0.0, max=1.0, help="Repair a wrong sample when s̄ <= beta2."),
+    seed: int | None = typer.Option(None, help="Seeds the choice among candidate samples."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Select and repair: one kept-correct and/or one repaired-wrong trajectory per problem with s̄ < 1.
@@ -88,21 +104,28 @@ def build_command(
     Example: dualdistill self-distill build --samples runs/sd --teacher-solutions text.jsonl
     --beta1 0 --beta2 0.9 --out runs/sd/sd_data.jsonl
 
+    Example: dualdistill self-distill build --samples runs/sd --teacher-config teach.yaml --out runs/sd/sd_data.jsonl
+
     Example: dualdistill self-distill build --samples runs/sd --pairs runs/teach/pairs.jsonl --repair best
     --out runs/sd/sd_data.jsonl
     """
     from dualdistill import selfdistill as sd
 
-    if (teacher_solutions is None) == (pairs is None):
-        fail("give exactly one of --teacher-solutions and --pairs")
-    if repair not in ("text", "agentic", "best"):
-        fail(f"--repair must be text, agentic or best, got {repair!r}")
+    if sum(x is not None for x in (teacher_solutions, teacher_config, pairs)) != 1:
+        fail("give exactly one of --teacher-solutions, --teacher-config and --pairs")
+    given = {"repair": repair, "beta1": beta1, "beta2": beta2, "seed": seed}
     try:
-        config = sd.BuildConfig(beta1=beta1, beta2=beta2, seed=seed, repair=repair)  # type: ignore[arg-type]
-        result = sd.build(samples, teacher_solutions, out, config, pairs=pairs)
+        cfg = load_config(sd.BuildConfig, config, [*option_overrides(given), *set_])
+        teacher = teacher_solutions
+        if teacher_config is not None:
+            from dualdistill.teach import TeachConfig, build_teacher
+
+            spec = load_config(TeachConfig, teacher_config).text_teacher
+            teacher = build_teacher(spec, "text", pool=None)
+        result = sd.build(samples, teacher, out, cfg, pairs=pairs)
     except (DataError, ConfigError, ValueError) as e:
         fail(str(e))
-    _show(sd.report(result.records, result.scores, result.counts, config), as_json)
+    _show(sd.report(result.records, result.scores, result.counts, cfg), as_json)
 
 
 @sd_app.command("report")
@@ -143,7 +166,6 @@ def train_command(
     --config sft_tiny --out runs/sft_sd lr=1e-5
     """
     from dualdistill import selfdistill as sd
-    from dualdistill.config import load_config
     from dualdistill.recipe import shipped_file
     from dualdistill.sft.train import SFTConfig
 

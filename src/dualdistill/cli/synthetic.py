@@ -24,27 +24,26 @@ def _version() -> str:
 
 @synthetic_app.command("make")
 def make(
-    out: Path = typer.Option(..., help="Output directory: train.jsonl, test.jsonl, manifest.json."),
+    out: Path = typer.Option(
+        ..., help="Output directory: train.jsonl, test.jsonl, test_{tool,text,mixed}.jsonl, manifest.json."
+    ),
     n: int = typer.Option(2000, min=1, help="Problems in train + test together."),
     seed: int = typer.Option(0, help="Seed of the generator and of the split."),
     test_fraction: float = typer.Option(0.2, min=0.0, max=1.0, help="Share of each family in test."),
+    train_limit: int | None = typer.Option(None, min=1, help="Keep only the first N training problems."),
 ) -> None:
-    """Write seeded train/test problem files of the synthetic world.
+    """Write seeded train/test problem files of the synthetic world (test also split by group).
 
     Example: dualdistill synthetic make --n 2000 --seed 0 --out data/synthetic
     """
-    from dualdistill.problems import write_problems
-    from dualdistill.synthetic.families import FAMILIES, make_splits
+    from dualdistill.synthetic.families import FAMILIES, write_world
 
-    train, test = make_splits(n, seed, test_fraction)
-    out.mkdir(parents=True, exist_ok=True)
-    write_problems(out / "train.jsonl", train)
-    write_problems(out / "test.jsonl", test)
+    train, test = write_world(out, n, seed, test_fraction, train_limit)
     manifest = {"command": "synthetic make", "n": n, "seed": seed, "test_fraction": test_fraction,
-                "families": {f.name: f.group for f in FAMILIES.values()}, "train": len(train),
-                "test": len(test), "version": _version()}  # fmt: skip
+                "train_limit": train_limit, "families": {f.name: f.group for f in FAMILIES.values()},
+                "train": train, "test": test, "version": _version()}  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    Console().print(f"wrote {len(train)} train and {len(test)} test problems to {out}")
+    Console().print(f"wrote {train} train and {test} test problems to {out}")
 
 
 def _load_split(data: Path | None, split: str, n: int, seed: int, limit: int | None):
@@ -140,11 +139,15 @@ def _print_report(summary, markdown: bool) -> None:
 @app.command("tiny-model")
 def tiny_model(
     out: Path = typer.Option(..., help="Model directory to write (config, weights, tokenizer)."),
-    size: str = typer.Option("tiny", help="tiny, small or base."),
-    vocab_size: int = typer.Option(1024, min=300, help="BPE vocabulary (tags and specials added)."),
-    seed: int = typer.Option(0),
+    size: str = typer.Option("small", help="tiny, small or base."),
+    vocab_size: int = typer.Option(512, min=300, help="BPE vocabulary (tags and specials added)."),
+    corpus_n: int = typer.Option(700, min=1, help="Synthetic documents the tokenizer is trained on."),
+    corpus_seed: int = typer.Option(0, help="Seed of that corpus (the recipes use the world's seed)."),
+    seed: int = typer.Option(0, help="Seed of the weight initialisation."),
 ) -> None:
     """Build a from-scratch Qwen2 student with a BPE tokenizer trained on the synthetic world.
+
+    The defaults are ``StudentConfig``'s (a recipe's ``student:`` section).
 
     Example: dualdistill tiny-model --out models/tiny --size small
     """
@@ -153,8 +156,9 @@ def tiny_model(
 
     if size not in SIZES:
         fail(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
-    path = build_student(out, corpus=synthetic_corpus(seed=seed), size=size, vocab_size=vocab_size, seed=seed)  # type: ignore[arg-type]
+    corpus = synthetic_corpus(corpus_n, seed=corpus_seed)
+    path = build_student(out, corpus=corpus, size=size, vocab_size=vocab_size, seed=seed)  # type: ignore[arg-type]
     manifest = {"command": "tiny-model", "size": size, "vocab_size": vocab_size, "seed": seed,
-                "corpus": "synthetic_corpus", "version": _version()}  # fmt: skip
+                "corpus": {"n": corpus_n, "seed": corpus_seed}, "version": _version()}  # fmt: skip
     (path / "dualdistill.json").write_text(json.dumps(manifest, indent=2) + "\n")
     Console().print(f"wrote a {size} Qwen2 student to {path}")

@@ -32,6 +32,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from dualdistill.problems import Problem
@@ -279,3 +280,22 @@ def make_splits(
         train += members[k:]
     order = {p.id: i for i, p in enumerate(problems)}
     return sorted(train, key=lambda p: order[p.id]), sorted(test, key=lambda p: order[p.id])
+
+
+def write_world(
+    out: Path, n: int, seed: int = 0, test_fraction: float = 0.2, train_limit: int | None = None
+) -> tuple[int, int]:
+    """Write ``train.jsonl`` (its first ``train_limit``), ``test.jsonl`` and ``test_{group}.jsonl``.
+
+    The per-group test files are the evaluation sets of the embedded recipes. Returns (train, test) sizes.
+    """
+    from dualdistill.problems import write_problems
+
+    train, test = make_splits(n, seed, test_fraction)
+    train = train[:train_limit]
+    out.mkdir(parents=True, exist_ok=True)
+    write_problems(out / "train.jsonl", train)
+    write_problems(out / "test.jsonl", test)
+    for group in GROUPS:
+        write_problems(out / f"test_{group}.jsonl", [p for p in test if problem_meta(p)["group"] == group])
+    return len(train), len(test)
