@@ -144,3 +144,18 @@ def test_clearing_state_never_leaves_the_workdir(tmp_path):
     outside.write_text("user data")
     run_stages([stage({"a": 2})], workdir, log=lambda s: None)
     assert outside.read_text() == "user data"
+
+
+def test_a_model_card_is_documentation_not_output(tmp_path):
+    """Adding evaluation results to a finished model's card must not make its stage run again."""
+    from dualdistill.stages import hash_path
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    before = hash_path(model)
+    (model / "README.md").write_text("# card with results")
+    (model / "eval_results.json").write_text("{}")
+    assert hash_path(model) == before
+    (model / "model.safetensors").write_bytes(b"other weights")
+    assert hash_path(model) != before

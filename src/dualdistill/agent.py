@@ -41,7 +41,7 @@ import dataclasses
 import hashlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -177,8 +177,10 @@ def _first_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
 class _Trajectory:
     """Mutable state of one trajectory; ``run_agent`` drives it."""
 
-    def __init__(self, backend: Backend, config: AgentConfig):
-        self.backend, self.config = backend, config
+    def __init__(
+        self, backend: Backend, config: AgentConfig, on_text: Callable[[str, str], None] | None = None
+    ):
+        self.backend, self.config, self.on_text = backend, config, on_text
         self.response = ""
         self.n_tokens = self.n_generated = 0
         self.gen_time = self.tool_time = 0.0
@@ -211,11 +213,15 @@ class _Trajectory:
         self.response += text
         self.n_tokens += n
         self.n_generated += n
+        if self.on_text is not None:
+            self.on_text("model", text)
         return hit[1] if hit is not None else None
 
-    def inject(self, text: str) -> None:
+    def inject(self, text: str, kind: str = "executor") -> None:
         self.response += text
         self.n_tokens += self.backend.count_tokens(text)
+        if self.on_text is not None:
+            self.on_text(kind, text)
 
     def last_code(self) -> str | None:
         """The body of the code block the response ends with; None for a stray ``</code>``.
@@ -259,8 +265,13 @@ async def run_agent(
     *,
     sample_index: int = 0,
     seed: int | None = None,
+    on_text: Callable[[str, str], None] | None = None,
 ) -> AgentRecord:
-    """Generate one tool-integrated trajectory for ``problem`` (ungraded)."""
+    """Generate one tool-integrated trajectory for ``problem`` (ungraded).
+
+    ``on_text(kind, text)``, when given, sees each piece as it is appended: ``"prefill"`` (the template's
+    prefilled start), ``"model"`` (one completion), ``"executor"`` (an executor block), ``"note"``.
+    """
     if config.tools and pool is None:
         raise ValueError("tools are on but no sandbox pool was given (pass a SandboxPool or tools=False)")
     prompt = build_prompt(
@@ -269,7 +280,7 @@ async def run_agent(
         tools=config.tools,
         tokenizer=_chat_tokenizer(backend, config),
     )
-    t = _Trajectory(backend, config)
+    t = _Trajectory(backend, config, on_text)
     t.response = generation_prefix(config.template)  # the released "<think>\n" prefill (paper template)
     skip = prompt_problem(prompt, backend, config)
     if skip is not None:
@@ -277,6 +288,8 @@ async def run_agent(
             problem_id=problem.id, sample_index=sample_index, prompt=prompt[:1000], response="", n_tokens=0,
             finish_reason="skipped", source=problem.source, gold=problem.answer, seed=seed, skip_reason=skip,
         )  # fmt: skip
+    if on_text is not None and t.response:
+        on_text("prefill", t.response)
     finish: FinishReason = "stop"
     async with contextlib.AsyncExitStack() as stack:
         session: SandboxSession | None = None
@@ -296,7 +309,7 @@ async def run_agent(
                 break
             if len(t.tool_calls) >= config.max_tool_calls:
                 t.cap_hit = True  # this block is not run; the note replaces its executor output
-                t.inject(TOOL_CAP_NOTE)
+                t.inject(TOOL_CAP_NOTE, "note")
                 continue
             code = t.last_code()
             if code is None:

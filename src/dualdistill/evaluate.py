@@ -71,6 +71,8 @@ class EvalConfig:
     max_retries: int = bounded(5, ge=0)
     device: str = "auto"
     max_batch: int = bounded(64, ge=1)
+    # Also write the summary as TensorBoard scalars here (e.g. the training run's OUT/runs).
+    log_dir: str | None = None
     agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
@@ -314,6 +316,11 @@ def make_backend(config: EvalConfig) -> Any:
 def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, progress: bool = True) -> dict:
     """Generate (or resume) the records of ``config`` in ``out_dir`` and write the report."""
     out_dir = Path(out_dir)
+    if config.log_dir:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("log_dir: tensorboard is not installed (pip install tensorboard)")
     problems = load_benches(config.benches, limit=config.limit)
     with locked(out_dir, "eval"):
         check_resume(out_dir, config)
@@ -355,7 +362,25 @@ def _run_eval(config: EvalConfig, out_dir: Path, problems: dict, backend: Any, p
             backend.close()
     summaries = summarize_by_source(records, problems)
     write_report(out_dir, summaries, meta=_meta(config))
+    if config.log_dir:
+        log_summaries(config.log_dir, summaries)
     return summaries
+
+
+def log_summaries(log_dir: str | Path, summaries: dict[str, dict]) -> None:
+    """The headline numbers of each benchmark as TensorBoard scalars (``eval/<bench>/<metric>``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(log_dir)) as writer:
+        for bench, s in summaries.items():
+            if not s.get("records"):
+                continue
+            for key in ("accuracy", "tool_use_rate", "mean_tokens", "strategy_switch_rate"):
+                if isinstance(s.get(key), (int, float)):
+                    writer.add_scalar(f"eval/{bench}/{key}", s[key])
+            low, high = s["accuracy_ci95"]
+            writer.add_scalar(f"eval/{bench}/accuracy_ci95_low", low)
+            writer.add_scalar(f"eval/{bench}/accuracy_ci95_high", high)
 
 
 def _meta(config: EvalConfig) -> dict:

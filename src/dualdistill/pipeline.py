@@ -302,7 +302,19 @@ def run(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(recipe, workdir / "recipe.yaml")
-    return run_stages(build_stages(recipe, workdir), workdir, log=log, force=force, until=until)
+    timings = run_stages(build_stages(recipe, workdir), workdir, log=log, force=force, until=until)
+    add_results_to_cards(recipe, Layout(workdir))
+    return timings
+
+
+def add_results_to_cards(recipe: Recipe, L: Layout) -> None:
+    """Each evaluated student's model card gets its evaluation results (students not evaluated yet: none)."""
+    from dualdistill.modelcard import add_results
+
+    for name in student_names(recipe):
+        report = L.eval_dir(name) / "report.json"
+        if report.exists():
+            add_results(L.model(name), json.loads(report.read_text(encoding="utf-8"))["benchmarks"])
 
 
 def dry_run(recipe: Recipe, workdir: str | Path) -> list[str]:

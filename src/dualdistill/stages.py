@@ -47,6 +47,8 @@ from dualdistill.records import locked
 
 # Files larger than this are keyed by size and mtime, so a 15 GB checkpoint is not read on every run.
 _FULL_HASH_LIMIT = 256 * 1024 * 1024
+# Top-level files of an output directory that document it rather than being it.
+DOCUMENTATION = ("README.md", "eval_results.json")
 
 
 def hash_path(path: Path) -> str | None:
@@ -60,6 +62,8 @@ def hash_path(path: Path) -> str | None:
         rel = f.name if f == path else str(f.relative_to(path))
         if rel.endswith((".tmp", ".lock")) or "/checkpoint-" in f"/{rel}":
             continue  # transient training state is not an output
+        if f != path and rel in DOCUMENTATION:
+            continue  # a model card, rewritten with results after the stage (modelcard.add_results)
         h.update(rel.encode() + b"\0")
         st = f.stat()
         if st.st_size > _FULL_HASH_LIMIT:

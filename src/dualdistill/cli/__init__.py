@@ -15,6 +15,7 @@ from dualdistill.cli import (
     data,  # noqa: F401  (registers commands)
     evaluate,  # noqa: F401
     grade,  # noqa: F401
+    interop,  # noqa: F401
     pipeline,  # noqa: F401
     sandbox,  # noqa: F401
     selfdistill,  # noqa: F401

@@ -66,10 +66,15 @@ def copy_command(
     """
     import shutil
 
-    from dualdistill.base.pretrain import shipped_base
+    from dualdistill.base.pretrain import MANIFEST, shipped_base
+    from dualdistill.modelcard import write_card
 
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(shipped_base(), out)
+    m = json.loads((out / MANIFEST).read_text())
+    write_card(out, title="dualdistill's pretrained tiny base (untrained on any task)", made=[
+        f"- pretrained by `{m.get('command', 'dualdistill base pretrain')}` for {m.get('steps')} steps "
+        f"(final loss {m.get('final_loss')}) on a generic seeded corpus; weights sha256 in `{MANIFEST}`"])  # fmt: skip
     Console().print(f"copied the shipped base to {out}")
 
 

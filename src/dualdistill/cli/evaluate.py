@@ -55,6 +55,9 @@ def eval_command(
         None, min=0.001, help="Seconds one request to a server may take before it is retried."
     ),
     out: Path | None = typer.Option(None, help="Output directory (records.jsonl, report.*); reruns resume."),
+    log_dir: str | None = typer.Option(
+        None, help="Also write the summary as TensorBoard scalars into this directory."
+    ),
     regrade: Path | None = typer.Option(None, help="Re-grade the records in this directory; no generation."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -70,7 +73,7 @@ def eval_command(
         given = {
             "model": model, "samples": samples, "limit": limit, "seed": seed, "max_batch": max_batch,
             "served_model_name": served_model_name, "max_retries": max_retries,
-            "request_timeout_s": request_timeout, "agent.tools": tools, "agent.template": template,
+            "request_timeout_s": request_timeout, "log_dir": log_dir, "agent.tools": tools, "agent.template": template,
             "agent.chat_tokenizer": chat_tokenizer, "agent.budget": budget, "agent.temperature": temperature,
             "agent.top_p": top_p, "agent.max_tool_calls": max_tool_calls,
             "agent.executor_timeout_s": executor_timeout, "agent.concurrency": concurrency,

@@ -161,4 +161,9 @@ def tiny_model(
     manifest = {"command": "tiny-model", "size": size, "vocab_size": vocab_size, "seed": seed,
                 "corpus": {"n": corpus_n, "seed": corpus_seed}, "version": _version()}  # fmt: skip
     (path / "dualdistill.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    from dualdistill.modelcard import write_card
+
+    write_card(path, title=f"A from-scratch {size} Qwen2 (random weights)", made=[
+        f"- `dualdistill tiny-model`: random init (seed {seed}), a {vocab_size}-token BPE tokenizer trained on "
+        f"{corpus_n} synthetic documents (seed {corpus_seed}); not trained"])  # fmt: skip
     Console().print(f"wrote a {size} Qwen2 student to {path}")

@@ -76,7 +76,9 @@ class SFTConfig:
     threads: int = bounded(0, ge=0)
     seed: int = 42
     logging_steps: int = bounded(10, ge=1)
-    report_to: list[str] = field(default_factory=list)  # [] | ["tensorboard"] | ["wandb"]
+    # Loggers: "tensorboard", "wandb"; "auto" (the default) is tensorboard when it is installed, else none.
+    # TensorBoard events go to OUTPUT_DIR/runs/<time>_<host> (tensorboard --logdir OUTPUT_DIR/runs).
+    report_to: list[str] = field(default_factory=lambda: ["auto"])
     save_steps: int = bounded(0, ge=0)  # 0: save only at the end
     save_total_limit: int = bounded(2, ge=1)
     resume: bool = True
@@ -85,8 +87,19 @@ class SFTConfig:
     def __post_init__(self) -> None:
         check_bounds(self)
         for r in self.report_to:
-            if r not in ("tensorboard", "wandb"):
-                raise ValueError(f"report_to: unknown logger {r!r} (choose tensorboard or wandb)")
+            if r not in ("auto", "tensorboard", "wandb"):
+                raise ValueError(f"report_to: unknown logger {r!r} (choose auto, tensorboard or wandb)")
+
+
+def loggers(config: SFTConfig) -> list[str]:
+    """``report_to`` resolved: ``auto`` is tensorboard when installed (else nothing)."""
+    out = []
+    for r in config.report_to:
+        if r == "auto":
+            r = "tensorboard" if importlib.util.find_spec("tensorboard") is not None else ""
+        if r and r not in out:
+            out.append(r)
+    return out
 
 
 @dataclass
@@ -140,7 +153,7 @@ def _use_bf16(config: SFTConfig) -> bool:
 
 
 def _check_loggers(config: SFTConfig) -> None:
-    for r in config.report_to:
+    for r in loggers(config):
         if importlib.util.find_spec(r) is None:
             raise ConfigError(f"report_to: {r} is not installed (pip install {r})")
 
@@ -180,7 +193,7 @@ def _trl_args(config: SFTConfig, output_dir: Path, bf16: bool):
             data_seed=config.seed,
             logging_steps=config.logging_steps,
             logging_first_step=True,
-            report_to=list(config.report_to) or "none",
+            report_to=loggers(config) or "none",
             save_strategy="steps" if config.save_steps > 0 else "no",
             save_steps=config.save_steps if config.save_steps > 0 else 500,
             save_total_limit=config.save_total_limit,
@@ -339,4 +352,15 @@ def train_run(
             "log_history": trainer.state.log_history,
         }
         (model_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        _write_card(
+            config, data_path, init_model, model_dir, trainer.state.global_step, out.training_loss, stats
+        )
     return TrainResult(model_dir, trainer.state.global_step, out.training_loss, stats, seconds, resume)
+
+
+def _write_card(config: SFTConfig, data_path, init_model, model_dir: Path, steps: int, loss, stats) -> None:
+    from dualdistill.modelcard import training_facts, write_card
+
+    write_card(model_dir, title=f"DualDistill student: {model_dir.parent.name}",
+               made=training_facts(config, data_path, str(init_model), steps, loss, stats),
+               base_model=str(init_model))  # fmt: skip

@@ -1,0 +1,204 @@
+"""Commands that take dualdistill's results elsewhere: ``solve``, ``export``, ``import``, ``import-released``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from dualdistill.cli.app import app, fail, option_overrides
+from dualdistill.config import ConfigError, load_config
+from dualdistill.records import DataError
+
+
+def _question(question: str | None, file: Path | None) -> str:
+    if question is not None and file is not None:
+        fail("give the question as an argument or with --file, not both")
+    if file is not None:
+        from dualdistill.records import read_text
+
+        try:
+            return read_text(file).strip()
+        except (DataError, OSError) as e:
+            fail(str(e))
+    if question is None or question == "-":
+        if sys.stdin.isatty():
+            fail("no question: give it as an argument, with --file, or on stdin")
+        return sys.stdin.read().strip()
+    return question
+
+
+def _trained_with(model: str) -> list[str]:
+    """Overrides for the prompt a local model was trained with (its ``sft_config.yaml``): template, tools."""
+    import yaml
+
+    from dualdistill.sft.train import CONFIG_FILE
+
+    path = Path(model) / CONFIG_FILE
+    if not path.is_file():
+        return []
+    trained = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return option_overrides({"agent.template": trained.get("template"), "agent.tools": trained.get("tools")})
+
+
+@app.command("solve")
+def solve_command(
+    question: str | None = typer.Argument(None, help="The question ('-' or none: read stdin)."),
+    model: str = typer.Option(
+        ..., help="Local HF model directory, or an http(s) URL of an OpenAI-compatible server."
+    ),
+    file: Path | None = typer.Option(None, help="Read the question from this file."),
+    config: Path | None = typer.Option(
+        None, help="EvalConfig YAML (its agent: section is used), as for eval."
+    ),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value, e.g. agent.temperature=0."),
+    budget: int | None = typer.Option(None, min=1, help="Response tokens, executor output included."),
+    tools: bool | None = typer.Option(None, "--tools/--no-tools", help="Let the model run code."),
+    template: str | None = typer.Option(None, help="Prompt template: paper, plain, compact or chat."),
+    temperature: float | None = typer.Option(None, min=0.0),
+    top_p: float | None = typer.Option(None, min=0.0, max=1.0),
+    max_tool_calls: int | None = typer.Option(None, min=0),
+    executor_timeout: float | None = typer.Option(None, min=0.01, help="Seconds per code block."),
+    seed: int | None = typer.Option(None),
+    served_model_name: str | None = typer.Option(None, help="Model name sent to the server (URL models)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the agent record as JSON instead of streaming."
+    ),
+) -> None:
+    """Solve one question with the tool loop, streaming the trajectory: text, each code block and its
+    executor output, the boxed answer, then tokens and time. Settings are eval's; a model trained here
+    defaults to the template and tool setting it was trained with.
+
+    Example: dualdistill solve --model runs/demo-seed0/models/dualdistill/model "Compute 12 * 34."
+
+    Example: echo "What is 2^10?" | dualdistill solve --model http://127.0.0.1:8000/v1 --temperature 0
+    """
+    from dualdistill import evaluate
+    from dualdistill.backends import BackendError
+    from dualdistill.sandbox import SandboxUnavailable
+    from dualdistill.solve import Printer, solve
+    from dualdistill.trajectory import extract_answer
+
+    text = _question(question, file)
+    if not text:
+        fail("the question is empty")
+    given = {
+        "model": model, "seed": seed, "served_model_name": served_model_name, "agent.tools": tools,
+        "agent.template": template, "agent.budget": budget, "agent.temperature": temperature,
+        "agent.top_p": top_p, "agent.max_tool_calls": max_tool_calls, "agent.executor_timeout_s": executor_timeout,
+    }  # fmt: skip
+    backend = None
+    try:
+        cfg = load_config(
+            evaluate.EvalConfig,
+            config,
+            [*(_trained_with(model) if config is None else []), *option_overrides(given), *set_],
+        )
+        backend = evaluate.make_backend(cfg)
+        started = time.perf_counter()
+        record = asyncio.run(
+            solve(text, backend, cfg.agent, seed=cfg.seed, on_text=None if as_json else Printer())
+        )
+    except (DataError, ConfigError, BackendError, SandboxUnavailable) as e:
+        fail(str(e))
+    finally:
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()
+    if as_json:
+        typer.echo(json.dumps(record.to_dict(), ensure_ascii=False))
+        return
+    seconds = time.perf_counter() - started
+    answer = extract_answer(record.response)
+    console = Console(highlight=False)
+    console.print()
+    console.rule()
+    console.print(f"answer: [bold]{answer if answer is not None else '(no boxed answer)'}[/]")
+    console.print(
+        f"{record.n_generated} tokens generated, {record.n_tokens} in the response, "
+        f"{len(record.tool_calls)} code blocks run, {seconds:.1f} s ({record.finish_reason})"
+    )
+
+
+@app.command("export")
+def export_command(
+    data: Path = typer.Argument(..., help="Composed or self-distilled JSONL (fields problem, text)."),
+    format_: str = typer.Option(..., "--format", help="messages, sharegpt or hf."),
+    out: Path = typer.Option(
+        ..., help="JSONL to write; for hf a directory (save_to_disk) or a .parquet file."
+    ),
+) -> None:
+    """Write training data for other trainers: OpenAI messages (executor results as tool messages),
+    ShareGPT, or a Hugging Face dataset with a dataset card.
+
+    Example: dualdistill export runs/demo-seed0/data/composed.jsonl --format messages --out composed.messages.jsonl
+
+    Example: dualdistill export composed.jsonl --format hf --out composed_hf   (then datasets.load_from_disk)
+    """
+    from dualdistill import export
+
+    if format_ not in export.FORMATS:
+        fail(f"--format must be one of {', '.join(export.FORMATS)}, got {format_!r}")
+    try:
+        examples = export.read_examples(data)
+        path = export.export_examples(examples, format_, out)  # type: ignore[arg-type]
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    Console().print(f"wrote {len(examples)} trajectories as {format_} to {path}")
+
+
+@app.command("import")
+def import_command(
+    source: Path = typer.Argument(..., help="A file (or hf directory) written by `dualdistill export`."),
+    format_: str = typer.Option(..., "--format", help="messages, sharegpt or hf."),
+    out: Path = typer.Option(..., help="SFT JSONL to write (fields problem, text + provenance)."),
+) -> None:
+    """Read exported data back into the SFT example format that `train` reads (the inverse of export).
+
+    Example: dualdistill import composed.messages.jsonl --format messages --out composed.jsonl
+    """
+    from dualdistill import export
+    from dualdistill.records import check_distinct, write_jsonl
+
+    if format_ not in export.FORMATS:
+        fail(f"--format must be one of {', '.join(export.FORMATS)}, got {format_!r}")
+    try:
+        check_distinct(out, source)
+        examples = export.load_examples(source, format_)  # type: ignore[arg-type]
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    write_jsonl(out, examples)
+    Console().print(f"wrote {len(examples)} examples to {out}")
+
+
+@app.command("import-released")
+def import_released_command(
+    source: Path = typer.Argument(
+        ..., help="The paper's released training set as JSONL (problem, synthetic_data)."
+    ),
+    out: Path = typer.Option(..., help="SFT JSONL to write, for `dualdistill train --data`."),
+) -> None:
+    """Turn the paper's released training data (VanishD/DualDistill: fields problem and synthetic_data)
+    into SFT examples, so you can train on the paper's own trajectories.
+
+    Example: dualdistill import-released dualdistill_train.jsonl --out released.jsonl
+    """
+    from collections import Counter
+
+    from dualdistill.export import import_released
+    from dualdistill.records import check_distinct, write_jsonl
+
+    try:
+        check_distinct(out, source)
+        examples = import_released(source)
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    write_jsonl(out, examples)
+    cases = Counter(e["case"] for e in examples)
+    Console().print(
+        f"wrote {len(examples)} examples to {out} ({', '.join(f'{c} {n}' for c, n in sorted(cases.items()))})"
+    )
