@@ -65,7 +65,11 @@ def main() -> None:
     from dualdistill.synthetic.corpus import synthetic_corpus
     from dualdistill.synthetic.families import generate
     from dualdistill.synthetic.student import build_student
-    from dualdistill.synthetic.teachers import AgenticTeacher, AgenticTeacherConfig, TextTeacher
+    from dualdistill.synthetic.teachers import (
+        ProgrammaticAgenticConfig,
+        ProgrammaticAgenticTeacher,
+        ProgrammaticTextTeacher,
+    )
     from dualdistill.teach import TeachConfig, teach
 
     work = args.workdir
@@ -80,8 +84,10 @@ def main() -> None:
     emit("setup", t0, train=len(train), test=len(test))
 
     t0 = time.perf_counter()
-    agentic = AgenticTeacher(AgenticTeacherConfig(timeout_s=1.0, max_concurrency=8))
-    report = asyncio.run(teach(train, agentic, TextTeacher(), work / "teach", TeachConfig(), progress=False))
+    agentic = ProgrammaticAgenticTeacher(ProgrammaticAgenticConfig(timeout_s=1.0, max_concurrency=8))
+    report = asyncio.run(
+        teach(train, agentic, ProgrammaticTextTeacher(), work / "teach", TeachConfig(), progress=False)
+    )
     emit("teach", t0, pairs=report.pairs, gave_up=report.gave_up)
 
     t0 = time.perf_counter()
@@ -108,7 +114,7 @@ def main() -> None:
          fully_solved=sum(s.s_bar == 1 for s in scores))  # fmt: skip
 
     t0 = time.perf_counter()
-    built = sd.build(work / "samples", TextTeacher(), work / "sd.jsonl")
+    built = sd.build(work / "samples", ProgrammaticTextTeacher(), work / "sd.jsonl")
     summary = sd.report(built.records, built.scores, built.counts)
     emit("build", t0, by_kind=summary["by_kind"], strategy_mix=summary["strategy_mix"],
          by_s_bar=summary["by_s_bar"], counts=summary["counts"])  # fmt: skip

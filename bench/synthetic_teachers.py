@@ -19,15 +19,19 @@ import time
 
 from dualdistill.sandbox import SandboxConfig, SandboxPool
 from dualdistill.synthetic.families import generate
-from dualdistill.synthetic.teachers import AgenticTeacher, AgenticTeacherConfig, TextTeacher
+from dualdistill.synthetic.teachers import (
+    ProgrammaticAgenticConfig,
+    ProgrammaticAgenticTeacher,
+    ProgrammaticTextTeacher,
+)
 
 
 def run_agentic(problems, timeout: float, concurrency: int) -> tuple[float, int]:
     async def main() -> tuple[float, int]:
-        cfg = AgenticTeacherConfig(timeout_s=timeout, max_concurrency=concurrency)
+        cfg = ProgrammaticAgenticConfig(timeout_s=timeout, max_concurrency=concurrency)
         async with SandboxPool(SandboxConfig(timeout_s=timeout), max_concurrency=concurrency) as pool:
             await pool.run_once("print(1)")  # start the template outside the timed region
-            teacher = AgenticTeacher(cfg, pool=pool)
+            teacher = ProgrammaticAgenticTeacher(cfg, pool=pool)
             start = time.perf_counter()
             await asyncio.gather(*(teacher.solve(p) for p in problems))
             wall = time.perf_counter() - start
@@ -49,7 +53,7 @@ def main() -> None:
     concurrent, _ = run_agentic(problems, args.timeout, args.concurrency)
 
     world = generate(2000, seed=0)
-    teacher = TextTeacher()
+    teacher = ProgrammaticTextTeacher()
     start = time.perf_counter()
     for p in world:
         teacher.solve_sync(p)

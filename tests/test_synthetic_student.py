@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from dualdistill.cli.app import app
 from dualdistill.synthetic.families import FAMILIES, generate, parse_question
 from dualdistill.synthetic.student import TAG_TOKENS
-from dualdistill.synthetic.teachers import TextTeacher, naive_programs
+from dualdistill.synthetic.teachers import ProgrammaticTextTeacher, naive_programs
 from dualdistill.trajectory import executor_block
 
 
@@ -45,7 +45,7 @@ def test_tiny_model_saves_loads_and_generates(model_dir):
 def test_teacher_trajectories_stay_short(model_dir):
     """The demo's budget: every teacher trajectory is at most ~150 tokens with this tokenizer."""
     tok = AutoTokenizer.from_pretrained(model_dir)
-    teacher = TextTeacher()
+    teacher = ProgrammaticTextTeacher()
     timeout = executor_block("Error: Code execution timed out. (limit: 3 s)")
     longest: dict[str, int] = {}
     for p in generate(350, seed=5):

@@ -14,10 +14,10 @@ from dualdistill.problems import Problem
 from dualdistill.synthetic import report as rep
 from dualdistill.synthetic.families import FAMILIES, generate
 from dualdistill.synthetic.teachers import (
-    AgenticTeacher,
-    AgenticTeacherConfig,
-    TextTeacher,
-    TextTeacherConfig,
+    ProgrammaticAgenticConfig,
+    ProgrammaticAgenticTeacher,
+    ProgrammaticTextConfig,
+    ProgrammaticTextTeacher,
 )
 from dualdistill.trajectory import check_format, extract_answer, is_executor_error, strategy_facts
 
@@ -27,7 +27,7 @@ def world():
     return generate(700, seed=11)
 
 
-def _accuracy_by_family(teacher: TextTeacher, problems) -> dict[str, float]:
+def _accuracy_by_family(teacher: ProgrammaticTextTeacher, problems) -> dict[str, float]:
     hits = defaultdict(list)
     for p in problems:
         hits[p.metadata["family"]].append(extract_answer(teacher.solve_sync(p)) == p.answer)
@@ -35,22 +35,24 @@ def _accuracy_by_family(teacher: TextTeacher, problems) -> dict[str, float]:
 
 
 def test_text_teacher_format_and_determinism(world):
-    teacher = TextTeacher()
+    teacher = ProgrammaticTextTeacher()
     for p in world[:140]:
         response = teacher.solve_sync(p)
         assert check_format(response), (response, check_format(response).reason)
         facts = strategy_facts(response)
         assert facts.first_strategy == "text" and facts.code_blocks == 0
-        assert response == TextTeacher().solve_sync(p)
+        assert response == ProgrammaticTextTeacher().solve_sync(p)
         assert response == asyncio.run(teacher.solve(p, previous="<code>\nprint(1)\n</code>"))
-    other_seed = TextTeacher(TextTeacherConfig(seed=1))
+    other_seed = ProgrammaticTextTeacher(ProgrammaticTextConfig(seed=1))
     assert any(other_seed.solve_sync(p) != teacher.solve_sync(p) for p in world[:140])
 
 
 def test_text_teacher_methods_are_exact_and_failures_come_from_slips(world):
     """With no slips every derivation is right; with slips, long computations fail far more often."""
-    assert set(_accuracy_by_family(TextTeacher(TextTeacherConfig(slip_p=0.0)), world).values()) == {1.0}
-    acc = _accuracy_by_family(TextTeacher(), world)
+    assert set(
+        _accuracy_by_family(ProgrammaticTextTeacher(ProgrammaticTextConfig(slip_p=0.0)), world).values()
+    ) == {1.0}
+    acc = _accuracy_by_family(ProgrammaticTextTeacher(), world)
     for name, fam in FAMILIES.items():
         if fam.group == "text":
             assert acc[name] >= 0.8, (name, acc)
@@ -61,7 +63,7 @@ def test_text_teacher_methods_are_exact_and_failures_come_from_slips(world):
 
 def test_text_teacher_shows_its_slip_in_the_derivation():
     p = Problem("x", "Compute 4821 * 7395.", str(4821 * 7395), metadata={"family": "mul_large"})
-    wrong = [TextTeacher(TextTeacherConfig(seed=s)).solve_sync(p) for s in range(40)]
+    wrong = [ProgrammaticTextTeacher(ProgrammaticTextConfig(seed=s)).solve_sync(p) for s in range(40)]
     wrong = [r for r in wrong if extract_answer(r) != p.answer]
     assert wrong, "some seed should slip on a 4x4-digit product"
     # The derivation is consistent with its (wrong) answer: the last line of <think> states it.
@@ -72,7 +74,7 @@ def test_text_teacher_shows_its_slip_in_the_derivation():
 def test_teachers_reject_foreign_questions():
     p = Problem("q", "What is the capital of France?", "Paris")
     with pytest.raises(ValueError, match="not a synthetic question"):
-        TextTeacher().solve_sync(p)
+        ProgrammaticTextTeacher().solve_sync(p)
 
 
 def _pick(world, families: list[str]) -> list[Problem]:
@@ -84,7 +86,7 @@ def test_agentic_teacher_uses_the_real_sandbox(world):
     timeouts, then a guess. (1 s timeout keeps this short; the naive programs never finish anyway.)"""
     from dualdistill.sandbox import TIMEOUT_MESSAGE
 
-    teacher = AgenticTeacher(AgenticTeacherConfig(timeout_s=1.0, max_concurrency=4))
+    teacher = ProgrammaticAgenticTeacher(ProgrammaticAgenticConfig(timeout_s=1.0, max_concurrency=4))
     finishing = ["mul_large", "powmod_large", "count_digits", "mul_small", "powmod_small"]
     problems = _pick(world, [*finishing, "last_digit"])
 

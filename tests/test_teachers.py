@@ -13,13 +13,12 @@ import pytest
 from dualdistill import trajectory as tj
 from dualdistill.agent import AgentConfig
 from dualdistill.backends import BackendError
+from dualdistill.backends.anthropic import AnthropicBackend, AnthropicConfig
 from dualdistill.backends.openai_api import OpenAIBackend
 from dualdistill.config import ConfigError
 from dualdistill.problems import Problem
 from dualdistill.teachers import (
     AgenticTeacher,
-    AnthropicBackend,
-    AnthropicConfig,
     DatasetTeacher,
     TeacherError,
     TextTeacher,

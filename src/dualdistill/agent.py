@@ -48,6 +48,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from dualdistill.backends import Backend
 from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
 from dualdistill.prompts import TOOL_CAP_NOTE, PromptTemplate, build_prompt, generation_prefix
@@ -86,30 +87,6 @@ class AgentConfig:
 
 
 # ----------------------------------------------------------------------------- plug-in points
-class Completion(Protocol):
-    text: str
-    n_tokens: int
-    finish_reason: str
-    stop: str | None
-
-
-class Backend(Protocol):
-    """The subset of ``dualdistill.backends.Backend`` the loop uses."""
-
-    async def complete(
-        self,
-        prompt: str,
-        *,
-        max_new_tokens: int,
-        stop: list[str],
-        temperature: float,
-        top_p: float = 1.0,
-        seed: int | None = None,
-    ) -> Completion: ...
-
-    def count_tokens(self, text: str) -> int: ...
-
-
 class ExecResult(Protocol):
     status: str
     output: str

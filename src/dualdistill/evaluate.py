@@ -358,7 +358,7 @@ def _run_eval(config: EvalConfig, out_dir: Path, problems: dict, backend: Any, p
     try:
         records = asyncio.run(generate())
     finally:
-        if own_backend and hasattr(backend, "close"):
+        if own_backend:
             backend.close()
     summaries = summarize_by_source(records, problems)
     write_report(out_dir, summaries, meta=_meta(config))

@@ -78,8 +78,8 @@ def write_card(model_dir: str | Path, *, title: str, made: list[str], base_model
     usage = TOOL_LOOP.format(path=str(model_dir), prompt=_example_prompt(model_dir))
     body = "\n".join([
         f"---\n{meta}\n---", "", f"# {title}", "",
-        "A student trained with [dualdistill](https://github.com/StigLidu/DualDistill)-style DualDistill "
-        "(Agentic-R1: Distilled Dual-Strategy Reasoning, arXiv 2507.05707): it reasons in `<think>`, "
+        "A model made with dualdistill, an implementation of DualDistill ([Agentic-R1: Distilled "
+        "Dual-Strategy Reasoning](https://arxiv.org/abs/2507.05707)). A student reasons in `<think>`, "
         "runs Python in `<code>` blocks whose output comes back in `<executor>`, and answers in "
         "`<answer>…\\boxed{…}…</answer>`.", "",
         "## How it was made", "", *made, "",

@@ -319,8 +319,8 @@ def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: An
         from dualdistill.synthetic import teachers as synthetic
 
         if strategy == "code":
-            return synthetic.AgenticTeacher(pool=pool, name=spec.name or "synthetic-agentic")
-        return synthetic.TextTeacher(name=spec.name or "synthetic-text")
+            return synthetic.ProgrammaticAgenticTeacher(pool=pool, name=spec.name or "synthetic-agentic")
+        return synthetic.ProgrammaticTextTeacher(name=spec.name or "synthetic-text")
     if spec.kind == "dataset":
         if not spec.path:
             raise ValueError(f"{strategy}_teacher.path: a dataset teacher needs a file")
@@ -339,8 +339,8 @@ def _backend(spec: TeacherSpec) -> Any:
     from dualdistill.config import ConfigError
 
     if spec.kind == "anthropic":
+        from dualdistill.backends.anthropic import AnthropicBackend, AnthropicConfig
         from dualdistill.prompts import assistant_marker
-        from dualdistill.teachers import AnthropicBackend, AnthropicConfig
 
         marker = assistant_marker(spec.template)
         return AnthropicBackend(AnthropicConfig(

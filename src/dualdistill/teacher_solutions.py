@@ -26,19 +26,12 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from dualdistill.problems import Problem
 from dualdistill.records import DataError, read_jsonl
+from dualdistill.teachers import Teacher
 from dualdistill.trajectory import check_format, parse, strategy_facts
-
-
-class Teacher(Protocol):
-    name: str
-    strategy: str
-
-    async def solve(self, problem: Problem, previous: str | None = None) -> str: ...
-
 
 RepairSource = Literal["text", "agentic", "best"]
 # Strategies a source accepts, most preferred first.

@@ -66,6 +66,9 @@ class Backend(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def close(self) -> None:
+        """Release what the backend holds (model weights, worker threads, connections); idempotent."""
+
 
 class BackendError(RuntimeError):
     """A backend could not produce a completion (server down after retries, bad request, model error)."""

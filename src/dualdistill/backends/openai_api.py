@@ -113,6 +113,10 @@ class OpenAIBackend:
             stop=hit,
         )
 
+    def close(self) -> None:
+        """Drop the per-loop clients (their loops own the connections and close them with the loop)."""
+        self._per_loop.clear()
+
     def count_tokens(self, text: str) -> int:
         tok = self._load_tokenizer()
         if tok is None:

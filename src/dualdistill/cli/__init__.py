@@ -21,6 +21,7 @@ from dualdistill.cli import (
     selfdistill,  # noqa: F401
     sft,  # noqa: F401
     synthetic,  # noqa: F401
+    teach,  # noqa: F401
 )
 from dualdistill.cli.app import app
 

@@ -1,8 +1,7 @@
-"""``dualdistill teach`` (y1, y2 for every problem) and ``dualdistill compose`` (pairs -> training set)."""
+"""``dualdistill compose`` (pairs -> training set) and ``dualdistill singles`` (each teacher's correct responses)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import typer
@@ -13,69 +12,10 @@ from dualdistill.cli.app import app, fail
 from dualdistill.config import ConfigError
 from dualdistill.records import DataError
 
-TEACH_EXAMPLE = (
-    "Example: dualdistill teach --problems synthetic --first-teacher-seed 0 --out runs/teach   |   "
-    "dualdistill teach --problems train.jsonl --config teach.yaml --out runs/teach "
-    "--set code_teacher.kind=anthropic"
-)
 COMPOSE_EXAMPLE = (
     "Example: dualdistill compose --pairs runs/teach/pairs.jsonl --out runs/composed.jsonl "
     "--set balance.strategy_shares.code=1 --set balance.strategy_shares.text=1"
 )
-
-
-def _problems(spec: str, fields: str | None, synthetic_n: int, synthetic_seed: int):
-    from dualdistill.problems import FieldMap, load_problems
-
-    if spec == "synthetic":
-        from dualdistill.synthetic.families import make_splits
-
-        return make_splits(synthetic_n, seed=synthetic_seed)[0]
-    return load_problems(spec, fields=FieldMap.parse(fields))
-
-
-@app.command(
-    "teach", help=f"Run the two teachers (y1, then y2 given y1) over problems; resumable.\n\n{TEACH_EXAMPLE}"
-)
-def teach_command(
-    out: Path = typer.Option(
-        ..., help="Output directory (records.jsonl, pairs.jsonl, teach.json); reruns resume."
-    ),
-    problems: str = typer.Option(
-        "synthetic",
-        help="Problem file (.jsonl/.json/.parquet), or 'synthetic' for the synthetic training split.",
-    ),
-    first_teacher_seed: int | None = typer.Option(
-        None, help="Seed of the who-goes-first coin (overrides config)."
-    ),
-    config: Path | None = typer.Option(None, help="TeachConfig YAML (teachers, concurrency, retries)."),
-    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
-    fields: str | None = typer.Option(None, help="Field map for the problem file: question=F,answer=F,id=F."),
-    limit: int | None = typer.Option(None, min=1, help="Only the first N problems."),
-    synthetic_n: int = typer.Option(500, min=1, help="Size of the synthetic world (train + test)."),
-    synthetic_seed: int = typer.Option(0),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    from dualdistill.config import load_config
-    from dualdistill.sandbox import SandboxUnavailable
-    from dualdistill.teach import TeachConfig, teach_from_config
-
-    try:
-        overrides = list(set_)
-        if first_teacher_seed is not None:
-            overrides.append(f"first_teacher_seed={first_teacher_seed}")
-        cfg = load_config(TeachConfig, config, overrides)
-        items = _problems(problems, fields, synthetic_n, synthetic_seed)[:limit]
-        report = asyncio.run(teach_from_config(items, cfg, out, progress=progress))
-    except (ConfigError, DataError, ValueError, SandboxUnavailable) as e:
-        fail(str(e))
-    table = Table("problems", "pairs", "gave up", "code first", "failed attempts", "seconds", title="teach")
-    failed = ", ".join(f"{k}: {v}" for k, v in sorted(report.failed.items())) or "0"
-    table.add_row(
-        *map(str, (report.problems, report.pairs, report.gave_up, report.code_first, failed, report.seconds))
-    )
-    Console().print(table)
-    Console().print(f"pairs: {out / 'pairs.jsonl'}")
 
 
 @app.command(

@@ -107,7 +107,7 @@ def solve_command(
     except (DataError, ConfigError, BackendError, SandboxUnavailable) as e:
         fail(str(e))
     finally:
-        if backend is not None and hasattr(backend, "close"):
+        if backend is not None:
             backend.close()
     if as_json:
         typer.echo(json.dumps(record.to_dict(), ensure_ascii=False))

@@ -70,7 +70,7 @@ def sample_command(
     except KeyError as e:
         fail(str(e.args[0]) if e.args else str(e))
     finally:
-        if backend is not None and hasattr(backend, "close"):
+        if backend is not None:
             backend.close()
     solved = sum(s.s_bar == 1 for s in scores)
     mean = sum(float(s.s_bar) for s in scores) / max(len(scores), 1)

@@ -80,7 +80,11 @@ def teachers(
     """
     from dualdistill.records import JsonlAppender
     from dualdistill.synthetic import report as rep
-    from dualdistill.synthetic.teachers import AgenticTeacherConfig, TextTeacher, TextTeacherConfig
+    from dualdistill.synthetic.teachers import (
+        ProgrammaticAgenticConfig,
+        ProgrammaticTextConfig,
+        ProgrammaticTextTeacher,
+    )
 
     try:
         problems = _load_split(data, split, n, seed, limit)
@@ -88,8 +92,8 @@ def teachers(
         fail(str(e))
     if not problems:
         fail("no problems to run")
-    agentic = AgenticTeacherConfig(timeout_s=timeout_s, max_concurrency=concurrency)
-    text = TextTeacher(TextTeacherConfig(slip_p=slip_p))
+    agentic = ProgrammaticAgenticConfig(timeout_s=timeout_s, max_concurrency=concurrency)
+    text = ProgrammaticTextTeacher(ProgrammaticTextConfig(slip_p=slip_p))
     writer = JsonlAppender(out) if out else None
     columns = (TextColumn("[bold]teachers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=True) as bar:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dualdistill.prompts import build_prompt
 from dualdistill.synthetic.families import PowMod, generate, parse_question
-from dualdistill.synthetic.teachers import HUGE_EXPONENT, TextTeacher, naive_programs
+from dualdistill.synthetic.teachers import HUGE_EXPONENT, ProgrammaticTextTeacher, naive_programs
 from dualdistill.trajectory import (
     ALSO_CODE,
     ALSO_TEXT,
@@ -38,7 +38,7 @@ def _timeout_message() -> str:
 
 def synthetic_corpus(n: int = 700, seed: int = 0) -> list[str]:
     """About ``4 * n`` short documents covering the synthetic world's vocabulary."""
-    text_teacher = TextTeacher()
+    text_teacher = ProgrammaticTextTeacher()
     timeout = _timeout_message()
     docs = [TEXT_TO_CODE, CODE_TO_TEXT, ALSO_CODE, ALSO_TEXT, RESTART_NOTE]
     for problem in generate(n, seed=10_000 + seed):  # a different draw from any split's

@@ -21,7 +21,11 @@ from dataclasses import asdict, dataclass
 from dualdistill.grading import grade
 from dualdistill.problems import Problem
 from dualdistill.synthetic.families import FAMILIES, GROUPS, problem_meta
-from dualdistill.synthetic.teachers import AgenticTeacher, AgenticTeacherConfig, TextTeacher
+from dualdistill.synthetic.teachers import (
+    ProgrammaticAgenticConfig,
+    ProgrammaticAgenticTeacher,
+    ProgrammaticTextTeacher,
+)
 
 FAVOURED = {"synthetic-agentic": "tool", "synthetic-text": "text"}
 
@@ -55,20 +59,20 @@ async def _solve_all(teacher, problems: list[Problem], on_done: Callable[[Outcom
 def run_teachers(
     problems: list[Problem],
     *,
-    agentic: AgenticTeacherConfig | None = None,
-    text_teacher: TextTeacher | None = None,
+    agentic: ProgrammaticAgenticConfig | None = None,
+    text_teacher: ProgrammaticTextTeacher | None = None,
     on_done: Callable[[Outcome], None] = lambda o: None,
 ) -> list[Outcome]:
     """Both teachers on every problem; the agentic teacher runs its programs in the real sandbox."""
     from dualdistill.sandbox import SandboxConfig, SandboxPool
 
-    cfg = agentic or AgenticTeacherConfig()
-    text = text_teacher or TextTeacher()
+    cfg = agentic or ProgrammaticAgenticConfig()
+    text = text_teacher or ProgrammaticTextTeacher()
 
     async def main() -> list[Outcome]:
         sandbox = SandboxConfig(timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb)
         async with SandboxPool(sandbox, max_concurrency=cfg.max_concurrency) as pool:
-            code = AgenticTeacher(cfg, pool=pool)
+            code = ProgrammaticAgenticTeacher(cfg, pool=pool)
             outs = await _solve_all(text, problems, on_done)
             return outs + await _solve_all(code, problems, on_done)
 

@@ -1,11 +1,11 @@
 """Two programmatic teachers for the synthetic world, writing the paper's exact tag format.
 
-- ``TextTeacher`` reasons in ``<think>``: it picks a method from the question's content (a cycle or
+- ``ProgrammaticTextTeacher`` reasons in ``<think>``: it picks a method from the question's content (a cycle or
   ``±1`` argument when the exponent is huge, direct arithmetic otherwise) and does every elementary
   arithmetic step (a digit product, an addition column, a quotient digit, a block of a count) with
   a slip probability ``slip_p``. A slip changes that step's result and the error propagates, so long
   computations fail more often: failures come from the method, not from a coin flip on the answer.
-- ``AgenticTeacher`` writes the naive Python program for the question into ``<code>``, runs it in
+- ``ProgrammaticAgenticTeacher`` writes the naive Python program for the question into ``<code>``, runs it in
   the real sandbox, reads ``<executor>``, and boxes the printed number. It is a weak agent: after an
   error or a timeout it retries once with a slightly different but still naive program, then gives
   up and boxes a guess. On huge exponents both programs genuinely time out.
@@ -87,18 +87,18 @@ class Slips:
 
 
 @dataclass
-class TextTeacherConfig:
+class ProgrammaticTextConfig:
     slip_p: float = 0.04  # probability of a slip per elementary arithmetic step
     seed: int = 0
 
 
-class TextTeacher:
+class ProgrammaticTextTeacher:
     """A careful but fallible hand calculator that knows the cycle and ±1 tricks."""
 
     strategy: Literal["text"] = "text"
 
-    def __init__(self, config: TextTeacherConfig | None = None, name: str = "synthetic-text"):
-        self.config = config or TextTeacherConfig()
+    def __init__(self, config: ProgrammaticTextConfig | None = None, name: str = "synthetic-text"):
+        self.config = config or ProgrammaticTextConfig()
         self.name = name
 
     async def solve(self, problem: Problem, previous: str | None = None) -> str:
@@ -239,7 +239,7 @@ def _guess(parsed: Parsed, rng: random.Random) -> int:
 
 
 @dataclass
-class AgenticTeacherConfig:
+class ProgrammaticAgenticConfig:
     retries: int = 1  # extra attempts after a run that errors or times out
     timeout_s: float = 3.0  # per run; tests use ~1 s, the naive programs never finish either way
     memory_mb: int = 1024
@@ -247,15 +247,15 @@ class AgenticTeacherConfig:
     seed: int = 0
 
 
-class AgenticTeacher:
+class ProgrammaticAgenticTeacher:
     """Writes the naive program, runs it in the real sandbox, boxes the output or a guess."""
 
     strategy: Literal["code"] = "code"
 
     def __init__(
-        self, config: AgenticTeacherConfig | None = None, *, pool=None, name: str = "synthetic-agentic"
+        self, config: ProgrammaticAgenticConfig | None = None, *, pool=None, name: str = "synthetic-agentic"
     ):
-        self.config = config or AgenticTeacherConfig()
+        self.config = config or ProgrammaticAgenticConfig()
         self.name = name
         self._pool = pool
         self.tool_calls: list[dict] = []  # {status, duration_s} of every sandbox run, in order

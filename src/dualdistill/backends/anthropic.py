@@ -1,0 +1,115 @@
+"""``AnthropicBackend``: the ``Backend`` protocol over the official ``anthropic`` client (messages API).
+
+Guarantees: the API key is read from the environment variable the config names when the backend is
+built, passed only to the client, and never appears in ``repr``, errors or records. A refusal raises
+``teachers.TeacherError("refusal")``; HTTP and connection failures raise ``BackendError`` naming the API.
+Not guaranteed: exact token counts (``count_tokens`` estimates characters / 3.5).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dualdistill.backends import BackendError, Completion
+from dualdistill.config import ConfigError
+
+
+@dataclass
+class AnthropicConfig:
+    model: str = "claude-3-5-sonnet-20241022"
+    api_key_env: str = "ANTHROPIC_API_KEY"  # the key itself never goes in a config
+    base_url: str | None = None  # None: the client's default (api.anthropic.com)
+    timeout_s: float = 600.0
+    max_retries: int = 2  # the client's own retries (429 and 5xx, with backoff)
+    # The prompt text before this marker is the user turn; the text after it is the partial
+    # trajectory, sent as an assistant prefill to continue. "\nAssistant: " fits the paper template.
+    assistant_marker: str = "\nAssistant: "
+    # Which sampling parameters to send (some newer models accept only one, or none).
+    sampling: Literal["temperature", "both", "none"] = "temperature"
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+class AnthropicBackend:
+    """``Backend`` over the Anthropic messages API (``anthropic.AsyncAnthropic``).
+
+    ``complete(prompt, stop=...)`` sends the user turn and, when the agent is continuing a partial
+    trajectory, that text as an assistant prefill (without trailing whitespace, which the API
+    rejects). ``stop`` becomes ``stop_sequences``; like every backend, the returned text ends with the
+    stop string that ended it. ``seed`` is not supported by the API and is ignored. ``count_tokens``
+    is an estimate (characters / 3.5), since exact counting would cost an API call.
+    """
+
+    def __init__(self, config: AnthropicConfig | None = None):
+        import anthropic
+
+        self.config = config or AnthropicConfig()
+        key = os.environ.get(self.config.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"environment variable {self.config.api_key_env} is not set (the Anthropic backend's API key)"
+            )
+        self._client = anthropic.AsyncAnthropic(
+            api_key=key, base_url=self.config.base_url, timeout=self.config.timeout_s,
+            max_retries=self.config.max_retries, default_headers=self.config.extra_headers or None,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"AnthropicBackend(model={self.config.model!r}, base_url={self.config.base_url!r})"
+
+    def messages(self, prompt: str) -> list[dict]:
+        """The messages sent for ``prompt``: a user turn and, when there is one, an assistant prefill."""
+        marker = self.config.assistant_marker
+        at = prompt.find(marker)
+        if at == -1:
+            raise ValueError(
+                f"prompt has no assistant marker {marker!r}; set AnthropicConfig.assistant_marker"
+            )
+        user, prefill = prompt[:at], prompt[at + len(marker) :].rstrip()
+        messages = [{"role": "user", "content": user}]
+        if prefill:
+            messages.append({"role": "assistant", "content": prefill})
+        return messages
+
+    async def complete(
+        self, prompt: str, *, max_new_tokens: int, stop: list[str], temperature: float,
+        top_p: float = 1.0, seed: int | None = None,
+    ) -> Completion:  # fmt: skip
+        import anthropic
+
+        sampling: dict[str, float] = {}
+        if self.config.sampling in ("temperature", "both"):
+            sampling["temperature"] = temperature
+        if self.config.sampling == "both":
+            sampling["top_p"] = top_p
+        kwargs: dict[str, Any] = {}
+        if stop:
+            kwargs["stop_sequences"] = list(stop)
+        try:
+            msg = await self._client.messages.create(
+                model=self.config.model, max_tokens=max_new_tokens, messages=self.messages(prompt),
+                extra_body=sampling or None, **kwargs,
+            )  # fmt: skip
+        except anthropic.APIStatusError as e:
+            raise BackendError(f"HTTP {e.status_code} from the Anthropic API ({type(e).__name__})") from None
+        except anthropic.APIConnectionError as e:
+            kind = "timeout" if isinstance(e, anthropic.APITimeoutError) else "connection"
+            raise BackendError(f"{kind} error talking to the Anthropic API") from None
+        if msg.stop_reason == "refusal":
+            from dualdistill.teachers import TeacherError  # a teacher-level outcome, recorded by teach
+
+            raise TeacherError("refusal", "the model refused")
+        text = "".join(getattr(b, "text", "") for b in msg.content)
+        hit = msg.stop_sequence if msg.stop_reason == "stop_sequence" else None
+        if hit:
+            text += hit
+        finish = "length" if msg.stop_reason == "max_tokens" else "stop"
+        return Completion(text, int(msg.usage.output_tokens), finish, hit)
+
+    def count_tokens(self, text: str) -> int:
+        return math.ceil(len(text) / 3.5)
+
+    def close(self) -> None:
+        """Nothing to release: the client's connections close with it."""
