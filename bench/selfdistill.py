@@ -58,6 +58,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from dualdistill import selfdistill as sd
+    from dualdistill.agent import AgentConfig
     from dualdistill.backends import HFBackend
     from dualdistill.compose import ComposeConfig, compose_file
     from dualdistill.config import load_config
@@ -104,7 +105,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     chosen = train[: args.sample_problems]
-    scfg = sd.SampleConfig(k=args.k, budget=args.budget, template="compact", executor_timeout_s=1.0)
+    scfg = sd.SampleConfig(
+        k=args.k, agent=AgentConfig(budget=args.budget, template="compact", executor_timeout_s=1.0)
+    )
     sd.sample(
         chosen, HFBackend(r1.model_dir), work / "samples", scfg, model=str(r1.model_dir), progress=False
     )

@@ -227,7 +227,7 @@ def test_eval_resume_is_keyed_on_the_weights_not_the_path(tiny_model_dir, tmp_pa
         ("sft.epochs=0", "sft.epochs"),
         ("world.n=0", "world.n"),
         ("eval.agent.temperature=-0.1", "eval.agent.temperature"),
-        ("teach.text_teacher.top_p=0", "teach.text_teacher.top_p"),
+        ("teach.text_teacher.generation.top_p=0", "teach.text_teacher.generation.top_p"),
         ("compose.decontam_threshold=200", "compose.decontam_threshold"),
         ("selfdistill.build.beta2=1.5", "selfdistill.build.beta2"),
         ("compose.decontam_benchmarks=[math500,nope]", "compose.decontam_benchmarks[1]"),

@@ -9,6 +9,7 @@ from fractions import Fraction
 import pytest
 
 from dualdistill import selfdistill as sd
+from dualdistill.agent import AgentConfig
 from dualdistill.problems import Problem, write_problems
 from dualdistill.records import DataError, JsonlAppender
 from dualdistill.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format
@@ -316,7 +317,8 @@ sys.path.insert(0, {tests!r})
 from test_selfdistill import sd_problems, sd_responder
 from scripted_backend import ScriptedBackend
 from dualdistill import selfdistill as sd
-cfg = sd.SampleConfig(k=4, budget=200, template="compact", sandbox_concurrency=2)
+from dualdistill.agent import AgentConfig
+cfg = sd.SampleConfig(k=4, agent=AgentConfig(budget=200, template="compact", sandbox_concurrency=2))
 sd.sample(sd_problems(), ScriptedBackend(sd_responder, delay_s=0.05), {out!r}, cfg, progress=False)
 """
 
@@ -346,7 +348,7 @@ def test_sample_resumes_after_sigkill_and_builds(tmp_path):
         f.write('{"problem_id": "q3", "sampl')  # a line torn by the kill
 
     backend = ScriptedBackend(sd_responder)
-    cfg = sd.SampleConfig(k=4, budget=200, template="compact", sandbox_concurrency=2)
+    cfg = sd.SampleConfig(k=4, agent=AgentConfig(budget=200, template="compact", sandbox_concurrency=2))
     sd.sample(sd_problems(), backend, out, cfg, progress=False)
     scores = sd.load_samples(out)  # refuses duplicates and missing samples
     assert [len(s.samples) for s in scores] == [4, 4, 4, 4]
@@ -375,7 +377,7 @@ def test_sample_resumes_after_sigkill_and_builds(tmp_path):
 def test_sample_refuses_a_different_problem_set(tmp_path):
     from scripted_backend import ScriptedBackend
 
-    cfg = sd.SampleConfig(k=1, tools=False, template="compact")
+    cfg = sd.SampleConfig(k=1, agent=AgentConfig(tools=False, template="compact"))
     sd.sample(sd_problems(2), ScriptedBackend(sd_responder), tmp_path, cfg, progress=False)
     with pytest.raises(DataError, match="different problem set"):
         sd.sample(sd_problems(3), ScriptedBackend(sd_responder), tmp_path, cfg, progress=False)

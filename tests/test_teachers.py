@@ -22,7 +22,6 @@ from dualdistill.teachers import (
     DatasetTeacher,
     TeacherError,
     TextTeacher,
-    TextTeacherConfig,
     r1_to_trajectory,
 )
 from fake_openai_server import FakeOpenAIServer, Outcome
@@ -68,7 +67,7 @@ def test_text_teacher_over_openai_server_survives_429_and_timeout():
     script = [Outcome(status=429), Outcome(delay_s=1.5, text="late"), Outcome(text=R1_OUT, stop_reason=None)]
     with FakeOpenAIServer(script) as srv:
         backend = OpenAIBackend(srv.url, "r1", max_retries=3, backoff_s=0.01, request_timeout=0.5)
-        teacher = TextTeacher(backend, TextTeacherConfig(max_new_tokens=777, temperature=0.3), name="r1")
+        teacher = TextTeacher(backend, AgentConfig(tools=False, budget=777, temperature=0.3), name="r1")
         out = run(teacher.solve(PROBLEM, previous="<think>y1</think>\n<answer>\\boxed{41}</answer>"))
     assert out.startswith("<think>\nSix sevens") and tj.extract_answer(out) == "42"
     assert len(srv.requests) == 3  # the 429 and the timeout were retried

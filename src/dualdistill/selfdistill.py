@@ -37,19 +37,19 @@ import json
 import random
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
 from dualdistill import __version__
+from dualdistill.agent import AgentConfig
 
 # How samples are cut and joined lives with composition (one module for every cut and join).
 from dualdistill.compose import cut_after_reasoning, cut_before_answer
 from dualdistill.compose import join_self_distilled as join
 from dualdistill.config import bounded, check_bounds, save_config, to_dict
 from dualdistill.problems import Problem, load_problems, write_problems
-from dualdistill.prompts import PromptTemplate
 from dualdistill.records import DataError, locked, read_jsonl, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
 from dualdistill.teacher_solutions import (  # noqa: F401  (part of this module's API)
@@ -82,19 +82,12 @@ Kind = Literal["kept_correct", "repaired_wrong"]
 # ----------------------------------------------------------------------------- configs
 @dataclass
 class SampleConfig:
-    """Sampling settings; the defaults are the paper's."""
+    """Sampling settings; the defaults are the paper's. How each trajectory is generated is the one
+    generation config (``agent.AgentConfig``), as in ``eval`` and the teachers."""
 
     k: int = bounded(16, ge=1)  # samples per problem
-    temperature: float = bounded(0.6, ge=0)
-    top_p: float = bounded(0.95, gt=0, le=1)
-    budget: int = bounded(4096, ge=1)  # response tokens, executor output included
-    tools: bool = True
-    max_tool_calls: int = bounded(10, ge=0)
-    executor_timeout_s: float = bounded(3.0, gt=0)
-    template: PromptTemplate = "paper"
-    chat_tokenizer: str | None = None  # template "chat" with a server backend (see AgentConfig)
-    sandbox_concurrency: int = bounded(16, ge=1)  # sandbox sessions open at once
     seed: int = 0
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -137,7 +130,10 @@ def sample(
     out_dir = Path(out_dir)
     with locked(out_dir, "self-distill sample"):
         # k may grow between runs (the first K are used); everything else must match.
-        same = {k: v for k, v in to_dict(config).items() if k not in ("k", "sandbox_concurrency")}
+        same = to_dict(config)
+        same.pop("k")
+        for speed_only in ("sandbox_concurrency", "concurrency"):  # how fast, not what is sampled
+            same["agent"].pop(speed_only)
         check_identity(out_dir, "sample", {**same, "model": model_fingerprint(model)}, SAMPLES_FILE)
         _save_sampling_inputs(out_dir, problems, config, model)
         return _sample(problems, backend, out_dir, config, pool, progress)
@@ -146,20 +142,10 @@ def sample(
 def _sample(
     problems: list[Problem], backend, out_dir: Path, config: SampleConfig, pool, progress: bool
 ) -> Path:
-    from dualdistill.agent import AgentConfig, make_pool, run_many
+    from dualdistill.agent import make_pool, run_many
 
-    agent_config = AgentConfig(
-        tools=config.tools,
-        template=config.template,
-        chat_tokenizer=config.chat_tokenizer,
-        max_tool_calls=config.max_tool_calls,
-        budget=config.budget,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        executor_timeout_s=config.executor_timeout_s,
-        sandbox_concurrency=config.sandbox_concurrency,
-    )
-    own_pool = pool is None and config.tools
+    agent_config = config.agent
+    own_pool = pool is None and agent_config.tools
     if own_pool:
         pool = make_pool(agent_config)
 

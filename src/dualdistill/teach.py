@@ -25,6 +25,7 @@ Not guaranteed: the same y1/y2 text on a rerun of a failed attempt (hosted model
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dualdistill.agent import AgentConfig
 from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
 from dualdistill.records import JsonlAppender, locked, read_jsonl, write_jsonl
@@ -56,15 +58,17 @@ class TeacherSpec:
     api_key_env: str = ""  # environment variable holding the API key ("" = none)
     path: str = ""  # dataset: file with precomputed responses
     field: str = "r1_solution_1"  # dataset: which field holds the response
-    template: Literal["paper", "plain", "compact"] = "paper"
-    # text teacher: per call; code teacher: the whole trajectory budget
-    max_new_tokens: int = bounded(16384, ge=1)
-    temperature: float = bounded(0.6, ge=0)
-    top_p: float = bounded(0.95, gt=0, le=1)
-    max_tool_calls: int = bounded(10, ge=0)
+    # How the teacher generates: the one generation config (as in eval and self-distillation). Its
+    # budget is the whole trajectory's for the code teacher and one call's for the text teacher;
+    # hosted reasoning models think long, hence 16384.
+    generation: AgentConfig = dataclasses.field(default_factory=lambda: AgentConfig(budget=16384))
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        if self.generation.template == "chat":
+            raise ValueError(
+                "generation.template: chat is not supported for teachers (use paper, plain or compact)"
+            )
 
 
 @dataclass
@@ -311,8 +315,7 @@ class _progress:
 # ----------------------------------------------------------------------------- building teachers
 def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: Any) -> Teacher:
     """The teacher a spec names, for the given role's strategy."""
-    from dualdistill.agent import AgentConfig
-    from dualdistill.teachers import AgenticTeacher, DatasetTeacher, TextTeacher, TextTeacherConfig
+    from dualdistill.teachers import AgenticTeacher, DatasetTeacher, TextTeacher
 
     name = spec.name or f"{spec.kind}-{strategy}" + (f":{spec.model}" if spec.model else "")
     if spec.kind == "programmatic":
@@ -327,12 +330,8 @@ def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: An
         return DatasetTeacher(spec.path, spec.field, name=spec.name or None, strategy=strategy)
     backend = _backend(spec)
     if strategy == "code":
-        agent = AgentConfig(tools=True, template=spec.template, max_tool_calls=spec.max_tool_calls,
-                            budget=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p)  # fmt: skip
-        return AgenticTeacher(backend, pool, agent, name=name)
-    text = TextTeacherConfig(template=spec.template, max_new_tokens=spec.max_new_tokens,
-                             temperature=spec.temperature, top_p=spec.top_p)  # fmt: skip
-    return TextTeacher(backend, text, name=name)
+        return AgenticTeacher(backend, pool, dataclasses.replace(spec.generation, tools=True), name=name)
+    return TextTeacher(backend, dataclasses.replace(spec.generation, tools=False), name=name)
 
 
 def _backend(spec: TeacherSpec) -> Any:
@@ -342,7 +341,7 @@ def _backend(spec: TeacherSpec) -> Any:
         from dualdistill.backends.anthropic import AnthropicBackend, AnthropicConfig
         from dualdistill.prompts import assistant_marker
 
-        marker = assistant_marker(spec.template)
+        marker = assistant_marker(spec.generation.template)
         return AnthropicBackend(AnthropicConfig(
             model=spec.model or AnthropicConfig.model, api_key_env=spec.api_key_env or "ANTHROPIC_API_KEY",
             base_url=spec.url or None, assistant_marker=marker,

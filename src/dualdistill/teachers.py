@@ -32,12 +32,12 @@ the format; ``compose`` cleans what does not.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from dualdistill.problems import FieldMap, Problem, load_problems
-from dualdistill.prompts import PromptTemplate, build_prompt, generation_prefix
+from dualdistill.prompts import build_prompt, generation_prefix
 from dualdistill.records import DataError
 
 Strategy = Literal["code", "text"]
@@ -123,27 +123,22 @@ def r1_to_trajectory(text: str) -> str:
     return f"<think>{body}</think>\n{answer}"
 
 
-@dataclass
-class TextTeacherConfig:
-    template: PromptTemplate = "paper"
-    max_new_tokens: int = 16384
-    temperature: float = 0.6
-    top_p: float = 0.95
-    convert_r1: bool = True  # wrap the text after </think> in <answer>
-
-
 class TextTeacher:
     """Long chain of thought from any backend, no tools; R1 output converted by ``r1_to_trajectory``."""
 
     strategy: Strategy = "text"
 
     def __init__(
-        self, backend: Any, config: TextTeacherConfig | None = None, *, name: str = "text",
+        self, backend: Any, generation: Any = None, *, name: str = "text", convert_r1: bool = True,
         previous_template: str = PREVIOUS_TEMPLATE,
     ):  # fmt: skip
+        """``generation``: an ``agent.AgentConfig`` (template, budget per call, temperature, top_p);
+        ``convert_r1`` wraps the text after ``</think>`` in ``<answer>``."""
+        from dualdistill.agent import AgentConfig
+
         self.backend = backend
-        self.config = config or TextTeacherConfig()
-        self.name = name
+        self.config = generation or AgentConfig(tools=False)
+        self.name, self.convert_r1 = name, convert_r1
         self.previous_template = previous_template
 
     async def solve(self, problem: Problem, previous: str | None = None) -> str:
@@ -151,17 +146,17 @@ class TextTeacher:
         question = conditioned(problem, previous, self.previous_template).question
         prompt = build_prompt(question, template=c.template, tools=False)
         out = await self.backend.complete(
-            prompt, max_new_tokens=c.max_new_tokens, stop=[], temperature=c.temperature, top_p=c.top_p
+            prompt, max_new_tokens=c.budget, stop=[], temperature=c.temperature, top_p=c.top_p
         )
         if not out.text.strip():
             raise TeacherError("empty", "the backend returned no text")
         if out.finish_reason == "length" and "</think>" not in out.text:
-            raise TeacherError("length", f"reasoning cut at max_new_tokens={c.max_new_tokens}")
+            raise TeacherError("length", f"reasoning cut at the budget of {c.budget} tokens")
         # The prompt's prefill starts the response, unless the server sent its own <think> (hosted R1).
         text = (
             out.text if out.text.lstrip().startswith("<think>") else generation_prefix(c.template) + out.text
         )
-        return r1_to_trajectory(text) if c.convert_r1 else text
+        return r1_to_trajectory(text) if self.convert_r1 else text
 
 
 # ----------------------------------------------------------------------------- dataset teacher

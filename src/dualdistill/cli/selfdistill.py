@@ -53,9 +53,9 @@ def sample_command(
     from dualdistill.problems import load_benchmark
 
     given = {
-        "k": k, "budget": budget, "temperature": temperature, "top_p": top_p, "tools": tools,
-        "max_tool_calls": max_tool_calls, "executor_timeout_s": executor_timeout, "template": template,
-        "seed": seed,
+        "k": k, "seed": seed, "agent.budget": budget, "agent.temperature": temperature, "agent.top_p": top_p,
+        "agent.tools": tools, "agent.max_tool_calls": max_tool_calls, "agent.executor_timeout_s": executor_timeout,
+        "agent.template": template,
     }  # fmt: skip
     backend = None
     try:
