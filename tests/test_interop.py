@@ -96,23 +96,24 @@ def test_hf_export_loads_with_datasets_and_round_trips(name, tmp_path):
     assert ds.num_rows == 4 and ds[1]["text"] == RIGHT_RIGHT
     assert json.loads(ds[1]["messages"])[2]["role"] == "tool"
     assert "| wrong_right | 1 |" in card and card.startswith("---\n")
-    assert export.load_examples(out, "hf") == EXAMPLES
+    assert export.import_file(out, "hf") == EXAMPLES
 
 
 def test_import_names_the_bad_line(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text(json.dumps(export.to_messages(EXAMPLES[0])) + "\n" + json.dumps({"messages": []}) + "\n")
     with pytest.raises(DataError, match=r"m\.jsonl:2: not a messages row"):
-        export.load_examples(path, "messages")
+        export.import_file(path, "messages")
     r = runner.invoke(app, ["export", str(path), "--format", "messages", "--out", str(tmp_path / "o.jsonl")])
-    assert r.exit_code == 2 and "m.jsonl:1: field 'problem' must be a string" in r.output
+    assert r.exit_code == 2 and "m.jsonl:1: missing or empty string field 'problem'" in r.output
 
 
 # ----------------------------------------------------------------------------- the released data
 def test_released_rows_become_examples_with_the_same_masks(tmp_path, tiny_tokenizer):
     """Rows in the released shape ({problem, synthetic_data}, as VanishD/DualDistill and its
     sft/dataloader.py have them) train with exactly the masks of our own composed data."""
-    from dualdistill.sft.masking import MaskConfig, encode_record
+    from dualdistill.examples import SFTExample
+    from dualdistill.sft.masking import MaskConfig, encode_example
 
     released = tmp_path / "released.jsonl"
     write_jsonl(released, [{"problem": e["problem"], "synthetic_data": e["text"]} for e in EXAMPLES[:3]])
@@ -122,8 +123,8 @@ def test_released_rows_become_examples_with_the_same_masks(tmp_path, tiny_tokeni
     imported = [rec for _, rec in read_jsonl(out)]
     assert [e["case"] for e in imported] == ["wrong_right", "right_right", "right_only"]
     for ours, theirs in zip(EXAMPLES[:3], imported, strict=True):
-        a, b = (encode_record(x, tiny_tokenizer, MaskConfig(), template="paper", tools=True, max_length=4096,
-                              truncation="drop", path="t", line=1)
+        a, b = (encode_example(SFTExample.from_dict(x), tiny_tokenizer, MaskConfig(), template="paper", tools=True,
+                               max_length=4096, truncation="drop")
                 for x in (ours, theirs))  # fmt: skip
         assert (a.input_ids, a.labels) == (b.input_ids, b.labels)
         assert a.n_trained < len(a.input_ids)  # something is masked: prompt, executor, failed attempt

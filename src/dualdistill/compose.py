@@ -44,6 +44,7 @@ from typing import Literal
 
 from dualdistill import trajectory as tj
 from dualdistill.config import bounded, check_bounds
+from dualdistill.examples import SFTExample, write_examples
 from dualdistill.problems import BENCHMARKS
 from dualdistill.records import DataError, check_distinct, read_jsonl, scalar_text, write_jsonl
 
@@ -142,19 +143,14 @@ class Composed:
     g1: bool
     g2: bool
 
+    def to_example(self) -> SFTExample:
+        meta = {"first_teacher": self.first_teacher, "second_teacher": self.second_teacher,
+                "first_strategy": self.first_strategy, "transition": self.transition,
+                "grades": {"g1": self.g1, "g2": self.g2}}  # fmt: skip
+        return SFTExample(self.problem, self.text, id=self.id, answer=self.answer, case=self.case, meta=meta)
+
     def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "problem": self.problem,
-            "answer": self.answer,
-            "text": self.text,
-            "case": self.case,
-            "first_teacher": self.first_teacher,
-            "second_teacher": self.second_teacher,
-            "first_strategy": self.first_strategy,
-            "transition": self.transition,
-            "grades": {"g1": self.g1, "g2": self.g2},
-        }
+        return self.to_example().to_dict()
 
 
 def infer_strategy(response: str) -> Strategy:
@@ -475,19 +471,11 @@ def write_singles(pairs_path: str | Path, out_dir: str | Path) -> dict[str, int]
     pairs = read_pairs(pairs_path)
     attempts = [(p, a) for p in pairs for a in (p.first, p.second)]
     verdicts = grade_many([(a.response, p.answer) for p, a in attempts])
-    by_strategy: dict[str, list[dict]] = {"text": [], "code": []}
+    by_strategy: dict[str, list[SFTExample]] = {"text": [], "code": []}
     for (p, a), v in zip(attempts, verdicts, strict=True):
         if v.correct:
-            by_strategy[a.strategy].append(
-                {
-                    "id": p.id,
-                    "problem": p.problem,
-                    "answer": p.answer,
-                    "text": a.response,
-                    "case": "single",
-                    "first_teacher": a.teacher,
-                }
-            )
-    for strategy, records in by_strategy.items():
-        write_jsonl(Path(out_dir) / f"{strategy}_only.jsonl", records)
+            by_strategy[a.strategy].append(SFTExample(p.problem, a.response, id=p.id, answer=p.answer,
+                                                      case="single", meta={"first_teacher": a.teacher}))  # fmt: skip
+    for strategy, examples in by_strategy.items():
+        write_examples(Path(out_dir) / f"{strategy}_only.jsonl", examples)
     return {s: len(r) for s, r in by_strategy.items()}

@@ -1,8 +1,8 @@
 """Training data for other trainers, and back: OpenAI messages, ShareGPT, Hugging Face datasets, and the
 paper's released training set.
 
-An SFT example (what ``compose``, ``singles`` and ``self-distill build`` write) is one JSON object with
-``problem`` and ``text`` (the whole trajectory) plus provenance (``id``, ``answer``, ``case``, ...).
+Examples are ``examples.SFTExample`` (what ``compose``, ``singles`` and ``self-distill build`` write);
+here they travel as their ``to_dict()`` form.
 
 Formats:
 
@@ -15,7 +15,7 @@ Formats:
 - ``hf``: a ``datasets`` dataset with the example's fields plus ``messages``, saved with
   ``save_to_disk`` (or as one Parquet file when OUT ends in ``.parquet``), with a dataset card.
 
-Guarantees: ``load_examples(export_examples(x))`` gives back the same examples, texts byte for byte
+Guarantees: ``import_file(export_examples(x))`` gives back the same examples, texts byte for byte
 (the gaps between tags are kept where they differ from the executor's own layout); a malformed input
 line is named by file and line.
 Not guaranteed: that another trainer masks the executor output as ``train`` does; with ``messages`` a
@@ -30,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
+from dualdistill.examples import SFTExample
 from dualdistill.records import DataError, read_jsonl, scalar_text, write_jsonl
 
 Format = Literal["messages", "sharegpt", "hf"]
@@ -115,13 +116,10 @@ def from_sharegpt(row: dict, *, where: str = "<row>") -> dict:
 
 # ----------------------------------------------------------------------------- files
 def read_examples(path: str | Path) -> list[dict]:
-    """SFT examples from JSONL; each needs ``problem`` and ``text`` strings (else file:line is named)."""
-    out = []
-    for line, rec in read_jsonl(path):
-        for key in ("problem", "text"):
-            if not isinstance(rec.get(key), str):
-                raise DataError(path, f"field '{key}' must be a string", line=line)
-        out.append(rec)
+    """The examples of a training JSONL (``examples.read_examples``: bad lines are named), as dicts."""
+    from dualdistill.examples import read_examples as read
+
+    out = [example.to_dict() for _, example in read(path)]
     if not out:
         raise DataError(path, "no examples")
     return out
@@ -190,7 +188,7 @@ Load: `datasets.load_from_disk(DIR)` (or `load_dataset("parquet", data_files=FIL
 """
 
 
-def load_examples(path: str | Path, fmt: Format) -> list[dict]:
+def import_file(path: str | Path, fmt: Format) -> list[dict]:
     """Examples from a file in ``fmt``: the inverse of ``export_examples``."""
     path = Path(path)
     if fmt == "hf":
@@ -201,9 +199,10 @@ def load_examples(path: str | Path, fmt: Format) -> list[dict]:
     out = []
     for line, row in read_jsonl(path):
         try:
-            out.append(convert(row, where=f"{path}:{line}"))
+            example = convert(row, where=f"{path}:{line}")
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(path, f"not a {fmt} row: {e}", line=line) from None
+        out.append(SFTExample.from_dict(example, path=path, line=line).to_dict())
     return out
 
 
@@ -241,8 +240,9 @@ def import_released(path: str | Path) -> list[dict]:
             case = "right_right"
         else:
             case = "right_only"
-        out.append({"id": f"released-{line}", "problem": problem, "text": text, "case": case,
-                    "source": "released"})  # fmt: skip
+        out.append(
+            SFTExample(problem, text, id=f"released-{line}", case=case, meta={"source": "released"}).to_dict()
+        )
     if not out:
         raise DataError(path, "no rows")
     return out

@@ -49,6 +49,7 @@ from dualdistill.agent import AgentConfig
 from dualdistill.compose import cut_after_reasoning, cut_before_answer
 from dualdistill.compose import join_self_distilled as join
 from dualdistill.config import bounded, check_bounds, save_config, to_dict
+from dualdistill.examples import SFTExample
 from dualdistill.problems import Problem, load_problems, write_problems
 from dualdistill.records import DataError, locked, read_jsonl, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
@@ -317,23 +318,21 @@ def select(scores: list[ProblemScore], solutions: TeacherSolutions, config: Buil
             counts[f"composed_invalid_{kind}"] += 1  # a stray tag in the student's free text, say
             continue
         counts[kind] += 1
+        meta = {
+            "problem_id": score.problem.id,
+            "s_bar": float(score.s_bar),
+            "n_correct": score.n_correct,
+            "n_samples": len(score.samples),
+            "kind": kind,
+            "first_teacher": "student",
+            "sample_index": chosen.sample_index,
+            "first_strategy": strategy_facts(prefix).first_strategy,
+            "repair_strategy": solution_strategy(solution),
+        }
+        p = score.problem
+        # "case" is the kind: the SFT viewer and the training statistics group by it.
         records.append(
-            {
-                "id": f"{score.problem.id}#{kind}",
-                "problem_id": score.problem.id,
-                "problem": score.problem.question,
-                "answer": score.problem.answer,
-                "text": text,
-                "s_bar": float(score.s_bar),
-                "n_correct": score.n_correct,
-                "n_samples": len(score.samples),
-                "kind": kind,
-                "case": kind,  # the SFT viewer filters on `case` and `first_teacher`
-                "first_teacher": "student",
-                "sample_index": chosen.sample_index,
-                "first_strategy": strategy_facts(prefix).first_strategy,
-                "repair_strategy": solution_strategy(solution),
-            }
+            SFTExample(p.question, text, id=f"{p.id}#{kind}", answer=p.answer, case=kind, meta=meta).to_dict()
         )
     return BuildResult(records, counts, scores)
 

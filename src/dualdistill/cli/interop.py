@@ -168,7 +168,7 @@ def import_command(
         fail(f"--format must be one of {', '.join(export.FORMATS)}, got {format_!r}")
     try:
         check_distinct(out, source)
-        examples = export.load_examples(source, format_)  # type: ignore[arg-type]
+        examples = export.import_file(source, format_)  # type: ignore[arg-type]
     except (DataError, ValueError) as e:
         fail(str(e))
     write_jsonl(out, examples)

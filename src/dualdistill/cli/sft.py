@@ -84,20 +84,20 @@ def inspect_masks(
 
     Example: dualdistill inspect-masks composed.jsonl --tokenizer student/ --json template=compact
     """
-    from dualdistill.records import read_jsonl
-    from dualdistill.sft.masking import encode_record, trained_text_spans
+    from dualdistill.examples import read_examples
+    from dualdistill.sft.masking import encode_example, trained_text_spans
 
     cfg = _config(config, overrides)
     tok = _tokenizer(tokenizer)
     try:
-        for n, (line, rec) in enumerate(read_jsonl(data)):
+        for n, (line, example) in enumerate(read_examples(data)):
             if limit and n >= limit:
                 break
-            ex = encode_record(
-                rec, tok, cfg.masking, template=cfg.template, tools=cfg.tools, max_length=cfg.max_length,
-                truncation=cfg.truncation, path=data, line=line,
+            ex = encode_example(
+                example, tok, cfg.masking, template=cfg.template, tools=cfg.tools, max_length=cfg.max_length,
+                truncation=cfg.truncation,
             )  # fmt: skip
-            row = {"id": rec.get("id", line), "line": line, "case": rec.get("case")}
+            row = {"id": example.id or line, "line": line, "case": example.case}
             if ex is None:
                 row.update(dropped="too long")
             else:

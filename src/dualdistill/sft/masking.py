@@ -48,14 +48,13 @@ without an offset mapping are refused.
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from dualdistill.examples import SFTExample
 from dualdistill.prompts import PromptTemplate, build_prompt
-from dualdistill.records import DataError
 from dualdistill.trajectory import (
     SWITCH_PHRASES,
     WRONG_TO_RIGHT,
@@ -293,8 +292,8 @@ def trained_text_spans(example: MaskedExample) -> list[tuple[int, int, str]]:
     return [(s, e, example.full_text[s:e]) for s, e, _ in out]
 
 
-def encode_record(
-    record: dict,
+def encode_example(
+    example: SFTExample,
     tokenizer,
     mask: MaskConfig,
     *,
@@ -302,15 +301,10 @@ def encode_record(
     tools: bool,
     max_length: int | None,
     truncation: Literal["drop", "truncate"],
-    path: str | os.PathLike,
-    line: int,
 ) -> MaskedExample | None:
-    """One SFT example (``problem``, ``text``) as training sees it: its prompt, built with the tokenizer
-    (``template: chat`` needs it), then ``encode``. The one path shared by train, view and inspect-masks."""
-    for key in ("problem", "text"):
-        if not isinstance(record.get(key), str) or not record[key]:
-            raise DataError(path, f"missing or empty string field '{key}'", line=line)
+    """One SFT example as training sees it: its prompt, built with the tokenizer (``template: chat``
+    needs it), then ``encode``. The one path shared by train, view and inspect-masks."""
     prompt = build_prompt(
-        record["problem"], template=template, tools=tools, tokenizer=tokenizer, purpose="train"
+        example.problem, template=template, tools=tools, tokenizer=tokenizer, purpose="train"
     )
-    return encode(prompt, record["text"], tokenizer, mask, max_length=max_length, truncation=truncation)
+    return encode(prompt, example.text, tokenizer, mask, max_length=max_length, truncation=truncation)

@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Literal
 
 from dualdistill.config import ConfigError, bounded, check_bounds, save_config, to_dict
+from dualdistill.examples import read_examples
 from dualdistill.prompts import PromptTemplate
-from dualdistill.records import DataError, read_jsonl
-from dualdistill.sft.masking import MaskConfig, MaskStats, encode_record
+from dualdistill.records import DataError
+from dualdistill.sft.masking import MaskConfig, MaskStats, encode_example
 
 CONFIG_FILE = "sft_config.yaml"
 
@@ -116,10 +117,10 @@ def load_examples(config: SFTConfig, data_path: str | Path, tokenizer) -> tuple[
     """Tokenize and label every record; bad records raise DataError naming file and line."""
     stats = MaskStats()
     rows: list[dict] = []
-    for line, rec in read_jsonl(data_path):
-        ex = encode_record(
-            rec, tokenizer, config.masking, template=config.template, tools=config.tools,
-            max_length=config.max_length, truncation=config.truncation, path=data_path, line=line,
+    for _, example in read_examples(data_path):
+        ex = encode_example(
+            example, tokenizer, config.masking, template=config.template, tools=config.tools,
+            max_length=config.max_length, truncation=config.truncation,
         )  # fmt: skip
         stats.examples += 1
         if ex is None:
@@ -133,7 +134,7 @@ def load_examples(config: SFTConfig, data_path: str | Path, tokenizer) -> tuple[
         stats.kept += 1
         stats.tokens += len(ex.input_ids)
         stats.trained_tokens += n_trained
-        case = str(rec.get("case", "unknown"))
+        case = example.case or "unknown"
         stats.per_case[case] = stats.per_case.get(case, 0) + 1
         rows.append({"input_ids": ex.input_ids, "labels": ex.labels})
     if not rows:

@@ -19,9 +19,9 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
+from dualdistill.examples import read_examples
 from dualdistill.prompts import PromptTemplate
-from dualdistill.records import read_jsonl
-from dualdistill.sft.masking import IGNORE, MaskConfig, MaskedExample, encode_record
+from dualdistill.sft.masking import IGNORE, MaskConfig, MaskedExample, encode_example
 from dualdistill.trajectory import SWITCH_PHRASES, parse
 
 COLOURS = {
@@ -113,19 +113,19 @@ def _options(values: list[str]) -> str:
 def render_html(data_path: str | Path, tokenizer, mask: MaskConfig, options: ViewerOptions) -> str:
     """The whole page as one string."""
     blocks, cases, teachers = [], [], []
-    for line, rec in read_jsonl(data_path):
+    for line, example in read_examples(data_path):
         if len(blocks) >= options.limit:
             break
-        ex = encode_record(
-            rec, tokenizer, mask, template=options.template, tools=options.tools,
-            max_length=options.max_length, truncation="truncate", path=data_path, line=line,
+        ex = encode_example(
+            example, tokenizer, mask, template=options.template, tools=options.tools,
+            max_length=options.max_length, truncation="truncate",
         )  # fmt: skip
-        case, teacher = str(rec.get("case", "unknown")), str(rec.get("first_teacher", "unknown"))
+        case, teacher = example.case or "unknown", str(example.meta.get("first_teacher", "unknown"))
         cases.append(case)
         teachers.append(teacher)
         n_tr = ex.n_trained
         n_ma = len(ex.labels) - n_tr
-        head = f"#{html.escape(str(rec.get('id', line)))} · case {html.escape(case)} · teacher {html.escape(teacher)}"
+        head = f"#{html.escape(example.id or str(line))} · case {html.escape(case)} · teacher {html.escape(teacher)}"
         blocks.append(
             f'<div class="ex" data-case="{html.escape(case)}" data-teacher="{html.escape(teacher)}" '
             f'data-trained="{n_tr}" data-masked="{n_ma}"><h3>{head} · trained {n_tr} · masked {n_ma}'
