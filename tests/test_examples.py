@@ -33,12 +33,28 @@ def test_a_bad_line_is_named(tmp_path, line, message):
         list(read_examples(path))
 
 
-def test_every_producer_writes_examples_the_trainer_reads(tmp_path):
-    """compose, singles and self-distillation build all write through SFTExample."""
-    from dualdistill.compose import Attempt, Composed, Pair, compose_pair  # noqa: F401  (the producers' own types)
+def test_compose_writes_the_composed_and_single_sets_from_one_grading(tmp_path):
+    """The composed set and both single-teacher sets come from one grading pass, as SFT examples."""
+    from dualdistill.compose import Attempt, ComposeConfig, Pair, compose_file
+    from dualdistill.records import write_jsonl
 
-    pair = Pair("i", "What is 1+1?", "2", Attempt("a", "code", "<code>\nprint(1+1)\n</code>\n<executor>\n2\n</executor>\n"
-                "<answer>\n\\boxed{2}\n</answer>"), Attempt("b", "text", "<think>\n1+1=2\n</think>\n<answer>\n\\boxed{2}\n</answer>"))  # fmt: skip
-    composed = compose_pair(pair, True, True)
-    ex = SFTExample.from_dict(composed.to_dict())
-    assert (ex.case, ex.meta["grades"]) == ("right_right", {"g1": True, "g2": True})
+    code = "<code>\nprint(1+1)\n</code>\n<executor>\n2\n</executor>\n<answer>\n\\boxed{2}\n</answer>"
+    text = "<think>\n1+1=2\n</think>\n<answer>\n\\boxed{2}\n</answer>"
+    pairs = [Pair(f"p{i}", f"What is 1+1? ({i})", "2", Attempt("a", "code", code), Attempt("b", "text", text))
+             for i in range(3)]  # fmt: skip
+    write_jsonl(tmp_path / "pairs.jsonl", [p.to_dict() for p in pairs])
+    calls = []
+
+    def grader(items):  # first attempts right, second attempts right except the last pair's
+        calls.append(len(items))
+        return [True, True, True, True, True, False]
+
+    cfg = ComposeConfig(decontaminate=False)
+    compose_file(tmp_path / "pairs.jsonl", tmp_path / "composed.jsonl", cfg, grader, singles_dir=tmp_path)
+    assert calls == [6]  # one grading for all three files
+    code_only = [e for _, e in read_examples(tmp_path / "code_only.jsonl")]
+    text_only = [e for _, e in read_examples(tmp_path / "text_only.jsonl")]
+    assert [e.id for e in code_only] == ["p0", "p1", "p2"] and [e.id for e in text_only] == ["p0", "p1"]
+    assert {e.case for e in code_only + text_only} == {"single"}
+    composed = [e for _, e in read_examples(tmp_path / "composed.jsonl")]
+    assert {e.case for e in composed} <= {"right_right", "right_only"} and composed

@@ -243,7 +243,7 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     # every stage produced its outputs, and the report holds all four students
     manifest = json.loads((workdir / "manifest.json").read_text())
     n_stages = len(build_stages(load_recipe("embedded_quick"), workdir))
-    assert len(manifest["stages"]) == n_stages == 18
+    assert len(manifest["stages"]) == n_stages == 17
     for stage in manifest["stages"].values():
         for output in stage["outputs"]:
             assert not Path(output).is_absolute(), output  # named relative to the workdir

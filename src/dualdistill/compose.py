@@ -119,14 +119,23 @@ class Attempt:
     strategy: Strategy
     response: str
 
+    def to_dict(self) -> dict:
+        return {"teacher": self.teacher, "strategy": self.strategy, "response": self.response}
+
 
 @dataclass(frozen=True)
 class Pair:
+    """One problem's y1 and y2: what ``teach`` writes (``pairs.jsonl``) and ``compose`` reads (``read_pairs``)."""
+
     id: str
     problem: str
     answer: str
     first: Attempt
     second: Attempt
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "problem": self.problem, "answer": self.answer, "first": self.first.to_dict(),
+                "second": self.second.to_dict()}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -395,16 +404,40 @@ class ComposeReport:
         return dict(self.__dict__)
 
 
-def compose(
-    pairs: list[Pair], config: ComposeConfig, grader: Grader | None = None
-) -> tuple[list[Composed], ComposeReport]:
-    """Grade, compose, clean, decontaminate and balance; returns the records to write and a report."""
+def grade_pairs(pairs: list[Pair], config: ComposeConfig, grader: Grader | None = None) -> list[bool]:
+    """Both attempts of every pair graded: ``[g1 of each pair..., g2 of each pair...]``."""
     grader = grader or default_grader(config.grade_timeout_s)
     verdicts = grader(
         [(p.first.response, p.answer) for p in pairs] + [(p.second.response, p.answer) for p in pairs]
     )
     if len(verdicts) != 2 * len(pairs):
         raise RuntimeError(f"grader returned {len(verdicts)} verdicts for {2 * len(pairs)} responses")
+    return list(verdicts)
+
+
+def singles(pairs: list[Pair], verdicts: list[bool]) -> dict[str, list[SFTExample]]:
+    """Each teacher's correct responses alone, by strategy: the data of the single-strategy students.
+    ``verdicts`` are ``grade_pairs``'s, so the single sets and the composed set share one grading."""
+    n = len(pairs)
+    out: dict[str, list[SFTExample]] = {"text": [], "code": []}
+    for i, p in enumerate(pairs):
+        for a, correct in ((p.first, verdicts[i]), (p.second, verdicts[n + i])):
+            if correct:
+                out[a.strategy].append(SFTExample(p.problem, a.response, id=p.id, answer=p.answer, case="single",
+                                                  meta={"first_teacher": a.teacher}))  # fmt: skip
+    return out
+
+
+def compose(
+    pairs: list[Pair],
+    config: ComposeConfig,
+    grader: Grader | None = None,
+    *,
+    verdicts: list[bool] | None = None,
+) -> tuple[list[Composed], ComposeReport]:
+    """Grade (unless ``verdicts`` are given), compose, clean, decontaminate and balance; returns the
+    records to write and a report."""
+    verdicts = grade_pairs(pairs, config, grader) if verdicts is None else verdicts
     n = len(pairs)
     composed = [
         compose_pair(p, verdicts[i], verdicts[n + i], config.transitions) for i, p in enumerate(pairs)
@@ -447,35 +480,29 @@ def compose(
 
 
 def compose_file(
-    pairs_path: str | Path, out_path: str | Path, config: ComposeConfig, grader: Grader | None = None
+    pairs_path: str | Path,
+    out_path: str | Path,
+    config: ComposeConfig,
+    grader: Grader | None = None,
+    *,
+    singles_dir: str | Path | None = None,
 ) -> ComposeReport:
-    """``compose`` over files: writes ``out_path`` atomically and ``<out>.report.json`` beside it."""
+    """``compose`` over files: writes ``out_path`` atomically and ``<out>.report.json`` beside it, and
+    with ``singles_dir`` the single-teacher sets (``text_only.jsonl``, ``code_only.jsonl``) from the
+    same grading."""
     import json
 
     from dualdistill import __version__
     from dualdistill.config import to_dict
 
     check_distinct(out_path, pairs_path)
-    records, report = compose(read_pairs(pairs_path), config, grader)
+    pairs = read_pairs(pairs_path)
+    verdicts = grade_pairs(pairs, config, grader)
+    records, report = compose(pairs, config, verdicts=verdicts)
     write_jsonl(out_path, [r.to_dict() for r in records])
+    if singles_dir is not None:
+        for strategy, examples in singles(pairs, verdicts).items():
+            write_examples(Path(singles_dir) / f"{strategy}_only.jsonl", examples)
     meta = {"version": __version__, "config": to_dict(config), "pairs": str(pairs_path), **report.to_dict()}
     Path(str(out_path) + ".report.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return report
-
-
-def write_singles(pairs_path: str | Path, out_dir: str | Path) -> dict[str, int]:
-    """Each teacher's correct responses alone (``text_only.jsonl``, ``code_only.jsonl`` in ``out_dir``):
-    the data of the single-strategy students. Returns the count per strategy."""
-    from dualdistill.grading import grade_many
-
-    pairs = read_pairs(pairs_path)
-    attempts = [(p, a) for p in pairs for a in (p.first, p.second)]
-    verdicts = grade_many([(a.response, p.answer) for p, a in attempts])
-    by_strategy: dict[str, list[SFTExample]] = {"text": [], "code": []}
-    for (p, a), v in zip(attempts, verdicts, strict=True):
-        if v.correct:
-            by_strategy[a.strategy].append(SFTExample(p.problem, a.response, id=p.id, answer=p.answer,
-                                                      case="single", meta={"first_teacher": a.teacher}))  # fmt: skip
-    for strategy, examples in by_strategy.items():
-        write_examples(Path(out_dir) / f"{strategy}_only.jsonl", examples)
-    return {s: len(r) for s, r in by_strategy.items()}

@@ -1,6 +1,6 @@
 """The SFT example: the one record type of every training set, and how it is read and written.
 
-Producers: ``compose`` (the composed set), ``compose.write_singles`` (single-teacher sets),
+Producers: ``compose`` (the composed set), ``compose.singles`` (single-teacher sets),
 ``selfdistill.build`` (kept and repaired samples), ``export`` (import and the released data).
 Consumers: ``train``, ``inspect-masks``, ``view`` and ``export``, all through ``read_examples``.
 

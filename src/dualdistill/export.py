@@ -1,7 +1,7 @@
 """Training data for other trainers, and back: OpenAI messages, ShareGPT, Hugging Face datasets, and the
 paper's released training set.
 
-Examples are ``examples.SFTExample`` (what ``compose``, ``singles`` and ``self-distill build`` write);
+Examples are ``examples.SFTExample`` (what ``compose`` (with its single-teacher sets) and ``self-distill build`` write);
 here they travel as their ``to_dict()`` form.
 
 Formats:

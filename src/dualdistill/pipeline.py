@@ -11,7 +11,7 @@ Stages (``*`` only with ``baselines: true``, the demo's single-teacher rows)::
     student     the initial student ("tiny": a from-scratch Qwen2 with a tokenizer trained here)
     teach       both teachers on every training problem          -> teach/pairs.jsonl
     compose     four cases, cleaning, decontamination, balancing -> data/composed.jsonl
-    singles     each teacher's correct trajectories alone         -> data/{text,code}_only.jsonl
+                (with baselines, also each teacher's correct trajectories alone -> data/{text,code}_only.jsonl)
     train-text  text-teacher-only student (the analogue of DeepSeek-R1-Distill; base of the rest) *
     train-code  agentic-teacher-only student (the analogue of a tool-using instruct model) *
     train-dual  teacher distillation on composed data             -> models/dualdistill
@@ -218,21 +218,22 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
                             description=what))  # fmt: skip
     teach = Command(_args(DD, "teach", "--problems", L.train, "--config", C / "teach.yaml", "--out", L.pairs.parent),
                     {C / "teach.yaml": recipe.teach})  # fmt: skip
-    compose = Command(_args(DD, "compose", "--pairs", L.pairs, "--config", C / "compose.yaml", "--out", L.composed),
-                      {C / "compose.yaml": recipe.compose})  # fmt: skip
+    # With baselines, compose also writes the single-teacher sets, from the same grading.
+    singles = _args("--singles", L.single("text").parent) if recipe.baselines else []
+    compose = Command(_args(DD, "compose", "--pairs", L.pairs, "--config", C / "compose.yaml", *singles,
+                            "--out", L.composed), {C / "compose.yaml": recipe.compose})  # fmt: skip
+    singles_out = [L.single("text"), L.single("code")] if recipe.baselines else []
     stages += [
         Stage("teach", teach, inputs=[L.train], outputs=[L.pairs], config=_cfg(recipe.teach),
               description="both teachers on the training problems", state=[L.pairs.parent]),
-        Stage("compose", compose, inputs=[L.pairs], outputs=[L.composed],
-              config=_cfg(recipe.compose), description="compose, clean, decontaminate, balance"),
+        Stage("compose", compose, inputs=[L.pairs], outputs=[L.composed, *singles_out],
+              config=_cfg(recipe.compose, recipe.baselines),
+              description="compose, clean, decontaminate, balance" + (" (and the single-teacher sets)" if singles_out else "")),
     ]  # fmt: skip
     init_inputs = [L.init_model] if recipe.student.init in ("tiny", "base") else []
     students: list[tuple[str, Path]] = []
     dual_init: Path | str = init
     if recipe.baselines:
-        singles = Command(_args(DD, "singles", "--pairs", L.pairs, "--out", L.single("text").parent))
-        stages.append(Stage("singles", singles, inputs=[L.pairs], outputs=[L.single("text"), L.single("code")],
-                            description="single-teacher sets"))  # fmt: skip
         for name, strategy, cfg in (
             ("text_only", "text", recipe.text_sft),
             ("code_only", "code", recipe.code_sft),

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dualdistill.agent import AgentConfig
+from dualdistill.compose import Attempt, Pair
 from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
 from dualdistill.records import JsonlAppender, locked, read_jsonl, write_jsonl
@@ -201,17 +202,14 @@ class _Run:
             await self.attempt(second, problem, "second", y1)
 
 
-def _pairs(problems: Sequence[Problem], state: _State) -> list[dict]:
+def _pairs(problems: Sequence[Problem], state: _State) -> list[Pair]:
     out = []
     for p in problems:
         a, b = state.ok.get((p.id, "first")), state.ok.get((p.id, "second"))
         if a is None or b is None:
             continue
-        out.append({
-            "id": p.id, "problem": p.question, "answer": p.answer,
-            "first": {k: a[k] for k in ("teacher", "strategy", "response")},
-            "second": {k: b[k] for k in ("teacher", "strategy", "response")},
-        })  # fmt: skip
+        first, second = (Attempt(r["teacher"], r["strategy"], r["response"]) for r in (a, b))
+        out.append(Pair(p.id, p.question, p.answer, first, second))
     return out
 
 
@@ -266,7 +264,7 @@ async def _teach(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     pairs = _pairs(problems, state)
-    write_jsonl(out_dir / "pairs.jsonl", pairs)
+    write_jsonl(out_dir / "pairs.jsonl", [pair.to_dict() for pair in pairs])
     wanted = set(ids)
     failed = Counter()
     for _, r in read_jsonl(records, allow_torn_tail=True):

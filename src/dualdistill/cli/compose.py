@@ -1,4 +1,4 @@
-"""``dualdistill compose`` (pairs -> training set) and ``dualdistill singles`` (each teacher's correct responses)."""
+"""``dualdistill compose``: graded pairs -> the composed training set (and the single-teacher sets)."""
 
 from __future__ import annotations
 
@@ -28,13 +28,17 @@ def compose_command(
         None, help="ComposeConfig YAML (transitions, balance, decontamination)."
     ),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+    singles: Path | None = typer.Option(
+        None,
+        help="Also write each teacher's correct responses alone (text_only.jsonl, code_only.jsonl) here.",
+    ),
 ) -> None:
     from dualdistill.compose import ComposeConfig, compose_file
     from dualdistill.config import load_config
 
     try:
         cfg = load_config(ComposeConfig, config, list(set_))
-        report = compose_file(pairs, out, cfg)
+        report = compose_file(pairs, out, cfg, singles_dir=singles)
     except (ConfigError, DataError, ValueError) as e:
         fail(str(e))
     console = Console()
@@ -52,21 +56,3 @@ def compose_command(
     for key in sorted(set(report.balance_before) | set(report.balance_after)):
         cells.add_row(key, str(report.balance_before.get(key, 0)), str(report.balance_after.get(key, 0)))
     console.print(cells)
-
-
-@app.command("singles")
-def singles_command(
-    pairs: Path = typer.Option(..., help="pairs.jsonl from teach."),
-    out: Path = typer.Option(..., help="Output directory: text_only.jsonl and code_only.jsonl."),
-) -> None:
-    """Each teacher's correct responses alone: the training sets of the single-strategy students.
-
-    Example: dualdistill singles --pairs runs/teach/pairs.jsonl --out runs/data
-    """
-    from dualdistill.compose import write_singles
-
-    try:
-        counts = write_singles(pairs, out)
-    except (DataError, ValueError) as e:
-        fail(str(e))
-    Console().print(", ".join(f"{n} {s}-only" for s, n in counts.items()) + f" trajectories in {out}")
