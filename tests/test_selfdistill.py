@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 
 from dualdistill import selfdistill as sd
-from dualdistill.agent import AgentConfig
+from dualdistill.agent import AgentConfig, AgentRecord
 from dualdistill.problems import Problem, write_problems
 from dualdistill.records import DataError, JsonlAppender
 from dualdistill.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format
@@ -46,7 +46,7 @@ def make_dir(tmp_path, table: dict[str, list[tuple[str, bool]]], *, k: int | Non
     with JsonlAppender(out / sd.SAMPLES_FILE) as app:
         for pid, rows in table.items():
             for i, (response, correct) in enumerate(rows):
-                app.write({"problem_id": pid, "sample_index": i, "response": response, "correct": correct})
+                app.write(AgentRecord(pid, i, "prompt", response, n_tokens=1, correct=correct).to_dict())
     return out
 
 
@@ -214,12 +214,17 @@ def test_incomplete_sampling_is_refused(tmp_path):
 def test_duplicate_and_unknown_records_name_the_line(tmp_path):
     d = make_dir(tmp_path, {"a": mix(1, 2)})
     with JsonlAppender(d / sd.SAMPLES_FILE) as app:
-        app.write({"problem_id": "a", "sample_index": 1, "response": "x", "correct": False})
+        app.write(AgentRecord("a", 1, "prompt", "x", n_tokens=1, correct=False).to_dict())
     with pytest.raises(DataError, match=r"samples.jsonl:3: duplicate sample 1 of problem 'a'"):
         sd.load_samples(d)
     d2 = make_dir(tmp_path, {"a": mix(1, 2)}, name="s2")
     with JsonlAppender(d2 / sd.SAMPLES_FILE) as app:
-        app.write({"problem_id": "zzz", "sample_index": 0, "response": "x", "correct": False})
+        app.write(AgentRecord("zzz", 0, "prompt", "x", n_tokens=1, correct=False).to_dict())
+    d3 = make_dir(tmp_path, {"a": mix(1, 2)}, name="s3")
+    with JsonlAppender(d3 / sd.SAMPLES_FILE) as app:
+        app.write({"problem_id": "a", "sample_index": 2, "response": "x", "correct": False})  # no prompt
+    with pytest.raises(DataError, match=r"samples\.jsonl:3: record has no 'prompt' field"):
+        sd.load_samples(d3)
     with pytest.raises(DataError, match=r"'zzz' is not in problems\.jsonl"):
         sd.load_samples(d2)
 
@@ -317,7 +322,7 @@ sys.path.insert(0, {tests!r})
 from test_selfdistill import sd_problems, sd_responder
 from scripted_backend import ScriptedBackend
 from dualdistill import selfdistill as sd
-from dualdistill.agent import AgentConfig
+from dualdistill.agent import AgentConfig, AgentRecord
 cfg = sd.SampleConfig(k=4, agent=AgentConfig(budget=200, template="compact", sandbox_concurrency=2))
 sd.sample(sd_problems(), ScriptedBackend(sd_responder, delay_s=0.05), {out!r}, cfg, progress=False)
 """

@@ -41,7 +41,7 @@ import dataclasses
 import hashlib
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -52,7 +52,7 @@ from dualdistill.backends import Backend
 from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
 from dualdistill.prompts import TOOL_CAP_NOTE, PromptTemplate, build_prompt, generation_prefix
-from dualdistill.records import JsonlAppender, done_keys, unique_records
+from dualdistill.records import DataError, JsonlAppender, done_keys, unique_records
 from dualdistill.trajectory import executor_block
 
 CODE_STOP = "</code>"
@@ -141,9 +141,23 @@ class AgentRecord:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> AgentRecord:
+    def from_dict(cls, data: dict, *, path: str | Path = "<record>", line: int | None = None) -> AgentRecord:
+        """The record of one JSON line; a missing field is named with the file and line."""
+        for key in ("problem_id", "sample_index", "prompt", "response", "n_tokens", "gold"):
+            if key not in data:
+                raise DataError(path, f"record has no '{key}' field (not an agent record?)", line=line)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def read_agent_records(
+    path: str | Path, *, allow_torn_tail: bool = False
+) -> Iterator[tuple[int, AgentRecord]]:
+    """``(line, record)`` for each line of an eval or sampling file (``records.jsonl``, ``samples.jsonl``)."""
+    from dualdistill.records import read_jsonl
+
+    for line, data in read_jsonl(path, allow_torn_tail=allow_torn_tail):
+        yield line, AgentRecord.from_dict(data, path=path, line=line)
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
@@ -313,6 +327,17 @@ async def run_agent(
 
 
 # ----------------------------------------------------------------------------- many trajectories
+async def run_all(tasks: list[asyncio.Task]) -> None:
+    """Await every task; on the first failure cancel the others and wait for them, then raise it, so
+    nothing keeps running (or writing) behind a failed job."""
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def record_key(record: dict) -> tuple[str, str, int]:
     """The resume key of a record: benchmark/source, problem id, sample index."""
     return (str(record.get("source", "")), str(record["problem_id"]), int(record["sample_index"]))
@@ -352,8 +377,6 @@ async def run_many(
     these problems in the file (old and new), ordered by problem then sample index. An exception in one
     trajectory (e.g. a backend that stays down) cancels the rest and propagates; finished records stay.
     """
-    from dualdistill.records import read_jsonl
-
     seen: set[tuple[str, str]] = set()
     for p in problems:
         if (p.source, p.id) in seen:
@@ -379,18 +402,16 @@ async def run_many(
         tracker.finished(record)
 
     with JsonlAppender(out_path) as appender, tracker:
-        tasks = [asyncio.create_task(one(p, i, appender)) for p, i in todo]
         try:
-            await asyncio.gather(*tasks)
+            await run_all([asyncio.create_task(one(p, i, appender)) for p, i in todo])
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             grader.shutdown(wait=True)
     wanted = {(p.source, p.id) for p in problems}
     order = {(p.source, p.id): n for n, p in enumerate(problems)}
     records = unique_records(
-        [r for _, r in read_jsonl(out_path, allow_torn_tail=True)], record_key, path=out_path
+        [r.to_dict() for _, r in read_agent_records(out_path, allow_torn_tail=True)],
+        record_key,
+        path=out_path,
     )
     records = [r for r in records if record_key(r)[:2] in wanted]
     records = [r for r in records if r["sample_index"] < samples]

@@ -492,8 +492,8 @@ def compose_file(
     same grading."""
     import json
 
-    from dualdistill import __version__
     from dualdistill.config import to_dict
+    from dualdistill.records import provenance
 
     check_distinct(out_path, pairs_path)
     pairs = read_pairs(pairs_path)
@@ -503,6 +503,6 @@ def compose_file(
     if singles_dir is not None:
         for strategy, examples in singles(pairs, verdicts).items():
             write_examples(Path(singles_dir) / f"{strategy}_only.jsonl", examples)
-    meta = {"version": __version__, "config": to_dict(config), "pairs": str(pairs_path), **report.to_dict()}
+    meta = provenance("compose", config=to_dict(config), pairs_file=str(pairs_path), **report.to_dict())
     Path(str(out_path) + ".report.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return report

@@ -35,14 +35,14 @@ COLUMNS = (*SPLITS, (OVERALL, "overall"))
 
 def collect(workdir: Path, students: list[str]) -> dict[str, dict]:
     """``{student: {split: summary}}`` from the evaluation reports, plus ``overall`` over all records."""
+    from dualdistill.agent import read_agent_records
     from dualdistill.evaluate import RECORDS, summarize
-    from dualdistill.records import read_jsonl
 
     layout = Layout(Path(workdir))
     out = {}
     for name in students:
         report = json.loads((layout.eval_dir(name) / "report.json").read_text(encoding="utf-8"))
-        records = [r for _, r in read_jsonl(layout.eval_dir(name) / RECORDS)]
+        records = [r.to_dict() for _, r in read_agent_records(layout.eval_dir(name) / RECORDS)]
         out[name] = {**report["benchmarks"], OVERALL: summarize(records)}
     return out
 

@@ -39,11 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dualdistill import __version__
-from dualdistill.agent import AgentConfig, make_pool, record_key, run_many
+from dualdistill.agent import AgentConfig, make_pool, read_agent_records, record_key, run_many
 from dualdistill.config import ConfigError, bounded, check_bounds, from_dict, save_config
 from dualdistill.problems import Problem, load_benchmark
-from dualdistill.records import DataError, locked, read_jsonl, unique_records, write_jsonl
+from dualdistill.records import DataError, locked, provenance, unique_records, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
 from dualdistill.trajectory import strategy_facts
 
@@ -184,7 +183,7 @@ def write_report(out_dir: str | Path, summaries: dict[str, dict], *, meta: dict 
     """Write report.json, report.md and report.png for ``{benchmark: summarize(...)}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"version": __version__, **(meta or {}), "benchmarks": summaries}
+    payload = {**provenance("eval"), **(meta or {}), "benchmarks": summaries}
     (out_dir / "report.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     (out_dir / "report.md").write_text(report_markdown(summaries, meta=meta), encoding="utf-8")
     plot_report(summaries, out_dir / "report.png")
@@ -412,12 +411,7 @@ def regrade(out_dir: str | Path) -> dict:
 
 
 def _regrade(out_dir: Path, path: Path, config: EvalConfig) -> dict:
-    rows = []
-    for line, r in read_jsonl(path, allow_torn_tail=True):
-        for key in ("problem_id", "sample_index", "response", "gold"):
-            if key not in r:
-                raise DataError(path, f"record lacks field '{key}'", line=line)
-        rows.append(r)
+    rows = [r.to_dict() for _, r in read_agent_records(path, allow_torn_tail=True)]
     rows = unique_records(rows, record_key, path=path)
     from dualdistill.grading import grade_many
 

@@ -245,3 +245,11 @@ def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only left when something failed
+
+
+def provenance(command: str, **fields: Any) -> dict:
+    """What every side file that describes an output starts with: the dualdistill version and the
+    command (or function) that wrote it, then that writer's own fields (config, inputs, counts)."""
+    from dualdistill import __version__
+
+    return {"version": __version__, "command": command, **fields}

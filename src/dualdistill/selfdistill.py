@@ -42,8 +42,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
-from dualdistill import __version__
-from dualdistill.agent import AgentConfig
+from dualdistill.agent import AgentConfig, read_agent_records
 
 # How samples are cut and joined lives with composition (one module for every cut and join).
 from dualdistill.compose import cut_after_reasoning, cut_before_answer
@@ -51,7 +50,7 @@ from dualdistill.compose import join_self_distilled as join
 from dualdistill.config import bounded, check_bounds, save_config, to_dict
 from dualdistill.examples import SFTExample
 from dualdistill.problems import Problem, load_problems, write_problems
-from dualdistill.records import DataError, locked, read_jsonl, write_jsonl
+from dualdistill.records import DataError, locked, provenance, read_jsonl, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
 from dualdistill.teacher_solutions import (  # noqa: F401  (part of this module's API)
     RepairSource,
@@ -179,7 +178,9 @@ def _save_sampling_inputs(out_dir: Path, problems: list[Problem], config: Sample
     else:
         write_problems(path, problems)
     save_config(config, out_dir / CONFIG_FILE)
-    (out_dir / "provenance.txt").write_text(f"model: {model}\ndualdistill: {__version__}\n", encoding="utf-8")
+    (out_dir / "provenance.json").write_text(
+        json.dumps(provenance("self-distill sample", model=model), indent=1), encoding="utf-8"
+    )
 
 
 # ----------------------------------------------------------------------------- 2. scoring
@@ -220,18 +221,17 @@ def load_samples(samples_dir: str | Path, *, k: int | None = None) -> list[Probl
         k = load_config(SampleConfig, samples_dir / CONFIG_FILE).k
     path = samples_dir / SAMPLES_FILE
     by_id: dict[str, dict[int, Sample]] = {p.id: {} for p in problems}
-    for line, r in read_jsonl(path, allow_torn_tail=True):
-        for key in ("problem_id", "sample_index", "response", "correct"):
-            if key not in r:
-                raise DataError(path, f"record has no '{key}' field", line=line)
-        pid, idx = str(r["problem_id"]), int(r["sample_index"])
+    for line, r in read_agent_records(path, allow_torn_tail=True):
+        if r.correct is None:
+            raise DataError(path, "record is not graded (no 'correct')", line=line)
+        pid, idx = str(r.problem_id), int(r.sample_index)
         if k is not None and idx >= k:
             continue  # sampled with a larger K earlier; s̄ is over the first K, as run_many returns
         if pid not in by_id:
             raise DataError(path, f"problem '{pid}' is not in {PROBLEMS_FILE}", line=line)
         if idx in by_id[pid]:
             raise DataError(path, f"duplicate sample {idx} of problem '{pid}'", line=line)
-        by_id[pid][idx] = Sample(pid, idx, str(r["response"]), bool(r["correct"]))
+        by_id[pid][idx] = Sample(pid, idx, str(r.response), bool(r.correct))
     scores = []
     for p in problems:
         got = by_id[p.id]

@@ -174,7 +174,7 @@ class Manifest:
             "outputs": {self.rel(p): hash_path(p) for p in stage.outputs},
             "seconds": round(seconds, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "dualdistill_version": __version__,
+            "version": __version__,
         }
         self.save()
 

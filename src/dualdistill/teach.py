@@ -32,16 +32,16 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dualdistill.agent import AgentConfig
+from dualdistill.agent import AgentConfig, run_all
 from dualdistill.compose import Attempt, Pair
 from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
-from dualdistill.records import JsonlAppender, locked, read_jsonl, write_jsonl
+from dualdistill.records import DataError, JsonlAppender, locked, provenance, read_jsonl, write_jsonl
 from dualdistill.resume import check_identity
 from dualdistill.teachers import Teacher, TeacherError
 
@@ -121,19 +121,48 @@ def _classify(exc: BaseException) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------- resume state
+@dataclass
+class TeacherAttempt:
+    """One line of ``records.jsonl``: one call of one teacher, ``ok`` with its response or ``failed``
+    with a short reason (and a detail with secrets masked)."""
+
+    id: str
+    role: Role
+    teacher: str
+    strategy: str
+    attempt: int
+    status: Literal["ok", "failed"]
+    time_s: float
+    response: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def read(cls, path: Path) -> Iterator[TeacherAttempt]:
+        """Every record of a ``records.jsonl``; a line that is not one is named with its number."""
+        for line, data in read_jsonl(path, allow_torn_tail=True):
+            if not isinstance(data.get("id"), str) or data.get("role") not in ("first", "second"):
+                raise DataError(
+                    path, "not a teacher record (needs an id and role first or second)", line=line
+                )
+            yield cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
+
+
 class _State:
     """What ``records.jsonl`` already holds: responses and failure counts per (id, role)."""
 
     def __init__(self, path: Path):
-        self.ok: dict[tuple[str, str], dict] = {}
+        self.ok: dict[tuple[str, str], TeacherAttempt] = {}
         self.failures: Counter[tuple[str, str]] = Counter()
         if path.exists():
-            for _, r in read_jsonl(path, allow_torn_tail=True):
-                key = (str(r["id"]), r["role"])
-                if r.get("status") == "ok":
-                    self.ok[key] = r
+            for r in TeacherAttempt.read(path):
+                if r.status == "ok":
+                    self.ok[(r.id, r.role)] = r
                 else:
-                    self.failures[key] += 1
+                    self.failures[(r.id, r.role)] += 1
 
 
 @dataclass
@@ -170,7 +199,7 @@ class _Run:
         """Solve with bounded retries; every attempt is recorded. Returns the response or None."""
         key = (problem.id, role)
         if key in self.state.ok:
-            return self.state.ok[key]["response"]
+            return self.state.ok[key].response
         c = self.config
         while self.state.failures[key] < c.max_attempts:
             number = self.state.failures[key] + 1
@@ -184,12 +213,14 @@ class _Run:
                 text, (reason, detail) = "", _classify(e)
             took = round(time.perf_counter() - t0, 3)
             if reason is None:
-                record = {**base, "status": "ok", "response": text, "time_s": took}
-                self.appender.write(record)
+                record = TeacherAttempt(**base, status="ok", time_s=took, response=text)
+                self.appender.write(record.to_dict())
                 self.state.ok[key] = record
                 return text
-            self.appender.write({**base, "status": "failed", "reason": reason,
-                                 "detail": self._mask(detail)[:500], "time_s": took})  # fmt: skip
+            failed = TeacherAttempt(
+                **base, status="failed", time_s=took, reason=reason, detail=self._mask(detail)[:500]
+            )
+            self.appender.write(failed.to_dict())
             self.state.failures[key] += 1
             if self.state.failures[key] < c.max_attempts:
                 await asyncio.sleep(c.retry_backoff_s * 2 ** (number - 1))
@@ -208,7 +239,7 @@ def _pairs(problems: Sequence[Problem], state: _State) -> list[Pair]:
         a, b = state.ok.get((p.id, "first")), state.ok.get((p.id, "second"))
         if a is None or b is None:
             continue
-        first, second = (Attempt(r["teacher"], r["strategy"], r["response"]) for r in (a, b))
+        first, second = (Attempt(r.teacher, r.strategy, r.response) for r in (a, b))
         out.append(Pair(p.id, p.question, p.answer, first, second))
     return out
 
@@ -256,20 +287,14 @@ async def _teach(
                 await run.problem(p)
             advance()
 
-        tasks = [asyncio.create_task(one(p)) for p in problems]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await run_all([asyncio.create_task(one(p)) for p in problems])
     pairs = _pairs(problems, state)
     write_jsonl(out_dir / "pairs.jsonl", [pair.to_dict() for pair in pairs])
     wanted = set(ids)
     failed = Counter()
-    for _, r in read_jsonl(records, allow_torn_tail=True):
-        if r.get("status") == "failed" and r["id"] in wanted:
-            failed[r["reason"]] += 1
+    for r in TeacherAttempt.read(records):
+        if r.status == "failed" and r.id in wanted:
+            failed[r.reason] += 1
     report = TeachReport(
         problems=len(problems), pairs=len(pairs), failed=dict(failed), gave_up=len(problems) - len(pairs),
         code_first=sum(code_goes_first(i, config.first_teacher_seed) for i in ids),
@@ -280,10 +305,9 @@ async def _teach(
 
 
 def _write_meta(path: Path, config: TeachConfig, report: TeachReport) -> None:
-    from dualdistill import __version__
     from dualdistill.config import to_dict
 
-    meta = {"version": __version__, "config": to_dict(config), **report.to_dict()}
+    meta = provenance("teach", config=to_dict(config), **report.to_dict())
     path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 

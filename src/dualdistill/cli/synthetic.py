@@ -10,16 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dualdistill.cli.app import app, fail
-from dualdistill.records import DataError
+from dualdistill.records import DataError, provenance
 
 synthetic_app = typer.Typer(help="The embedded synthetic math world.", no_args_is_help=True)
 app.add_typer(synthetic_app, name="synthetic")
-
-
-def _version() -> str:
-    from dualdistill import __version__
-
-    return __version__
 
 
 @synthetic_app.command("make")
@@ -39,9 +33,8 @@ def make(
     from dualdistill.synthetic.families import FAMILIES, write_world
 
     train, test = write_world(out, n, seed, test_fraction, train_limit)
-    manifest = {"command": "synthetic make", "n": n, "seed": seed, "test_fraction": test_fraction,
-                "train_limit": train_limit, "families": {f.name: f.group for f in FAMILIES.values()},
-                "train": train, "test": test, "version": _version()}  # fmt: skip
+    manifest = provenance("synthetic make", n=n, seed=seed, test_fraction=test_fraction, train_limit=train_limit,
+                          families={f.name: f.group for f in FAMILIES.values()}, train=train, test=test)  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     Console().print(f"wrote {train} train and {test} test problems to {out}")
 
@@ -162,8 +155,8 @@ def tiny_model(
         fail(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
     corpus = synthetic_corpus(corpus_n, seed=corpus_seed)
     path = build_student(out, corpus=corpus, size=size, vocab_size=vocab_size, seed=seed)  # type: ignore[arg-type]
-    manifest = {"command": "tiny-model", "size": size, "vocab_size": vocab_size, "seed": seed,
-                "corpus": {"n": corpus_n, "seed": corpus_seed}, "version": _version()}  # fmt: skip
+    manifest = provenance("tiny-model", size=size, vocab_size=vocab_size, seed=seed,
+                          corpus={"n": corpus_n, "seed": corpus_seed})  # fmt: skip
     (path / "dualdistill.json").write_text(json.dumps(manifest, indent=2) + "\n")
     from dualdistill.modelcard import write_card
 

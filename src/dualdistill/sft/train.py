@@ -39,7 +39,7 @@ from typing import Literal
 from dualdistill.config import ConfigError, bounded, check_bounds, save_config, to_dict
 from dualdistill.examples import read_examples
 from dualdistill.prompts import PromptTemplate
-from dualdistill.records import DataError
+from dualdistill.records import DataError, provenance
 from dualdistill.sft.masking import MaskConfig, MaskStats, encode_example
 
 CONFIG_FILE = "sft_config.yaml"
@@ -309,7 +309,6 @@ def train_run(
     """``train`` with the run's figures (steps, loss, mask statistics)."""
     from transformers import AutoTokenizer
 
-    import dualdistill
     from dualdistill.backends import check_model_dir
 
     output_dir = Path(output_dir)
@@ -341,17 +340,17 @@ def train_run(
         cfg["use_cache"] = True  # generation wants the cache back
         cfg_path.write_text(json.dumps(cfg, indent=2))
         save_config(config, model_dir / CONFIG_FILE)
-        summary = {
-            "version": dualdistill.__version__,
-            "init_model": str(init_model),
-            "data": str(data_path),
-            "resumed_from": resume,
-            "steps": trainer.state.global_step,
-            "train_loss": out.training_loss,
-            "seconds": round(seconds, 2),
-            "stats": to_dict(stats),
-            "log_history": trainer.state.log_history,
-        }
+        summary = provenance(
+            "train",
+            init_model=str(init_model),
+            data=str(data_path),
+            resumed_from=resume,
+            steps=trainer.state.global_step,
+            train_loss=out.training_loss,
+            seconds=round(seconds, 2),
+            stats=to_dict(stats),
+            log_history=trainer.state.log_history,
+        )
         (model_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
         _write_card(
             config, data_path, init_model, model_dir, trainer.state.global_step, out.training_loss, stats
