@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from dualdistill import trajectory as tj
 from dualdistill.config import bounded, check_bounds
+from dualdistill.decontam import Contamination, find_contaminated
 from dualdistill.examples import SFTExample, write_examples
 from dualdistill.problems import BENCHMARKS
 from dualdistill.records import DataError, check_distinct, read_jsonl, scalar_text, write_jsonl
@@ -284,61 +285,6 @@ def default_grader(timeout_s: float) -> Grader:
         return [v.correct for v in grade_many(items, timeout=timeout_s)]
 
     return grader
-
-
-# ----------------------------------------------------------------------------- decontamination
-@dataclass(frozen=True)
-class Contamination:
-    id: str
-    problem: str
-    benchmark: str
-    benchmark_id: str
-    score: float
-
-    def to_dict(self) -> dict:
-        return self.__dict__.copy()
-
-
-def find_contaminated(
-    questions: Sequence[str],
-    benchmarks: Sequence[str],
-    *,
-    threshold: float = 90.0,
-    ids: Sequence[str] | None = None,
-) -> list[Contamination]:
-    """Questions whose ``rapidfuzz.fuzz.ratio`` to some benchmark question is above ``threshold``.
-
-    ``fuzz.ratio`` without preprocessing is what ``thefuzz.fuzz.ratio`` computes (the reference
-    rounds it to an int; we compare the float). ``process.cdist`` scores all pairs in C over every
-    core, with ``score_cutoff`` so pairs below the threshold cost nothing to store; rows go in chunks so
-    memory stays bounded for large training sets.
-    """
-    import numpy as np
-    from rapidfuzz import fuzz, process
-
-    from dualdistill.problems import load_benchmark
-
-    ids = list(ids) if ids is not None else [str(i) for i in range(len(questions))]
-    bench_q: list[str] = []
-    bench_ref: list[tuple[str, str]] = []
-    for name in benchmarks:
-        for p in load_benchmark(name):
-            bench_q.append(p.question)
-            bench_ref.append((name, p.id))
-    found: list[Contamination] = []
-    if not bench_q or not questions:
-        return found
-    chunk = 2048
-    for start in range(0, len(questions), chunk):
-        rows = list(questions[start : start + chunk])
-        scores = process.cdist(
-            rows, bench_q, scorer=fuzz.ratio, score_cutoff=threshold, dtype=np.float32, workers=-1
-        )
-        for i in np.flatnonzero(scores.max(axis=1) > threshold):
-            j = int(scores[i].argmax())
-            name, bid = bench_ref[j]
-            found.append(Contamination(ids[start + i], rows[i], name, bid, round(float(scores[i, j]), 2)))
-    return found
 
 
 # ----------------------------------------------------------------------------- balancing
