@@ -48,6 +48,10 @@ class Outcome:
     delay_s: float = 0.0
     completion_tokens: int | None = None  # default: number of whitespace-separated words
     raw: bytes | None = None  # answer 200 with exactly these bytes (garbage, empty, wrong shape)
+    # chat only: the reasoning, in the field the server names (DeepSeek and vLLM: reasoning_content;
+    # OpenRouter: reasoning)
+    reasoning: str | None = None
+    reasoning_field: str = "reasoning_content"
 
 
 @dataclass
@@ -220,6 +224,8 @@ def _choice(outcome: Outcome, index: int, chat: bool) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": index, "finish_reason": outcome.finish_reason, "logprobs": None}
     if chat:
         choice["message"] = {"role": "assistant", "content": outcome.text}
+        if outcome.reasoning is not None:
+            choice["message"][outcome.reasoning_field] = outcome.reasoning
     else:
         choice["text"] = outcome.text
     choice["stop_reason"] = outcome.stop_reason

@@ -299,3 +299,46 @@ def test_dataset_teacher_by_id_then_question(tmp_path):
     assert len(DatasetTeacher(path, "r1_solution_2")) == 1
     with pytest.raises(Exception, match="no record has the field 'r1_solution_9'"):
         DatasetTeacher(path, "r1_solution_9")
+
+
+# ----------------------------------------------------------------------------- chat completions
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])  # DeepSeek and vLLM; OpenRouter
+def test_text_teacher_over_chat_puts_the_reasoning_field_in_think(field, monkeypatch):
+    from dualdistill.teach import TeacherSpec, build_teacher
+
+    monkeypatch.setenv("DD_CHAT_KEY", "sk-chat-secret")
+    answer = Outcome(text="The answer is \\boxed{42}.", reasoning="6 * 7 = 42", reasoning_field=field,
+                     completion_tokens=57)  # fmt: skip
+    with FakeOpenAIServer([answer]) as srv:
+        spec = TeacherSpec(
+            kind="openai", api="chat", url=srv.url, model="deepseek-reasoner", api_key_env="DD_CHAT_KEY"
+        )
+        teacher = build_teacher(spec, "text", pool=None)
+        text = asyncio.run(teacher.solve(Problem("p", "What is 6 * 7?", "42")))
+    assert text == "<think>\n6 * 7 = 42\n</think>\n<answer>\nThe answer is \\boxed{42}.\n</answer>"
+    req = srv.requests[-1]
+    assert req.path == "/v1/chat/completions" and req.headers["authorization"] == "Bearer sk-chat-secret"
+    assert [m["role"] for m in req.body["messages"]] == ["user"] and "What is 6 * 7?" in req.body["messages"][
+        0
+    ]["content"]
+    assert req.body["max_tokens"] == 16384 and req.body["model"] == "deepseek-reasoner"
+
+
+def test_chat_backend_counts_the_servers_tokens_and_refuses_to_continue(monkeypatch):
+    from dualdistill.backends import BackendError
+
+    with FakeOpenAIServer([Outcome(text="hello", completion_tokens=33)]) as srv:
+        backend = OpenAIBackend(srv.url, "m", api="chat", backoff_s=0.01)
+        c = asyncio.run(backend.complete("Q?\nAssistant: ", max_new_tokens=50, stop=[], temperature=0.0))
+        assert (c.text, c.n_tokens) == ("hello", 33)
+        with pytest.raises(BackendError, match="cannot continue a partial response"):
+            asyncio.run(backend.complete("Q?\nAssistant: <code>\nx=1\n</code>", max_new_tokens=5, stop=[],
+                                         temperature=0.0))  # fmt: skip
+
+
+def test_a_chat_code_teacher_is_refused_until_native_tool_calls_exist():
+    from dualdistill.config import ConfigError
+    from dualdistill.teach import TeacherSpec, build_teacher
+
+    with pytest.raises(ConfigError, match=r"code_teacher\.api: chat"):
+        build_teacher(TeacherSpec(kind="openai", api="chat", url="http://127.0.0.1:9/v1"), "code", pool=None)

@@ -59,6 +59,9 @@ class TeacherSpec:
     api_key_env: str = ""  # environment variable holding the API key ("" = none)
     path: str = ""  # dataset: file with precomputed responses
     field: str = "r1_solution_1"  # dataset: which field holds the response
+    # openai: "completions" (vLLM, SGLang) or "chat" (hosted DeepSeek-R1, OpenAI, OpenRouter: the
+    # reasoning field becomes the <think> block). Chat serves the text teacher; see OpenAIBackend.
+    api: Literal["completions", "chat"] = "completions"
     # How the teacher generates: the one generation config (as in eval and self-distillation). Its
     # budget is the whole trajectory's for the code teacher and one call's for the text teacher;
     # hosted reasoning models think long, hence 16384.
@@ -350,6 +353,13 @@ def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: An
         if not spec.path:
             raise ValueError(f"{strategy}_teacher.path: a dataset teacher needs a file")
         return DatasetTeacher(spec.path, spec.field, name=spec.name or None, strategy=strategy)
+    if strategy == "code" and spec.api == "chat":
+        from dualdistill.config import ConfigError
+
+        raise ConfigError(
+            "code_teacher.api: chat cannot continue a trajectory after a code block; use api: completions "
+            "(native tool calls over chat are not implemented yet)"
+        )
     backend = _backend(spec)
     if strategy == "code":
         return AgenticTeacher(backend, pool, dataclasses.replace(spec.generation, tools=True), name=name)
@@ -375,7 +385,10 @@ def _backend(spec: TeacherSpec) -> Any:
     if spec.api_key_env and not os.environ.get(spec.api_key_env):
         raise ConfigError(f"environment variable {spec.api_key_env} is not set (API key of {spec.url})")
     # Local servers (vLLM, SGLang) need no key: OpenAIBackend then sends a placeholder.
-    return OpenAIBackend(spec.url, spec.model or None, api_key_env=spec.api_key_env or "OPENAI_API_KEY")
+    from dualdistill.prompts import assistant_marker
+
+    return OpenAIBackend(spec.url, spec.model or None, api_key_env=spec.api_key_env or "OPENAI_API_KEY",
+                         api=spec.api, assistant_marker=assistant_marker(spec.generation.template))  # fmt: skip
 
 
 def secrets_of(config: TeachConfig) -> list[str]:

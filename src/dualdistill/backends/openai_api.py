@@ -1,7 +1,14 @@
-"""``OpenAIBackend``: any OpenAI-compatible completions server (vLLM, SGLang, hosted APIs).
+"""``OpenAIBackend``: any OpenAI-compatible server (vLLM, SGLang, hosted APIs), completions or chat.
 
-Plain-text prompts go to ``POST {base_url}/completions`` through the official ``openai`` client
-(``AsyncOpenAI``), with the ``stop`` list, ``max_tokens``, ``temperature``, ``top_p`` and ``seed``.
+With ``api="completions"`` (the default) plain-text prompts go to ``POST {base_url}/completions``
+through the official ``openai`` client (``AsyncOpenAI``), with the ``stop`` list, ``max_tokens``,
+``temperature``, ``top_p`` and ``seed``. With ``api="chat"`` they go to ``POST {base_url}/chat/completions``
+(the only API of hosted DeepSeek-R1 and of OpenAI's current models): the prompt up to its assistant
+marker is the user message; a reasoning field the server returns (``reasoning_content``: DeepSeek,
+vLLM ``--reasoning-parser``; ``reasoning``: OpenRouter) becomes a ``<think>`` block before the content.
+A chat server cannot continue a partial response, so a prompt with text after the marker (other than
+the template's ``<think>`` prefill) is refused with a ``BackendError``: that is the text teacher's
+single call, not the agent loop (for an agentic teacher over chat, use native tool calls).
 
 Guarantees:
 - At most ``concurrency`` requests are in flight per backend (an ``asyncio.Semaphore``).
@@ -59,7 +66,12 @@ class OpenAIBackend:
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         tokenizer: str | None = None,
+        api: str = "completions",
+        assistant_marker: str = "\nAssistant: ",
     ):
+        if api not in ("completions", "chat"):
+            raise ValueError(f"api must be 'completions' or 'chat', got {api!r}")
+        self.api, self.assistant_marker = api, assistant_marker
         if concurrency < 1 or max_retries < 0:
             raise ValueError(f"need concurrency >= 1 and max_retries >= 0, got {concurrency}, {max_retries}")
         self.base_url = base_url.rstrip("/")
@@ -92,6 +104,8 @@ class OpenAIBackend:
         seed: int | None = None,
     ) -> Completion:
         model = self.model or await self._default_model()
+        if self.api == "chat":
+            return await self._complete_chat(model, prompt, max_new_tokens, stop, temperature, top_p, seed)
         request = dict(
             model=model, prompt=prompt, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p
         )
@@ -110,6 +124,43 @@ class OpenAIBackend:
             text=text,
             n_tokens=n_tokens if n_tokens is not None else self.count_tokens(text),
             finish_reason="length" if choice.finish_reason == "length" else "stop",
+            stop=hit,
+        )
+
+    async def _complete_chat(
+        self, model: str, prompt: str, max_new_tokens: int, stop: list[str], temperature: float,
+        top_p: float, seed: int | None,
+    ) -> Completion:  # fmt: skip
+        user, _, prefill = prompt.partition(self.assistant_marker)
+        if prefill.strip() not in ("", "<think>"):
+            raise BackendError(
+                f"{self.base_url}: the chat API cannot continue a partial response; use api: completions "
+                "(or native tool calls for an agentic teacher)"
+            )
+        request: dict = dict(model=model, messages=[{"role": "user", "content": user}], max_tokens=max_new_tokens,
+                             temperature=temperature, top_p=top_p)  # fmt: skip
+        if stop:
+            request["stop"] = list(stop)
+        if seed is not None:
+            request["seed"] = seed
+        client, semaphore = self._loop_state()
+        async with semaphore:
+            response = await self._with_retries(lambda: client.chat.completions.create(**request))
+        choices = getattr(response, "choices", None)
+        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
+        if message is None or not isinstance(message.content or "", str):
+            raise BackendError(f"{self.base_url}: chat response has no message (got {str(response)[:120]!r})")
+        extra = getattr(message, "model_extra", None) or {}
+        reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
+        content = message.content or ""
+        text = f"<think>\n{reasoning.strip()}\n</think>\n{content}" if reasoning else content
+        text, hit = _restore_stop(text, choices[0].finish_reason, _stop_reason(choices[0]), stop)
+        usage = response.usage
+        n_tokens = usage.completion_tokens if usage and usage.completion_tokens is not None else None
+        return Completion(
+            text=text,
+            n_tokens=n_tokens if n_tokens is not None else self.count_tokens(text),
+            finish_reason="length" if choices[0].finish_reason == "length" else "stop",
             stop=hit,
         )
 
