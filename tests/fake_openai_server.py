@@ -52,6 +52,8 @@ class Outcome:
     # OpenRouter: reasoning)
     reasoning: str | None = None
     reasoning_field: str = "reasoning_content"
+    # chat only: native tool calls, each {"name": ..., "arguments": "<JSON text, or not>"}
+    tool_calls: list[dict] | None = None
 
 
 @dataclass
@@ -226,6 +228,13 @@ def _choice(outcome: Outcome, index: int, chat: bool) -> dict[str, Any]:
         choice["message"] = {"role": "assistant", "content": outcome.text}
         if outcome.reasoning is not None:
             choice["message"][outcome.reasoning_field] = outcome.reasoning
+        if outcome.tool_calls:
+            choice["message"]["tool_calls"] = [
+                {"id": f"call_{index}_{i}", "type": "function", "function": dict(c)}
+                for i, c in enumerate(outcome.tool_calls)
+            ]
+            choice["message"]["content"] = outcome.text or None
+            choice["finish_reason"] = "tool_calls"
     else:
         choice["text"] = outcome.text
     choice["stop_reason"] = outcome.stop_reason

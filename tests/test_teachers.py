@@ -336,9 +336,100 @@ def test_chat_backend_counts_the_servers_tokens_and_refuses_to_continue(monkeypa
                                          temperature=0.0))  # fmt: skip
 
 
-def test_a_chat_code_teacher_is_refused_until_native_tool_calls_exist():
+def test_a_chat_code_teacher_needs_native_tool_calls():
     from dualdistill.config import ConfigError
     from dualdistill.teach import TeacherSpec, build_teacher
 
     with pytest.raises(ConfigError, match=r"code_teacher\.api: chat"):
         build_teacher(TeacherSpec(kind="openai", api="chat", url="http://127.0.0.1:9/v1"), "code", pool=None)
+
+
+# ----------------------------------------------------------------------------- native tool calls
+def test_native_tool_teacher_runs_each_call_in_one_session_and_renders_the_trajectory(monkeypatch, pool):
+    """OpenAI tools API (scripted server): two calls in one message run in order in one sandbox session
+    (state kept); a malformed, an unknown and an empty call come back as executor errors; the result
+    is the trajectory format compose and SFT consume."""
+    from dualdistill.teach import TeacherSpec, build_teacher
+    from dualdistill.trajectory import check_format
+
+    monkeypatch.setenv("DD_TOOLS_KEY", "sk-tools-secret")
+    script = [
+        Outcome(text="Let me compute.", tool_calls=[{"name": "python", "arguments": '{"code": "x = 6 * 7\\nprint(x)"}'},
+                                                    {"name": "python", "arguments": '{"code": "print(x + 1)"}'}]),
+        Outcome(text="", tool_calls=[{"name": "python", "arguments": "{not json"}, {"name": "bash", "arguments": "{}"},
+                                     {"name": "python", "arguments": '{"code": "  "}'}]),
+        Outcome(text="So the product is \\boxed{42}."),
+    ]  # fmt: skip
+    with FakeOpenAIServer(script) as srv:
+        spec = TeacherSpec(kind="openai", api="chat", tool_calls="native", url=srv.url, model="gpt-x",
+                           api_key_env="DD_TOOLS_KEY")  # fmt: skip
+        teacher = build_teacher(spec, "code", pool)
+        text = asyncio.run(_closing(pool, teacher.solve(Problem("p", "What is 6 * 7?", "42"))))
+    assert text.startswith(
+        "<think>\nLet me compute.\n</think>\n<code>\nx = 6 * 7\nprint(x)\n</code>\n<executor>\n42\n</executor>"
+    )
+    assert "<code>\nprint(x + 1)\n</code>\n<executor>\n43\n</executor>" in text  # the session kept x
+    assert (
+        "the tool arguments are not JSON" in text and "unknown tool 'bash'" in text and "empty call" in text
+    )
+    assert text.endswith("<answer>\nSo the product is \\boxed{42}.\n</answer>")
+    assert check_format(text).valid, check_format(text).reason
+    second = srv.requests[-2].body  # the model saw both results, in order, as tool messages
+    assert [m["content"].strip() for m in second["messages"] if m["role"] == "tool"] == ["42", "43"]
+    assert second["tools"][0]["function"]["name"] == "python"
+    assert all(
+        r.headers.get("authorization") == "Bearer sk-tools-secret"
+        for r in srv.requests
+        if r.path != "/v1/models"
+    )
+    assert "sk-tools-secret" not in text
+
+
+def test_native_tool_teacher_stops_offering_the_tool_at_the_call_limit(pool):
+    from dualdistill.agent import AgentConfig
+    from dualdistill.backends.openai_api import OpenAIBackend
+    from dualdistill.tool_teacher import NativeToolTeacher
+
+    call = {"name": "python", "arguments": '{"code": "print(1)"}'}
+    script = [Outcome(tool_calls=[call, call]), Outcome(text="\\boxed{1}")]
+    with FakeOpenAIServer(script) as srv:
+        teacher = NativeToolTeacher(
+            OpenAIBackend(srv.url, "m", api="chat"), pool, AgentConfig(max_tool_calls=1)
+        )
+        text = asyncio.run(_closing(pool, teacher.solve(Problem("p", "1?", "1"))))
+    assert text.count("<executor>\n1\n</executor>") == 1 and "over the limit" in text
+    assert "tools" not in srv.requests[-1].body  # at the limit the tool is no longer offered
+
+
+def test_teach_cli_with_a_native_tool_teacher_and_a_chat_reasoning_teacher(tmp_path, monkeypatch):
+    """`dualdistill teach --config C` with the issue's two specs, against servers shaped like the hosted
+    APIs: the tool call's code really ran, its output stands in <executor>, the reasoning in <think>."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dualdistill.cli import app
+    from dualdistill.problems import write_problems
+
+    monkeypatch.setenv("DD_CODE_KEY", "sk-code-1")
+    problems = tmp_path / "p.jsonl"
+    write_problems(problems, [Problem("q1", "What is 12 * 34?", "408")])
+    code_script = [Outcome(text="Multiply.", tool_calls=[{"name": "python", "arguments": '{"code": "print(12 * 34)"}'}]),
+                   Outcome(text="\\boxed{408}")]  # fmt: skip
+    text_script = [Outcome(text="It is \\boxed{408}.", reasoning="12 * 34 = 408")]
+    with FakeOpenAIServer(code_script) as code_srv, FakeOpenAIServer(text_script) as text_srv:
+        cfg = tmp_path / "teach.yaml"
+        cfg.write_text(
+            f"code_teacher: {{kind: openai, api: chat, tool_calls: native, url: '{code_srv.url}', model: gpt-x, "
+            "api_key_env: DD_CODE_KEY}\n"
+            f"text_teacher: {{kind: openai, api: chat, url: '{text_srv.url}', model: deepseek-reasoner}}\n"
+            "first_teacher_seed: 0\n"
+        )
+        r = CliRunner().invoke(app, ["teach", "--problems", str(problems), "--config", str(cfg), "--out",
+                                     str(tmp_path / "out"), "--no-progress"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    pair = json.loads((tmp_path / "out" / "pairs.jsonl").read_text())
+    by_strategy = {a["strategy"]: a["response"] for a in (pair["first"], pair["second"])}
+    assert "<code>\nprint(12 * 34)\n</code>\n<executor>\n408\n</executor>" in by_strategy["code"]
+    assert by_strategy["text"].startswith("<think>\n12 * 34 = 408\n</think>")
+    assert "sk-code-1" not in (tmp_path / "out" / "records.jsonl").read_text()

@@ -62,6 +62,9 @@ class TeacherSpec:
     # openai: "completions" (vLLM, SGLang) or "chat" (hosted DeepSeek-R1, OpenAI, OpenRouter: the
     # reasoning field becomes the <think> block). Chat serves the text teacher; see OpenAIBackend.
     api: Literal["completions", "chat"] = "completions"
+    # code teacher: "tags" (the model writes <code> and the loop stops at </code>; completions API) or
+    # "native" (the model calls a python tool through the chat tools API; tool_teacher.py)
+    tool_calls: Literal["tags", "native"] = "tags"
     # How the teacher generates: the one generation config (as in eval and self-distillation). Its
     # budget is the whole trajectory's for the code teacher and one call's for the text teacher;
     # hosted reasoning models think long, hence 16384.
@@ -353,14 +356,24 @@ def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: An
         if not spec.path:
             raise ValueError(f"{strategy}_teacher.path: a dataset teacher needs a file")
         return DatasetTeacher(spec.path, spec.field, name=spec.name or None, strategy=strategy)
-    if strategy == "code" and spec.api == "chat":
+    if strategy == "code" and spec.api == "chat" and spec.tool_calls != "native":
         from dualdistill.config import ConfigError
 
         raise ConfigError(
-            "code_teacher.api: chat cannot continue a trajectory after a code block; use api: completions "
-            "(native tool calls over chat are not implemented yet)"
+            "code_teacher.api: chat cannot continue a trajectory after a <code> block; use tool_calls: native "
+            "(the chat tools API) or api: completions"
         )
     backend = _backend(spec)
+    if strategy == "code" and spec.tool_calls == "native":
+        if spec.kind != "openai":
+            from dualdistill.config import ConfigError
+
+            raise ConfigError(
+                f"code_teacher.tool_calls: native is implemented for kind openai, not {spec.kind}"
+            )
+        from dualdistill.tool_teacher import NativeToolTeacher
+
+        return NativeToolTeacher(backend, pool, spec.generation, name=name)
     if strategy == "code":
         return AgenticTeacher(backend, pool, dataclasses.replace(spec.generation, tools=True), name=name)
     return TextTeacher(backend, dataclasses.replace(spec.generation, tools=False), name=name)

@@ -164,6 +164,28 @@ class OpenAIBackend:
             stop=hit,
         )
 
+    async def chat(
+        self, messages: list[dict], *, tools: list[dict] | None, max_new_tokens: int, temperature: float,
+        top_p: float = 1.0,
+    ) -> dict:  # fmt: skip
+        """One chat turn with native tool calling; returns the assistant message as a dict (``content``,
+        ``tool_calls``: ``[{id, type, function: {name, arguments}}]``). Retries as ``complete`` does."""
+        model = self.model or await self._default_model()
+        request: dict = dict(model=model, messages=messages, max_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p)  # fmt: skip
+        if tools:
+            request["tools"] = tools
+        client, semaphore = self._loop_state()
+        async with semaphore:
+            response = await self._with_retries(lambda: client.chat.completions.create(**request))
+        choices = getattr(response, "choices", None)
+        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
+        if message is None:
+            raise BackendError(f"{self.base_url}: chat response has no message (got {str(response)[:120]!r})")
+        calls = [{"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                 for c in message.tool_calls or []]  # fmt: skip
+        return {"role": "assistant", "content": message.content, "tool_calls": calls}
+
     def close(self) -> None:
         """Drop the per-loop clients (their loops own the connections and close them with the loop)."""
         self._per_loop.clear()
