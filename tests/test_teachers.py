@@ -433,3 +433,37 @@ def test_teach_cli_with_a_native_tool_teacher_and_a_chat_reasoning_teacher(tmp_p
     assert "<code>\nprint(12 * 34)\n</code>\n<executor>\n408\n</executor>" in by_strategy["code"]
     assert by_strategy["text"].startswith("<think>\n12 * 34 = 408\n</think>")
     assert "sk-code-1" not in (tmp_path / "out" / "records.jsonl").read_text()
+
+
+def tool_use_message(text, calls):
+    blocks = ([{"type": "text", "text": text}] if text else []) + [
+        {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": args}
+        for i, (name, args) in enumerate(calls)
+    ]
+    return (200, {"id": "msg_t", "type": "message", "role": "assistant", "model": "claude-test", "content": blocks,
+                  "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 9}}, 0)  # fmt: skip
+
+
+def test_native_tool_teacher_over_anthropic_tool_use(monkeypatch, anthropic_server, pool):
+    from dualdistill.teach import TeacherSpec, build_teacher
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    srv = anthropic_server([
+        tool_use_message("I will compute.", [("python", {"code": "y = 2 ** 10\nprint(y)"}), ("python", {"code": "print(y - 24)"})]),
+        message("The answer is \\boxed{1000}."),
+    ])  # fmt: skip
+    spec = TeacherSpec(kind="anthropic", tool_calls="native", url=srv.url, model="claude-test")
+    teacher = build_teacher(spec, "code", pool)
+    text = run(_closing(pool, teacher.solve(Problem("p", "What is 2^10 - 24?", "1000"))))
+    assert "<code>\ny = 2 ** 10\nprint(y)\n</code>\n<executor>\n1024\n</executor>" in text
+    assert "<code>\nprint(y - 24)\n</code>\n<executor>\n1000\n</executor>" in text
+    assert text.startswith("<think>\nI will compute.\n</think>") and text.endswith(
+        "\\boxed{1000}.\n</answer>"
+    )
+    body = srv.requests[-1][2]
+    assert body["tools"][0]["name"] == "python" and body["tools"][0]["input_schema"]["required"] == ["code"]
+    assert body["messages"][1]["content"][1] == {"type": "tool_use", "id": "toolu_0", "name": "python",
+                                                 "input": {"code": "y = 2 ** 10\nprint(y)"}}  # fmt: skip
+    results = body["messages"][2]["content"]  # both results in one user turn, in order
+    assert [(r["type"], r["tool_use_id"], r["content"].strip()) for r in results] == [
+        ("tool_result", "toolu_0", "1024"), ("tool_result", "toolu_1", "1000")]  # fmt: skip

@@ -365,11 +365,11 @@ def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: An
         )
     backend = _backend(spec)
     if strategy == "code" and spec.tool_calls == "native":
-        if spec.kind != "openai":
+        if spec.kind not in ("openai", "anthropic"):
             from dualdistill.config import ConfigError
 
             raise ConfigError(
-                f"code_teacher.tool_calls: native is implemented for kind openai, not {spec.kind}"
+                f"code_teacher.tool_calls: native needs kind openai or anthropic, not {spec.kind}"
             )
         from dualdistill.tool_teacher import NativeToolTeacher
 

@@ -8,6 +8,7 @@ Not guaranteed: exact token counts (``count_tokens`` estimates characters / 3.5)
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -108,8 +109,63 @@ class AnthropicBackend:
         finish = "length" if msg.stop_reason == "max_tokens" else "stop"
         return Completion(text, int(msg.usage.output_tokens), finish, hit)
 
+    async def chat(
+        self, messages: list[dict], *, tools: list[dict] | None, max_new_tokens: int, temperature: float,
+        top_p: float = 1.0,
+    ) -> dict:  # fmt: skip
+        """One turn with native tool use (``tool_use``/``tool_result``), in and out in the OpenAI message
+        shape that ``tool_teacher`` speaks (``OpenAIBackend.chat`` is the other implementation)."""
+        import anthropic
+
+        kwargs: dict[str, Any] = {}
+        if tools:
+            kwargs["tools"] = [{"name": t["function"]["name"], "description": t["function"].get("description", ""),
+                                "input_schema": t["function"]["parameters"]} for t in tools]  # fmt: skip
+        if self.config.sampling != "none":  # sent as complete() sends it: the client's typed field varies
+            kwargs["extra_body"] = {"temperature": temperature}
+        try:
+            msg = await self._client.messages.create(
+                model=self.config.model, max_tokens=max_new_tokens, messages=to_anthropic(messages), **kwargs
+            )
+        except anthropic.APIStatusError as e:
+            raise BackendError(f"HTTP {e.status_code} from the Anthropic API ({type(e).__name__})") from None
+        except anthropic.APIConnectionError as e:
+            kind = "timeout" if isinstance(e, anthropic.APITimeoutError) else "connection"
+            raise BackendError(f"{kind} error talking to the Anthropic API") from None
+        text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
+        calls = [{"id": b.id, "type": "function", "function": {"name": b.name, "arguments": json.dumps(b.input)}}
+                 for b in msg.content if b.type == "tool_use"]  # fmt: skip
+        return {"role": "assistant", "content": text or None, "tool_calls": calls}
+
     def count_tokens(self, text: str) -> int:
         return math.ceil(len(text) / 3.5)
 
     def close(self) -> None:
         """Nothing to release: the client's connections close with it."""
+
+
+def to_anthropic(messages: list[dict]) -> list[dict]:
+    """OpenAI-shaped messages (user, assistant with ``tool_calls``, ``tool``) as Anthropic messages:
+    tool calls become ``tool_use`` blocks, and consecutive tool results one user turn of ``tool_result``s."""
+    out: list[dict] = []
+    for m in messages:
+        if m["role"] == "tool":
+            block = {"type": "tool_result", "tool_use_id": m["tool_call_id"], "content": m["content"]}
+            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif m["role"] == "assistant" and m.get("tool_calls"):
+            blocks: list[dict] = [{"type": "text", "text": m["content"]}] if m.get("content") else []
+            for c in m["tool_calls"]:
+                try:
+                    args = json.loads(c["function"]["arguments"] or "{}")
+                except json.JSONDecodeError:
+                    args = {}
+                blocks.append(
+                    {"type": "tool_use", "id": c["id"], "name": c["function"]["name"], "input": args}
+                )
+            out.append({"role": "assistant", "content": blocks})
+        else:
+            out.append({"role": m["role"], "content": m.get("content") or ""})
+    return out
