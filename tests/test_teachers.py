@@ -432,7 +432,52 @@ def test_teach_cli_with_a_native_tool_teacher_and_a_chat_reasoning_teacher(tmp_p
     by_strategy = {a["strategy"]: a["response"] for a in (pair["first"], pair["second"])}
     assert "<code>\nprint(12 * 34)\n</code>\n<executor>\n408\n</executor>" in by_strategy["code"]
     assert by_strategy["text"].startswith("<think>\n12 * 34 = 408\n</think>")
-    assert "sk-code-1" not in (tmp_path / "out" / "records.jsonl").read_text()
+    records = (tmp_path / "out" / "records.jsonl").read_text()
+    assert "sk-code-1" not in records
+    # the servers' usage is recorded per attempt: 2 chat turns for the code teacher, 1 for the text one
+    tokens = {r["strategy"]: r["tokens"] for r in map(json.loads, records.splitlines())}
+    assert tokens["code"]["requests"] == 2 and tokens["text"]["requests"] == 1
+    assert tokens["code"]["completion_tokens"] == 2 and tokens["code"]["prompt_tokens"] > 0
+    spent = json.loads((tmp_path / "out" / "teach.json").read_text())["spent"]
+    assert spent["completion_tokens"] == sum(t["completion_tokens"] for t in tokens.values())
+
+
+def test_teach_estimate_prints_upper_bounds_and_sends_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from dualdistill.cli import app
+    from dualdistill.cost import estimate
+    from dualdistill.problems import write_problems
+    from dualdistill.teach import TeachConfig, TeacherSpec
+
+    problems = [Problem(f"q{i}", "What is 12 * 34?", "408") for i in range(10)]
+    with FakeOpenAIServer([]) as srv:  # no scripted answer: any request would fail loudly
+        gen = {"budget": 1000, "max_tool_calls": 3}
+        cfg = TeachConfig(
+            code_teacher=TeacherSpec(kind="openai", url=srv.url, model="c", price_in_per_mtok=3.0, price_out_per_mtok=15.0,
+                                     generation=AgentConfig(**gen)),
+            text_teacher=TeacherSpec(kind="openai", url=srv.url, model="r1", price_in_per_mtok=0.55,
+                                     price_out_per_mtok=2.19, generation=AgentConfig(budget=8000)),
+        )  # fmt: skip
+        rows = {r.teacher.split()[0]: r for r in estimate(problems, cfg)}
+        assert (rows["code_teacher"].requests, rows["text_teacher"].requests) == (40, 10)
+        assert (
+            rows["code_teacher"].completion_tokens == 10 * 1000
+            and rows["text_teacher"].completion_tokens == 80_000
+        )
+        # each request after a code block resends up to the budget: 4 requests, 3 of them with +1000
+        assert rows["code_teacher"].prompt_tokens >= 10 * (4 * 8000 + 3 * 1000)
+        expected = (rows["text_teacher"].prompt_tokens * 0.55 + 80_000 * 2.19) / 1e6
+        assert rows["text_teacher"].usd == pytest.approx(expected)
+        from dualdistill.config import save_config
+
+        save_config(cfg, tmp_path / "teach.yaml")
+        write_problems(tmp_path / "p.jsonl", problems)
+        r = CliRunner().invoke(app, ["teach", "--problems", str(tmp_path / "p.jsonl"), "--config",
+                                     str(tmp_path / "teach.yaml"), "--out", str(tmp_path / "out"), "--estimate"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert "nothing sent" in r.output and "code_teacher (c)" in r.output
+    assert srv.requests == [] and not (tmp_path / "out" / "records.jsonl").exists()
 
 
 def tool_use_message(text, calls):

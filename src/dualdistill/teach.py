@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dualdistill.agent import AgentConfig, run_all
+from dualdistill.backends.usage import usage_scope
 from dualdistill.compose import Attempt, Pair
 from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
@@ -65,6 +66,9 @@ class TeacherSpec:
     # code teacher: "tags" (the model writes <code> and the loop stops at </code>; completions API) or
     # "native" (the model calls a python tool through the chat tools API; tool_teacher.py)
     tool_calls: Literal["tags", "native"] = "tags"
+    # USD per million tokens, for the spend shown while teaching and `teach --estimate` (0: not priced)
+    price_in_per_mtok: float = bounded(0.0, ge=0)
+    price_out_per_mtok: float = bounded(0.0, ge=0)
     # How the teacher generates: the one generation config (as in eval and self-distillation). Its
     # budget is the whole trajectory's for the code teacher and one call's for the text teacher;
     # hosted reasoning models think long, hence 16384.
@@ -142,6 +146,7 @@ class TeacherAttempt:
     response: str | None = None
     reason: str | None = None
     detail: str | None = None
+    tokens: dict | None = None  # {requests, prompt_tokens, completion_tokens}, as the server reported them
 
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -179,6 +184,7 @@ class TeachReport:
     gave_up: int  # problems without a pair after max_attempts
     code_first: int
     seconds: float
+    spent: dict = field(default_factory=dict)  # this run's prompt_tokens, completion_tokens, usd
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -190,6 +196,23 @@ class _Run:
         self.code, self.text, self.config = code, text, config
         self.appender, self.state = appender, state
         self.secrets = [s for s in secrets if s]
+        self.spent: Counter = Counter()  # prompt_tokens, completion_tokens, usd of this run's attempts
+
+    def _account(self, teacher: Teacher, usage: Counter) -> dict | None:
+        if not usage["requests"]:
+            return None
+        spec = self.config.code_teacher if teacher is self.code else self.config.text_teacher
+        self.spent["prompt_tokens"] += usage["prompt_tokens"]
+        self.spent["completion_tokens"] += usage["completion_tokens"]
+        self.spent["usd"] += (usage["prompt_tokens"] * spec.price_in_per_mtok
+                              + usage["completion_tokens"] * spec.price_out_per_mtok) / 1e6  # fmt: skip
+        return dict(usage)
+
+    def spend_line(self) -> str:
+        s = self.spent
+        if not (s["prompt_tokens"] or s["completion_tokens"]):
+            return ""
+        return f"{s['prompt_tokens']:,} in / {s['completion_tokens']:,} out tokens, ${s['usd']:.2f}"
 
     def _mask(self, text: str) -> str:
         for s in self.secrets:
@@ -212,12 +235,14 @@ class _Run:
             base = {"id": problem.id, "role": role, "teacher": teacher.name, "strategy": teacher.strategy,
                     "attempt": number}  # fmt: skip
             t0 = time.perf_counter()
-            try:
-                text = await asyncio.wait_for(teacher.solve(problem, previous), c.attempt_timeout_s)
-                reason, detail = response_problem(text), ""
-            except Exception as e:  # any teacher failure is recorded and retried, never fatal
-                text, (reason, detail) = "", _classify(e)
+            with usage_scope() as usage:
+                try:
+                    text = await asyncio.wait_for(teacher.solve(problem, previous), c.attempt_timeout_s)
+                    reason, detail = response_problem(text), ""
+                except Exception as e:  # any teacher failure is recorded and retried, never fatal
+                    text, (reason, detail) = "", _classify(e)
             took = round(time.perf_counter() - t0, 3)
+            base["tokens"] = self._account(teacher, usage)
             if reason is None:
                 record = TeacherAttempt(**base, status="ok", time_s=took, response=text)
                 self.appender.write(record.to_dict())
@@ -291,7 +316,7 @@ async def _teach(
         async def one(p: Problem) -> None:
             async with limit:
                 await run.problem(p)
-            advance()
+            advance(run.spend_line())
 
         await run_all([asyncio.create_task(one(p)) for p in problems])
     pairs = _pairs(problems, state)
@@ -304,7 +329,7 @@ async def _teach(
     report = TeachReport(
         problems=len(problems), pairs=len(pairs), failed=dict(failed), gave_up=len(problems) - len(pairs),
         code_first=sum(code_goes_first(i, config.first_teacher_seed) for i in ids),
-        seconds=round(time.perf_counter() - t0, 2),
+        seconds=round(time.perf_counter() - t0, 2), spent=dict(run.spent),
     )  # fmt: skip
     _write_meta(out_dir / "teach.json", config, report)
     return report
@@ -326,14 +351,23 @@ class _progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
-                TextColumn("[bold]teach"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+                TextColumn("[bold]teach"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
             )
             self.task = self.bar.add_task("", total=total)
 
     def __enter__(self):
         if self.bar is not None:
             self.bar.start()
-        return lambda: self.bar.advance(self.task) if self.bar is not None else None
+
+        def advance(note: str = "") -> None:  # note: tokens and spend so far
+            if self.bar is not None:
+                self.bar.update(self.task, advance=1, description=note)
+
+        return advance
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:

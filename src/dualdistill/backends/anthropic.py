@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dualdistill.backends import BackendError, Completion
+from dualdistill.backends.usage import record_usage
 from dualdistill.config import ConfigError
 
 
@@ -98,6 +99,7 @@ class AnthropicBackend:
         except anthropic.APIConnectionError as e:
             kind = "timeout" if isinstance(e, anthropic.APITimeoutError) else "connection"
             raise BackendError(f"{kind} error talking to the Anthropic API") from None
+        record_usage(msg.usage.input_tokens, msg.usage.output_tokens)
         if msg.stop_reason == "refusal":
             from dualdistill.teachers import TeacherError  # a teacher-level outcome, recorded by teach
 
@@ -132,6 +134,7 @@ class AnthropicBackend:
         except anthropic.APIConnectionError as e:
             kind = "timeout" if isinstance(e, anthropic.APITimeoutError) else "connection"
             raise BackendError(f"{kind} error talking to the Anthropic API") from None
+        record_usage(msg.usage.input_tokens, msg.usage.output_tokens)
         text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
         calls = [{"id": b.id, "type": "function", "function": {"name": b.name, "arguments": json.dumps(b.input)}}
                  for b in msg.content if b.type == "tool_use"]  # fmt: skip

@@ -38,6 +38,7 @@ import weakref
 import openai
 
 from dualdistill.backends import BackendError, Completion, cut_at_stop
+from dualdistill.backends.usage import record_usage
 
 _RETRYABLE = (
     openai.RateLimitError,
@@ -119,6 +120,7 @@ class OpenAIBackend:
         choice = self._first_choice(response)
         text, hit = _restore_stop(choice.text or "", choice.finish_reason, _stop_reason(choice), stop)
         usage = response.usage
+        record_usage(getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
         n_tokens = usage.completion_tokens if usage and usage.completion_tokens is not None else None
         return Completion(
             text=text,
@@ -156,6 +158,7 @@ class OpenAIBackend:
         text = f"<think>\n{reasoning.strip()}\n</think>\n{content}" if reasoning else content
         text, hit = _restore_stop(text, choices[0].finish_reason, _stop_reason(choices[0]), stop)
         usage = response.usage
+        record_usage(getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
         n_tokens = usage.completion_tokens if usage and usage.completion_tokens is not None else None
         return Completion(
             text=text,
@@ -178,6 +181,8 @@ class OpenAIBackend:
         client, semaphore = self._loop_state()
         async with semaphore:
             response = await self._with_retries(lambda: client.chat.completions.create(**request))
+        usage = getattr(response, "usage", None)
+        record_usage(getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
         choices = getattr(response, "choices", None)
         message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
         if message is None:

@@ -51,6 +51,9 @@ def teach_command(
     synthetic_n: int = typer.Option(500, min=1, help="Size of the synthetic world (train + test)."),
     synthetic_seed: int = typer.Option(0),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    estimate: bool = typer.Option(
+        False, "--estimate", help="Print upper bounds of the requests, tokens and cost; send nothing."
+    ),
 ) -> None:
     from dualdistill.config import load_config
     from dualdistill.sandbox import SandboxUnavailable
@@ -62,13 +65,34 @@ def teach_command(
             overrides.append(f"first_teacher_seed={first_teacher_seed}")
         cfg = load_config(TeachConfig, config, overrides)
         items = _problems(problems, fields, synthetic_n, synthetic_seed)[:limit]
+        if estimate:
+            return _print_estimate(items, cfg)
         report = asyncio.run(teach_from_config(items, cfg, out, progress=progress))
     except (ConfigError, DataError, ValueError, SandboxUnavailable) as e:
         fail(str(e))
     table = Table("problems", "pairs", "gave up", "code first", "failed attempts", "seconds", title="teach")
+    spent = report.spent  # this run's tokens as the servers reported them
     failed = ", ".join(f"{k}: {v}" for k, v in sorted(report.failed.items())) or "0"
     table.add_row(
         *map(str, (report.problems, report.pairs, report.gave_up, report.code_first, failed, report.seconds))
     )
     Console().print(table)
+    if spent.get("prompt_tokens") or spent.get("completion_tokens"):
+        Console().print(f"tokens: {spent['prompt_tokens']:,} in, {spent['completion_tokens']:,} out; "
+                        f"spend ${spent.get('usd', 0):.2f} at the configured prices")  # fmt: skip
     Console().print(f"pairs: {out / 'pairs.jsonl'}")
+
+
+def _print_estimate(items, cfg) -> None:
+    from dualdistill.cost import estimate
+
+    rows = estimate(items, cfg)
+    table = Table("teacher", "requests", "prompt tokens", "completion tokens", "cost USD",
+                  title=f"teach --estimate: upper bounds for {len(items)} problems (nothing sent)")  # fmt: skip
+    for r in rows:
+        table.add_row(
+            r.teacher, f"{r.requests:,}", f"{r.prompt_tokens:,}", f"{r.completion_tokens:,}", f"{r.usd:,.2f}"
+        )
+    if not rows:
+        table.add_row("(no API teacher)", "0", "0", "0", "0.00")
+    Console().print(table)
