@@ -79,7 +79,6 @@ class AnthropicBackend:
         self, prompt: str, *, max_new_tokens: int, stop: list[str], temperature: float,
         top_p: float = 1.0, seed: int | None = None,
     ) -> Completion:  # fmt: skip
-        import anthropic
 
         sampling: dict[str, float] = {}
         if self.config.sampling in ("temperature", "both"):
@@ -89,17 +88,8 @@ class AnthropicBackend:
         kwargs: dict[str, Any] = {}
         if stop:
             kwargs["stop_sequences"] = list(stop)
-        try:
-            msg = await self._client.messages.create(
-                model=self.config.model, max_tokens=max_new_tokens, messages=self.messages(prompt),
-                extra_body=sampling or None, **kwargs,
-            )  # fmt: skip
-        except anthropic.APIStatusError as e:
-            raise BackendError(f"HTTP {e.status_code} from the Anthropic API ({type(e).__name__})") from None
-        except anthropic.APIConnectionError as e:
-            kind = "timeout" if isinstance(e, anthropic.APITimeoutError) else "connection"
-            raise BackendError(f"{kind} error talking to the Anthropic API") from None
-        record_usage(msg.usage.input_tokens, msg.usage.output_tokens)
+        msg = await self._create(max_tokens=max_new_tokens, messages=self.messages(prompt),
+                                 extra_body=sampling or None, **kwargs)  # fmt: skip
         if msg.stop_reason == "refusal":
             from dualdistill.teachers import TeacherError  # a teacher-level outcome, recorded by teach
 
@@ -117,7 +107,6 @@ class AnthropicBackend:
     ) -> dict:  # fmt: skip
         """One turn with native tool use (``tool_use``/``tool_result``), in and out in the OpenAI message
         shape that ``tool_teacher`` speaks (``OpenAIBackend.chat`` is the other implementation)."""
-        import anthropic
 
         kwargs: dict[str, Any] = {}
         if tools:
@@ -125,20 +114,25 @@ class AnthropicBackend:
                                 "input_schema": t["function"]["parameters"]} for t in tools]  # fmt: skip
         if self.config.sampling != "none":  # sent as complete() sends it: the client's typed field varies
             kwargs["extra_body"] = {"temperature": temperature}
+        msg = await self._create(max_tokens=max_new_tokens, messages=to_anthropic(messages), **kwargs)
+        text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
+        calls = [{"id": b.id, "type": "function", "function": {"name": b.name, "arguments": json.dumps(b.input)}}
+                 for b in msg.content if b.type == "tool_use"]  # fmt: skip
+        return {"role": "assistant", "content": text or None, "tool_calls": calls}
+
+    async def _create(self, **request: Any):
+        """One messages.create call: errors as ``BackendError`` naming the API, usage recorded."""
+        import anthropic
+
         try:
-            msg = await self._client.messages.create(
-                model=self.config.model, max_tokens=max_new_tokens, messages=to_anthropic(messages), **kwargs
-            )
+            msg = await self._client.messages.create(model=self.config.model, **request)
         except anthropic.APIStatusError as e:
             raise BackendError(f"HTTP {e.status_code} from the Anthropic API ({type(e).__name__})") from None
         except anthropic.APIConnectionError as e:
             kind = "timeout" if isinstance(e, anthropic.APITimeoutError) else "connection"
             raise BackendError(f"{kind} error talking to the Anthropic API") from None
         record_usage(msg.usage.input_tokens, msg.usage.output_tokens)
-        text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
-        calls = [{"id": b.id, "type": "function", "function": {"name": b.name, "arguments": json.dumps(b.input)}}
-                 for b in msg.content if b.type == "tool_use"]  # fmt: skip
-        return {"role": "assistant", "content": text or None, "tool_calls": calls}
+        return msg
 
     def count_tokens(self, text: str) -> int:
         return math.ceil(len(text) / 3.5)

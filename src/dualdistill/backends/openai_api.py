@@ -118,7 +118,11 @@ class OpenAIBackend:
         async with semaphore:
             response = await self._with_retries(lambda: client.completions.create(**request))
         choice = self._first_choice(response)
-        text, hit = _restore_stop(choice.text or "", choice.finish_reason, _stop_reason(choice), stop)
+        return self._completion(response, choice, choice.text or "", stop)
+
+    def _completion(self, response, choice, text: str, stop: list[str]) -> Completion:
+        """The protocol's ``Completion``: the stop string restored, the server's token count recorded."""
+        text, hit = _restore_stop(text, choice.finish_reason, _stop_reason(choice), stop)
         usage = response.usage
         record_usage(getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
         n_tokens = usage.completion_tokens if usage and usage.completion_tokens is not None else None
@@ -145,27 +149,13 @@ class OpenAIBackend:
             request["stop"] = list(stop)
         if seed is not None:
             request["seed"] = seed
-        client, semaphore = self._loop_state()
-        async with semaphore:
-            response = await self._with_retries(lambda: client.chat.completions.create(**request))
-        choices = getattr(response, "choices", None)
-        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
-        if message is None or not isinstance(message.content or "", str):
-            raise BackendError(f"{self.base_url}: chat response has no message (got {str(response)[:120]!r})")
+        response, choice, message = await self._chat_request(request)
+        choices = [choice]
         extra = getattr(message, "model_extra", None) or {}
         reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
         content = message.content or ""
         text = f"<think>\n{reasoning.strip()}\n</think>\n{content}" if reasoning else content
-        text, hit = _restore_stop(text, choices[0].finish_reason, _stop_reason(choices[0]), stop)
-        usage = response.usage
-        record_usage(getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
-        n_tokens = usage.completion_tokens if usage and usage.completion_tokens is not None else None
-        return Completion(
-            text=text,
-            n_tokens=n_tokens if n_tokens is not None else self.count_tokens(text),
-            finish_reason="length" if choices[0].finish_reason == "length" else "stop",
-            stop=hit,
-        )
+        return self._completion(response, choices[0], text, stop)
 
     async def chat(
         self, messages: list[dict], *, tools: list[dict] | None, max_new_tokens: int, temperature: float,
@@ -178,18 +168,23 @@ class OpenAIBackend:
                              top_p=top_p)  # fmt: skip
         if tools:
             request["tools"] = tools
-        client, semaphore = self._loop_state()
-        async with semaphore:
-            response = await self._with_retries(lambda: client.chat.completions.create(**request))
+        response, _, message = await self._chat_request(request)
         usage = getattr(response, "usage", None)
         record_usage(getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
-        choices = getattr(response, "choices", None)
-        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
-        if message is None:
-            raise BackendError(f"{self.base_url}: chat response has no message (got {str(response)[:120]!r})")
         calls = [{"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
                  for c in message.tool_calls or []]  # fmt: skip
         return {"role": "assistant", "content": message.content, "tool_calls": calls}
+
+    async def _chat_request(self, request: dict):
+        """``(response, first choice, its message)`` of one chat request, checked like completions."""
+        client, semaphore = self._loop_state()
+        async with semaphore:
+            response = await self._with_retries(lambda: client.chat.completions.create(**request))
+        choices = getattr(response, "choices", None)
+        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
+        if message is None or not isinstance(message.content or "", str):
+            raise BackendError(f"{self.base_url}: chat response has no message (got {str(response)[:120]!r})")
+        return response, choices[0], message
 
     def close(self) -> None:
         """Drop the per-loop clients (their loops own the connections and close them with the loop)."""
