@@ -150,12 +150,11 @@ class OpenAIBackend:
         if seed is not None:
             request["seed"] = seed
         response, choice, message = await self._chat_request(request)
-        choices = [choice]
         extra = getattr(message, "model_extra", None) or {}
         reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
         content = message.content or ""
         text = f"<think>\n{reasoning.strip()}\n</think>\n{content}" if reasoning else content
-        return self._completion(response, choices[0], text, stop)
+        return self._completion(response, choice, text, stop)
 
     async def chat(
         self, messages: list[dict], *, tools: list[dict] | None, max_new_tokens: int, temperature: float,
