@@ -115,7 +115,7 @@ def from_sharegpt(row: dict, *, where: str = "<row>") -> dict:
 
 
 # ----------------------------------------------------------------------------- files
-def read_examples(path: str | Path) -> list[dict]:
+def example_dicts(path: str | Path) -> list[dict]:
     """The examples of a training JSONL (``examples.read_examples``: bad lines are named), as dicts."""
     from dualdistill.examples import read_examples as read
 

@@ -144,7 +144,7 @@ def export_command(
     if format_ not in export.FORMATS:
         fail(f"--format must be one of {', '.join(export.FORMATS)}, got {format_!r}")
     try:
-        examples = export.read_examples(data)
+        examples = export.example_dicts(data)
         path = export.export_examples(examples, format_, out)  # type: ignore[arg-type]
     except (DataError, ValueError) as e:
         fail(str(e))
