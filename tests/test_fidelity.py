@@ -228,8 +228,18 @@ def test_the_agent_starts_a_paper_response_with_the_prefill(tiny_model_dir):
 
     config = AgentConfig(tools=False, template="paper", budget=4, temperature=0.0)
     with HFBackend(tiny_model_dir, max_batch=1) as backend:
+        seen: list[str] = []
+        complete = backend.complete
+
+        async def spy(prompt, **kw):
+            seen.append(prompt)
+            return await complete(prompt, **kw)
+
+        backend.complete = spy
         record = asyncio.run(run_agent(Problem("p", "What is 1+1?", "2"), backend, None, config))
     assert record.prompt.endswith("<｜Assistant｜><think>\n") and record.response.startswith("<think>\n")
+    # The model continues the released prompt itself: the prefill is in it once, not twice.
+    assert seen == [record.prompt] and not seen[0].endswith("<think>\n<think>\n")
 
 
 # ----------------------------------------------------------------------------- 4. loss weighting

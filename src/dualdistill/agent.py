@@ -3,7 +3,7 @@
 One trajectory (``run_agent``) is::
 
     prompt = build_prompt(question, template, tools)
-    loop: complete(prompt + response, stop=["</code>", "</answer>"], max_new_tokens=budget - used)
+    loop: complete(model_input(prompt, response), stop=["</code>", "</answer>"], max_new_tokens=budget - used)
           "</code>"   → run the block in this trajectory's sandbox session, append executor_block(output)
           "</answer>" → done ("answer")
           budget used → done ("budget");  any other end (EOS) → done ("stop")
@@ -51,7 +51,7 @@ from typing import Any, Literal, Protocol
 from dualdistill.backends import Backend
 from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
-from dualdistill.prompts import TOOL_CAP_NOTE, PromptTemplate, build_prompt, generation_prefix
+from dualdistill.prompts import THINK_PREFILL, TOOL_CAP_NOTE, PromptTemplate, build_prompt, generation_prefix
 from dualdistill.records import DataError, JsonlAppender, done_keys, unique_records
 from dualdistill.trajectory import executor_block
 
@@ -188,7 +188,7 @@ class _Trajectory:
         stops = self.stops
         t0 = time.perf_counter()
         c = await self.backend.complete(
-            prompt + self.response,
+            model_input(prompt, self.response),
             max_new_tokens=self.config.budget - self.n_tokens,
             stop=stops,
             temperature=self.config.temperature,
@@ -232,6 +232,13 @@ class _Trajectory:
         self.tool_time += time.perf_counter() - t0
         self.tool_calls.append({"status": result.status, "duration_s": round(result.duration_s, 4)})
         self.inject(executor_block(result.output))
+
+
+def model_input(prompt: str, response: str) -> str:
+    """The text the model continues. A ``paper`` prompt already ends with the ``<think>\n`` prefill that
+    starts the recorded response, so it is sent once, not twice."""
+    prefill = THINK_PREFILL if response.startswith(THINK_PREFILL) else ""
+    return (prompt.removesuffix(prefill) if prefill else prompt) + response
 
 
 def prompt_problem(prompt: str, backend: Backend, config: AgentConfig) -> str | None:

@@ -58,7 +58,7 @@ def _metadata(base_model: str | None, datasets: list[str]) -> dict:
 
 
 def _example_prompt(model_dir: Path) -> str:
-    from dualdistill.prompts import build_prompt, generation_prefix
+    from dualdistill.prompts import build_prompt
 
     template = "paper"
     cfg = model_dir / "sft_config.yaml"
@@ -66,7 +66,8 @@ def _example_prompt(model_dir: Path) -> str:
         template = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("template", template)
     if template == "chat":
         template = "plain"  # the snippet cannot know the chat template's rendering; plain is close
-    return build_prompt("Compute 12 * 34.", template=template, tools=True) + generation_prefix(template)
+    # A paper prompt already ends with its <think> prefill.
+    return build_prompt("Compute 12 * 34.", template=template, tools=True)
 
 
 def write_card(model_dir: str | Path, *, title: str, made: list[str], base_model: str | None = None,
