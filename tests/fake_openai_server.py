@@ -20,6 +20,9 @@ compute the outcome from the request body. Outcomes:
 - ``Outcome(status=429)`` / ``Outcome(status=500)``: an HTTP error with an OpenAI-style error body.
 - ``Outcome(delay_s=2.0, ...)``: sleep first (to trigger client timeouts), then answer as scripted.
 - ``Outcome(raw=b"...")``: 200 with exactly these bytes, for servers that answer garbage.
+- ``Outcome(status=429, retry_after="2")``: the error with a ``Retry-After`` header.
+- ``Outcome(text=..., drop_after_bytes=40)``: a connection dropped mid-response: the headers promise
+  the whole body, the server sends its first 40 bytes and closes the socket.
 
 When the script runs out the server answers 500 with "no scripted outcome left", so a test that
 makes more requests than it planned fails loudly. Every request is recorded in ``srv.requests``
@@ -54,6 +57,9 @@ class Outcome:
     reasoning_field: str = "reasoning_content"
     # chat only: native tool calls, each {"name": ..., "arguments": "<JSON text, or not>"}
     tool_calls: list[dict] | None = None
+    retry_after: str | None = None  # with status: the Retry-After header (seconds), as 429s carry it
+    # answer 200 with a full Content-Length but only this many bytes of the body, then hang up
+    drop_after_bytes: int | None = None
 
 
 @dataclass
@@ -185,7 +191,9 @@ class _Handler(BaseHTTPRequestHandler):
             if outcome.delay_s:
                 time.sleep(outcome.delay_s)
             if outcome.status is not None:
-                return self._send(outcome.status, _error(f"scripted status {outcome.status}", "scripted"))
+                headers = {"Retry-After": outcome.retry_after} if outcome.retry_after else {}
+                error = _error(f"scripted status {outcome.status}", "scripted")
+                return self._send(outcome.status, error, headers)
             if outcome.raw is not None:
                 return self._send_bytes(200, outcome.raw)
             choices.append(_choice(outcome, index, chat))
@@ -203,17 +211,29 @@ class _Handler(BaseHTTPRequestHandler):
                 "total_tokens": len(str(prompt).split()) + n_out,
             },
         }
-        self._send(200, payload)
+        self._send(200, payload, drop_after=outcome.drop_after_bytes)
 
-    def _send(self, status: int, payload: dict) -> None:
-        self._send_bytes(status, json.dumps(payload).encode())
+    def _send(
+        self, status: int, payload: dict, headers: dict | None = None, drop_after: int | None = None
+    ) -> None:
+        self._send_bytes(status, json.dumps(payload).encode(), headers, drop_after)
 
-    def _send_bytes(self, status: int, data: bytes) -> None:
+    def _send_bytes(
+        self, status: int, data: bytes, headers: dict | None = None, drop_after: int | None = None
+    ) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
+            if drop_after is not None:  # promise the whole body, send a part, hang up
+                self.wfile.write(data[:drop_after])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test); nothing to answer

@@ -234,6 +234,56 @@ def test_openai_gives_up_with_a_clear_error(monkeypatch):
     assert len(srv.requests) == 3 and srv.remaining == 0
 
 
+# Both APIs share the request path; each failure case is checked over both.
+APIS = ["completions", "chat"]
+
+
+def _sleeps(monkeypatch) -> list[float]:
+    """Record the backoff the backend asks for instead of waiting it (no timing in tests)."""
+    import dualdistill.backends.openai_api as module
+
+    asked: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        asked.append(seconds)
+
+    monkeypatch.setattr(module.asyncio, "sleep", sleep)
+    return asked
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_429s_retry_after_is_waited_at_least(api, monkeypatch):
+    asked = _sleeps(monkeypatch)
+    script = [Outcome(status=429, retry_after="7"), Outcome(status=429), Outcome(text="ok")]
+    with FakeOpenAIServer(script) as srv:
+        c = run(openai_backend(srv, api=api).complete("p", max_new_tokens=4, stop=[], temperature=0.0))
+    assert c.text == "ok" and len(srv.requests) == 3
+    # 7 s as the server said (not jittered below it), then our own 0.02 s backoff with jitter
+    assert asked[0] == 7.0 and 0.01 <= asked[1] <= 0.02
+    with FakeOpenAIServer([Outcome(status=429, retry_after="3600"), Outcome(text="ok")]) as srv:
+        run(
+            openai_backend(srv, api=api, max_backoff_s=30).complete(
+                "p", max_new_tokens=4, stop=[], temperature=0.0
+            )
+        )
+    assert asked[2] == 30.0, "a Retry-After past max_backoff_s is capped"
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_500_and_a_connection_dropped_mid_response_are_retried(api, monkeypatch):
+    _sleeps(monkeypatch)
+    script = [Outcome(status=500), Outcome(text="lost", drop_after_bytes=30), Outcome(text="ok")]
+    with FakeOpenAIServer(script) as srv:
+        c = run(openai_backend(srv, api=api).complete("p", max_new_tokens=4, stop=[], temperature=0.0))
+    assert c.text == "ok" and len(srv.requests) == 3
+    with FakeOpenAIServer([Outcome(text="lost", drop_after_bytes=30)] * 3) as srv:
+        backend = openai_backend(srv, api=api, max_retries=2)
+        with pytest.raises(BackendError) as err:
+            run(backend.complete("p", max_new_tokens=4, stop=[], temperature=0.0))
+    assert srv.url in str(err.value) and "3 attempts" in str(err.value)
+    assert "APIConnectionError" in str(err.value), "the error says the connection broke"
+
+
 def test_openai_client_error_is_not_retried():
     srv = FakeOpenAIServer([Outcome(status=400), Outcome(text="never")])
     with srv, pytest.raises(BackendError, match="HTTP 400"):

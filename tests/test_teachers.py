@@ -324,16 +324,36 @@ def test_text_teacher_over_chat_puts_the_reasoning_field_in_think(field, monkeyp
     assert req.body["max_tokens"] == 16384 and req.body["model"] == "deepseek-reasoner"
 
 
-def test_chat_backend_counts_the_servers_tokens_and_refuses_to_continue(monkeypatch):
+def test_chat_backend_counts_the_servers_tokens_and_continues_a_partial_response(monkeypatch):
     from dualdistill.backends import BackendError
 
-    with FakeOpenAIServer([Outcome(text="hello", completion_tokens=33)]) as srv:
+    partial = "<think>\nlet me run it\n<code>\nx=1\n</code>\n<executor>\n1\n</executor>\n"
+    script = [Outcome(text="hello", completion_tokens=33), Outcome(text="so \\boxed{1}", reasoning="x is 1"),
+              Outcome(status=422)]  # fmt: skip
+    with FakeOpenAIServer(script) as srv:
         backend = OpenAIBackend(srv.url, "m", api="chat", backoff_s=0.01)
         c = asyncio.run(backend.complete("Q?\nAssistant: ", max_new_tokens=50, stop=[], temperature=0.0))
         assert (c.text, c.n_tokens) == ("hello", 33)
-        with pytest.raises(BackendError, match="cannot continue a partial response"):
-            asyncio.run(backend.complete("Q?\nAssistant: <code>\nx=1\n</code>", max_new_tokens=5, stop=[],
-                                         temperature=0.0))  # fmt: skip
+        assert srv.requests[0].body["messages"] == [{"role": "user", "content": "Q?"}]
+        assert (
+            "extra_body" not in srv.requests[0].body and "continue_final_message" not in srv.requests[0].body
+        )
+        # After an executor block the response so far is the last assistant message, continued (vLLM).
+        c = asyncio.run(
+            backend.complete("Q?\nAssistant: " + partial, max_new_tokens=5, stop=[], temperature=0.0)
+        )
+        body = srv.requests[1].body
+        assert body["messages"] == [
+            {"role": "user", "content": "Q?"},
+            {"role": "assistant", "content": partial},
+        ]
+        assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+        # The reasoning field goes on the open <think> of the partial response: it is closed, not reopened.
+        assert c.text == "x is 1\n</think>\nso \\boxed{1}"
+        with pytest.raises(BackendError, match=r"continue_final_message.*refused it: use api completions"):
+            asyncio.run(
+                backend.complete("Q?\nAssistant: " + partial, max_new_tokens=5, stop=[], temperature=0.0)
+            )
 
 
 def test_a_chat_code_teacher_needs_native_tool_calls():

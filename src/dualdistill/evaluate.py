@@ -37,7 +37,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dualdistill.agent import AgentConfig, make_pool, read_agent_records, record_key, run_many
 from dualdistill.config import ConfigError, bounded, check_bounds, from_dict, save_config
@@ -49,7 +49,7 @@ from dualdistill.trajectory import strategy_facts
 DEFAULT_BENCHES = ("math500", "aime2025", "amc", "combinatorics300")
 RECORDS, CONFIG = "records.jsonl", "config.yaml"
 # Settings that change what a record contains; a resumed run must match them.
-GENERATION_KEYS = ("model", "seed")
+GENERATION_KEYS = ("model", "seed", "api")
 AGENT_GENERATION_KEYS = (
     "tools", "template", "max_tool_calls", "budget", "temperature", "top_p",
     "executor_output_limit", "executor_timeout_s",
@@ -64,6 +64,12 @@ class EvalConfig:
     limit: int | None = bounded(None, ge=1)
     seed: int = 0
     served_model_name: str | None = None  # the model name sent to a server (default: its first model)
+    # a server's API: completions (vLLM, SGLang, transformers serve) or chat (hosted models; the tool
+    # loop continues a response with vLLM's continue_final_message)
+    api: Literal["completions", "chat"] = "completions"
+    # a server model's tokenizer (dir or hub id): counts injected executor text exactly against the
+    # budget (the server reports only what it generated); without it, 4 bytes a token
+    tokenizer: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     request_timeout_s: float = bounded(600.0, gt=0)  # per request to a server; a hung one fails after it
     # per request, for server backends (exponential backoff between tries)
@@ -282,7 +288,8 @@ def check_resume(out_dir: Path, config: EvalConfig) -> None:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: malformed YAML: {e}") from None
     new = dataclasses.asdict(config)
-    pairs = [(k, old.get(k), new[k]) for k in GENERATION_KEYS]
+    defaults = dataclasses.asdict(EvalConfig())  # a key older records lack had its default
+    pairs = [(k, old.get(k, defaults[k]), new[k]) for k in GENERATION_KEYS]
     pairs[0] = ("model", model_identity(old), model_identity(new))
     pairs += [(f"agent.{k}", (old.get("agent") or {}).get(k), new["agent"][k]) for k in AGENT_GENERATION_KEYS]
     for key, was, now in pairs:
@@ -303,13 +310,28 @@ def make_backend(config: EvalConfig) -> Any:
             model = f"{model}#{config.served_model_name}"
         return pick(
             model, api_key_env=config.api_key_env, max_retries=config.max_retries,
-            request_timeout=config.request_timeout_s,
+            request_timeout=config.request_timeout_s, tokenizer=config.tokenizer,
+            **server_api(config.api, config.agent.template),
         )  # fmt: skip
+    if config.api != "completions":
+        raise ConfigError(f"api: {config.api} needs a server URL as the model, not {model!r}")
     if model.startswith("vllm:"):
         return pick(model)
     if not Path(model).exists():
         raise DataError(model, "model not found: give a local model directory, an http(s) URL or vllm:PATH")
     return pick(model, device=config.device, max_batch=config.max_batch)
+
+
+def server_api(api: str, template: str) -> dict:
+    """``OpenAIBackend`` options for ``api``: over chat, the prompt's user turn ends at the template's
+    assistant marker."""
+    from dualdistill.prompts import assistant_marker
+
+    if api == "chat" and template == "chat":
+        raise ConfigError(
+            "api: chat applies the server's chat template; use agent.template paper, plain or compact"
+        )
+    return {"api": api, "assistant_marker": assistant_marker(template)} if api == "chat" else {}
 
 
 def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, progress: bool = True) -> dict:

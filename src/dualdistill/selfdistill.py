@@ -87,6 +87,8 @@ class SampleConfig:
 
     k: int = bounded(16, ge=1)  # samples per problem
     seed: int = 0
+    api: Literal["completions", "chat"] = "completions"  # of a server model (as in eval's config)
+    tokenizer: str | None = None  # a server model's tokenizer, to count executor text (as in eval's)
     agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
@@ -134,6 +136,9 @@ def sample(
         same.pop("k")
         for speed_only in ("sandbox_concurrency", "concurrency"):  # how fast, not what is sampled
             same["agent"].pop(speed_only)
+        same.pop("tokenizer")  # how executor text is counted, as eval's resume check treats it
+        if same["api"] == "completions":
+            same.pop("api")  # the default: identities written before the key existed still match
         check_identity(out_dir, "sample", {**same, "model": model_fingerprint(model)}, SAMPLES_FILE)
         _save_sampling_inputs(out_dir, problems, config, model)
         return _sample(problems, backend, out_dir, config, pool, progress)

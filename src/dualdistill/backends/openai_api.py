@@ -5,15 +5,18 @@ through the official ``openai`` client (``AsyncOpenAI``), with the ``stop`` list
 ``temperature``, ``top_p`` and ``seed``. With ``api="chat"`` they go to ``POST {base_url}/chat/completions``
 (the only API of hosted DeepSeek-R1 and of OpenAI's current models): the prompt up to its assistant
 marker is the user message; a reasoning field the server returns (``reasoning_content``: DeepSeek,
-vLLM ``--reasoning-parser``; ``reasoning``: OpenRouter) becomes a ``<think>`` block before the content.
-A chat server cannot continue a partial response, so a prompt with text after the marker (other than
-the template's ``<think>`` prefill) is refused with a ``BackendError``: that is the text teacher's
-single call, not the agent loop (for an agentic teacher over chat, use native tool calls).
+vLLM ``--reasoning-parser``; ``reasoning``: OpenRouter) becomes a ``<think>`` block before the content
+(or closes the one the template's ``<think>`` prefill opened). Text after the marker beyond that
+prefill is a partial response (the tool loop after an executor block): it is sent as the last assistant
+message with ``continue_final_message`` (vLLM's extension). A server that refuses it (hosted APIs,
+``transformers serve``) gets a ``BackendError`` that says so; over those, evaluate with ``--no-tools``,
+or run an agentic teacher with native tool calls.
 
 Guarantees:
 - At most ``concurrency`` requests are in flight per backend (an ``asyncio.Semaphore``).
 - 429, 5xx, timeouts and connection errors are retried ``max_retries`` times with exponential backoff
-  (``backoff_s * 2**attempt``, capped, with jitter; a server's ``Retry-After`` is honoured); then a
+  (``backoff_s * 2**attempt``, capped, with jitter; a server's ``Retry-After`` seconds are waited at least,
+  up to ``max_backoff_s``); then a
   ``BackendError`` names the URL, the attempts and the last status. Other 4xx fail at once.
 - vLLM and OpenAI strip the stop string from the text. vLLM reports it as ``stop_reason``; the
   backend appends it back so ``Completion.text`` ends with it, as the protocol says.
@@ -137,24 +140,35 @@ class OpenAIBackend:
         self, model: str, prompt: str, max_new_tokens: int, stop: list[str], temperature: float,
         top_p: float, seed: int | None,
     ) -> Completion:  # fmt: skip
-        user, _, prefill = prompt.partition(self.assistant_marker)
-        if prefill.strip() not in ("", "<think>"):
-            raise BackendError(
-                f"{self.base_url}: the chat API cannot continue a partial response; use api: completions "
-                "(or native tool calls for an agentic teacher)"
-            )
-        request: dict = dict(model=model, messages=[{"role": "user", "content": user}], max_tokens=max_new_tokens,
-                             temperature=temperature, top_p=top_p)  # fmt: skip
+        user, _, partial = prompt.partition(self.assistant_marker)
+        messages: list[dict] = [{"role": "user", "content": user}]
+        # The server's chat template opens the assistant turn (and a reasoning model's <think>), so a bare
+        # <think> prefill is not sent; a longer partial response is continued, not answered anew.
+        continuing = partial.strip() not in ("", "<think>")
+        if continuing:
+            messages.append({"role": "assistant", "content": partial})
+        request: dict = dict(model=model, messages=messages, max_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p)  # fmt: skip
+        if continuing:  # vLLM's chat extension; servers without it answer 400/422
+            request["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
         if stop:
             request["stop"] = list(stop)
         if seed is not None:
             request["seed"] = seed
-        response, choice, message = await self._chat_request(request)
+        try:
+            response, choice, message = await self._chat_request(request)
+        except BackendError as e:
+            if continuing and "HTTP 4" in str(e):
+                raise BackendError(
+                    f"{e}; the chat API continued a partial response with continue_final_message (a vLLM "
+                    "extension) and this server refused it: use api completions for the tool loop here"
+                ) from None
+            raise
         extra = getattr(message, "model_extra", None) or {}
         reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
-        content = message.content or ""
-        text = f"<think>\n{reasoning.strip()}\n</think>\n{content}" if reasoning else content
-        return self._completion(response, choice, text, stop)
+        return self._completion(
+            response, choice, with_reasoning(partial, reasoning, message.content or ""), stop
+        )
 
     async def chat(
         self, messages: list[dict], *, tools: list[dict] | None, max_new_tokens: int, temperature: float,
@@ -244,15 +258,15 @@ class OpenAIBackend:
         ) from None
 
     def _delay(self, attempt: int, error: Exception) -> float:
-        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+        # jitter spreads out a crowd of retrying requests; a server's Retry-After is a floor, not jittered
+        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
         response = getattr(error, "response", None)
         retry_after = response.headers.get("retry-after") if response is not None else None
-        if retry_after:
-            try:
-                delay = min(self.max_backoff_s, max(delay, float(retry_after)))
-            except ValueError:
-                pass
-        return delay * (0.5 + random.random() / 2)  # jitter: spread out a crowd of retrying requests
+        try:
+            wait = float(retry_after) if retry_after else 0.0
+        except ValueError:  # an HTTP date: rare from APIs; keep our backoff
+            wait = 0.0
+        return max(delay, min(self.max_backoff_s, wait))
 
     async def _default_model(self) -> str:
         if self._model_lock is None:
@@ -279,6 +293,16 @@ class OpenAIBackend:
                 self._tokenizer = False
                 return None
         return self._tokenizer
+
+
+def with_reasoning(partial: str, reasoning: str, content: str) -> str:
+    """The completion text of a chat answer whose reasoning came in its own field: the reasoning closes
+    the ``<think>`` block the partial response left open, or stands in a new one before the content."""
+    if not reasoning:
+        return content
+    opened = partial.rfind("<think>") > partial.rfind("</think>")
+    head = "" if opened else "<think>\n"
+    return f"{head}{reasoning.strip()}\n</think>\n{content}"
 
 
 def _stop_reason(choice) -> str | int | None:

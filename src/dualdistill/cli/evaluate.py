@@ -48,6 +48,12 @@ def eval_command(
     max_tool_calls: int | None = typer.Option(None, min=0),
     seed: int | None = typer.Option(None),
     served_model_name: str | None = typer.Option(None, help="Model name sent to the server (URL models)."),
+    api: str | None = typer.Option(
+        None, help="A server's API: completions (default) or chat (continues with continue_final_message)."
+    ),
+    tokenizer: str | None = typer.Option(
+        None, help="A server model's tokenizer (dir or hub id): counts executor text exactly."
+    ),
     concurrency: int | None = typer.Option(None, min=1, help="Trajectories in flight at once."),
     max_batch: int | None = typer.Option(None, min=1, help="Sequences per forward pass (local models)."),
     max_retries: int | None = typer.Option(None, min=0, help="Retries per request to a server."),
@@ -72,7 +78,8 @@ def eval_command(
             return
         given = {
             "model": model, "samples": samples, "limit": limit, "seed": seed, "max_batch": max_batch,
-            "served_model_name": served_model_name, "max_retries": max_retries,
+            "served_model_name": served_model_name, "api": api, "tokenizer": tokenizer,
+            "max_retries": max_retries,
             "request_timeout_s": request_timeout, "log_dir": log_dir, "agent.tools": tools, "agent.template": template,
             "agent.chat_tokenizer": chat_tokenizer, "agent.budget": budget, "agent.temperature": temperature,
             "agent.top_p": top_p, "agent.max_tool_calls": max_tool_calls,

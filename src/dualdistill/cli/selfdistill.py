@@ -42,6 +42,8 @@ def sample_command(
     seed: int | None = typer.Option(None),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems."),
     max_batch: int | None = typer.Option(None, min=1, help="Sequences per forward pass (local models)."),
+    api: str | None = typer.Option(None, help="A server model's API: completions (default) or chat."),
+    tokenizer: str | None = typer.Option(None, help="A server model's tokenizer, to count executor text."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Sample K graded tool-loop trajectories per problem from the intermediate student.
@@ -50,19 +52,25 @@ def sample_command(
     """
     from dualdistill import selfdistill as sd
     from dualdistill.backends import BackendError, make_backend
+    from dualdistill.evaluate import server_api
     from dualdistill.problems import load_benchmark
 
     given = {
         "k": k, "seed": seed, "agent.budget": budget, "agent.temperature": temperature, "agent.top_p": top_p,
         "agent.tools": tools, "agent.max_tool_calls": max_tool_calls, "agent.executor_timeout_s": executor_timeout,
-        "agent.template": template,
+        "agent.template": template, "api": api, "tokenizer": tokenizer,
     }  # fmt: skip
     backend = None
     try:
         cfg = load_config(sd.SampleConfig, config, [*option_overrides(given), *set_])
         chosen = load_benchmark(problems, limit=limit)
         local = not model.startswith(("http://", "https://"))  # a server batches for itself
-        backend = make_backend(model, **({"max_batch": max_batch} if max_batch and local else {}))
+        if local and cfg.api != "completions":
+            fail(f"--api {cfg.api} needs a server URL as --model")
+        options = {"max_batch": max_batch} if max_batch and local else {}
+        if not local:
+            options = {"tokenizer": cfg.tokenizer, **server_api(cfg.api, cfg.agent.template)}
+        backend = make_backend(model, **options)
         path = sd.sample(chosen, backend, out, cfg, model=model, progress=progress)
         scores = sd.load_samples(out, k=cfg.k)
     except (DataError, ConfigError, BackendError) as e:
