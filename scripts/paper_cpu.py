@@ -4,8 +4,9 @@ What stands in for what cannot run here:
 - the student: the shipped pretrained tiny base (`dualdistill base copy`, 0.46M parameters) instead of
   DeepSeek-R1-Distill-Qwen-7B;
 - the teachers: two scripted servers on 127.0.0.1 (tests/fake_openai_server.py) that speak the hosted
-  APIs' chat JSON. The agentic teacher answers with native tool calls (a `python` call that prints the
-  answer, then a boxed answer); the text teacher answers with `reasoning_content` plus a boxed answer.
+  APIs' chat JSON. The agentic teacher answers with native tool calls (two `python` calls in one
+  message: the first sets a variable, the second prints it; then a boxed answer); the text teacher
+  answers with `reasoning_content` plus a boxed answer.
   Both read the gold answer of the shipped DeepMath problem, so composition sees right-right pairs;
 - training: `accelerate launch` with one CPU process (an accelerate config written here);
 - evaluation and sampling: transformers in-process instead of vLLM, on the first problems of each
@@ -40,20 +41,20 @@ mixed_precision: 'no'
 
 
 def _gold(problems, text: str) -> str:
-    for p in problems:
-        if p.question[:200] in text:
-            return p.answer
-    return "0"
+    return next((p.answer for p in problems if p.question[:200] in text), "0")
 
 
 def responders(problems):
-    def code(body):  # native tool calls: one python call, then the answer
+    """The two scripted teachers; both read the gold answer of the problem they are asked."""
+
+    def code(body):  # native tool calls: two python calls in one message (state kept), then the answer
         messages = body.get("messages", [])
         gold = _gold(problems, messages[0]["content"])
         if any(m.get("role") == "tool" for m in messages):
             return Outcome(text=f"The code printed it, so the answer is \\boxed{{{gold}}}.")
-        call = {"name": "python", "arguments": json.dumps({"code": f"print({gold!r})"})}
-        return Outcome(text="Let me compute this with code.", tool_calls=[call])
+        calls = [{"name": "python", "arguments": json.dumps({"code": code})}
+                 for code in (f"answer = {gold!r}", "print(answer)")]  # fmt: skip
+        return Outcome(text="Let me compute this with code.", tool_calls=calls)
 
     def text(body):  # a reasoning model: reasoning_content, then the answer
         gold = _gold(problems, body.get("messages", [{}])[0].get("content", ""))
@@ -63,18 +64,25 @@ def responders(problems):
 
 
 def overrides(code_url: str, text_url: str, student: Path, accelerate: Path, n_train: int) -> list[str]:
-    # A tiny random student must learn the format before self-distillation has samples to keep: many
-    # epochs at a larger lr than the paper's 1e-5 (which is for a pretrained 7B model).
-    sft = ["max_length=2048", "bf16=false", "gradient_checkpointing=false", "epochs=60", "lr=1e-3",
-           "report_to=[]", "save_steps=0", "packing=false"]  # fmt: skip
+    # A 0.46M student must learn the format before self-distillation has well-formed samples to keep or
+    # repair: many epochs at a far larger lr than the paper's 1e-5 (for a pretrained 7B model). 40 epochs
+    # on 12 problems teach the format but not every answer, so the samples mix right and wrong ones,
+    # which is what self-distillation selects from (400 epochs on 4 problems: every sample right).
+    # The released code trains on one prompt and asks with another (docs/ARCHITECTURE.md). A 7B model
+    # bridges the two; a 0.46M one that learned 4 problems by heart does not (asked with the released
+    # eval prompt its greedy output is garbled, asked with its training prompt it repeats what it
+    # learned), so here every stage uses the `plain` template, one prompt for both.
+    sft = ["max_length=2048", "bf16=false", "gradient_checkpointing=false", "epochs=40", "lr=3e-3",
+           "report_to=[]", "save_steps=0", "packing=false", "template=plain"]  # fmt: skip
     return [
         f"world.train_limit={n_train}", f"student.init={student}",
         f"teach.code_teacher.url={code_url}", "teach.code_teacher.api=chat", "teach.code_teacher.tool_calls=native",
         f"teach.text_teacher.url={text_url}", "teach.text_teacher.api=chat",
         "teach.concurrency=2", "teach.sandbox_concurrency=2",
         *(f"sft.{o}" for o in sft), *(f"selfdistill.sft.{o}" for o in sft),
-        "eval.samples=1", "eval.limit=2", "eval.backend='{model}'", "eval.agent.budget=192", "eval.agent.sandbox_concurrency=2",
-        f"selfdistill.problems_limit={n_train}", "selfdistill.sample.k=2", "selfdistill.sample.agent.budget=192",
+        "eval.samples=1", "eval.limit=2", "eval.backend='{model}'", "eval.agent.budget=384", "eval.agent.template=plain", "eval.agent.sandbox_concurrency=2",
+        f"selfdistill.problems_limit={n_train}", "selfdistill.sample.k=4", "selfdistill.sample.agent.budget=384",
+        "selfdistill.sample.agent.template=plain",
         "selfdistill.sample.agent.sandbox_concurrency=2",
         f"launch.accelerate_config={accelerate}", "launch.num_processes=1",
     ]  # fmt: skip
@@ -83,12 +91,12 @@ def overrides(code_url: str, text_url: str, student: Path, accelerate: Path, n_t
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, required=True)
-    ap.add_argument("--train", type=int, default=4, help="DeepMath training problems to teach on")
+    ap.add_argument("--train", type=int, default=12, help="DeepMath training problems to teach on")
     ap.add_argument(
         "--no-sd",
         action="store_true",
-        help="selfdistill.enabled=false: a student this small, trained on a handful of problems, rarely "
-        "writes a well-formed sample, and an empty self-distillation set stops the run at sd-train",
+        help="selfdistill.enabled=false: teach, train and evaluate only (the stages after sd-sample need "
+        "samples to keep or repair; with other --train values there may be none, which stops sd-train)",
     )
     args = ap.parse_args()
     from dualdistill.problems import load_training_problems
