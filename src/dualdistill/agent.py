@@ -51,7 +51,7 @@ from typing import Any, Literal, Protocol
 from dualdistill.backends import Backend
 from dualdistill.config import bounded, check_bounds
 from dualdistill.problems import Problem
-from dualdistill.prompts import THINK_PREFILL, TOOL_CAP_NOTE, PromptTemplate, build_prompt, generation_prefix
+from dualdistill.prompts import TOOL_CAP_NOTE, PromptTemplate, build_prompt, generation_prefix, model_input
 from dualdistill.records import DataError, JsonlAppender, done_keys, unique_records
 from dualdistill.trajectory import executor_block
 
@@ -232,13 +232,6 @@ class _Trajectory:
         self.tool_time += time.perf_counter() - t0
         self.tool_calls.append({"status": result.status, "duration_s": round(result.duration_s, 4)})
         self.inject(executor_block(result.output))
-
-
-def model_input(prompt: str, response: str) -> str:
-    """The text the model continues. A ``paper`` prompt already ends with the ``<think>\n`` prefill that
-    starts the recorded response, so it is sent once, not twice."""
-    prefill = THINK_PREFILL if response.startswith(THINK_PREFILL) else ""
-    return (prompt.removesuffix(prefill) if prefill else prompt) + response
 
 
 def prompt_problem(prompt: str, backend: Backend, config: AgentConfig) -> str | None:

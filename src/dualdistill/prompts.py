@@ -69,6 +69,13 @@ def generation_prefix(template: PromptTemplate) -> str:
     return THINK_PREFILL if template == "paper" else ""
 
 
+def model_input(prompt: str, response: str) -> str:
+    """The text the model continues. A ``paper`` prompt already ends with the ``<think>\n`` prefill that
+    starts the recorded response, so it is sent once, not twice."""
+    prefill = THINK_PREFILL if response.startswith(THINK_PREFILL) else ""
+    return (prompt.removesuffix(prefill) if prefill else prompt) + response
+
+
 def assistant_marker(template: PromptTemplate) -> str:
     """Where the prompt's user turn ends, for APIs that take messages (the Anthropic teacher)."""
     return {"paper": f"\n\n{ASSISTANT}", "plain": "\nAssistant: ", "compact": "\nSolution: "}.get(
