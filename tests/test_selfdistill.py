@@ -600,3 +600,28 @@ def test_build_without_any_solutions_source_is_an_error(tmp_path):
     samples = make_dir(tmp_path, {"p": mix(1, 2)})
     with pytest.raises(ValueError, match="needs teacher solutions"):
         sd.build(samples, None, tmp_path / "o.jsonl")
+
+
+def test_sample_over_a_chat_server(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from dualdistill.cli import app
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_openai_server import FakeOpenAIServer, Outcome
+
+    problems = tmp_path / "problems.jsonl"
+    write_problems(problems, sd_problems(1))
+    answer = Outcome(text="<answer>\n\\boxed{0}\n</answer>", reasoning="thinking")
+    with FakeOpenAIServer([answer, answer]) as srv:
+        res = CliRunner().invoke(app, [
+            "self-distill", "sample", "--model", srv.url, "--api", "chat", "--problems", str(problems),
+            "--k", "2", "--no-tools", "--template", "compact", "--out", str(tmp_path / "sd"), "--no-progress",
+        ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert [r.path for r in srv.requests if r.path != "/v1/models"] == ["/v1/chat/completions"] * 2
+    (score,) = sd.load_samples(tmp_path / "sd")
+    assert all(s.response.startswith("<think>\nthinking\n</think>") for s in score.samples)
