@@ -72,6 +72,37 @@ def test_right_right_uses_verification_sentence(s1, s2, y1, y2, expected):
     assert tj.check_format(c.text).valid
 
 
+@pytest.mark.parametrize("code_first", [True, False])
+def test_right_right_modes(code_first):
+    """paper: y1 + also + y2; first: y1 alone; tool_last: text, ALSO_CODE, code whatever the teachers'
+    order (the tool has the last word); code: the code attempt alone. The case stays right_right."""
+    p = pair(CODE, TEXT) if code_first else pair(TEXT, CODE, s1="text", s2="code", t1="r1", t2="agentic")
+    texts = {
+        mode: compose_pair(p, True, True, right_right=mode)
+        for mode in ("paper", "first", "tool_last", "code")
+    }
+    assert all(c.case == "right_right" for c in texts.values())
+    assert texts["first"].text == p.first.response and texts["first"].transition is None
+    assert texts["code"].text == CODE and texts["code"].transition is None
+    last = texts["tool_last"]
+    assert last.transition == tj.ALSO_CODE
+    assert last.text == cut_before_answer(TEXT).rstrip() + "\n\n" + tj.ALSO_CODE + "\n\n" + CODE
+    assert tj.check_format(last.text).valid and tj.extract_answer(last.text) == "42"
+    # The paper's order follows the teachers': a code-first pair ends in the text check.
+    assert texts["paper"].transition == (tj.ALSO_TEXT if code_first else tj.ALSO_CODE)
+    assert (texts["paper"].text == last.text) == (not code_first)
+
+
+def test_right_right_mode_is_a_compose_setting():
+    pairs = [pair(CODE, TEXT, pid="a"), pair(CODE_WRONG, TEXT, pid="b")]
+    records, _ = compose(pairs, ComposeConfig(decontaminate=False, right_right="tool_last"), exact_grader)
+    by_id = {r.id: r for r in records}
+    assert by_id["a"].text.endswith(CODE) and tj.ALSO_CODE in by_id["a"].text
+    assert (
+        by_id["b"].case == "wrong_right" and by_id["b"].transition == tj.CODE_TO_TEXT
+    )  # other cases as the paper
+
+
 def test_right_only_keeps_y1_whole_and_dropped_is_empty():
     c = compose_pair(pair(CODE, TEXT_WRONG), g1=True, g2=False)
     assert (c.case, c.text, c.transition) == ("right_only", CODE, None)
@@ -356,7 +387,7 @@ def test_cli_teach_then_compose_on_synthetic_train_split(tmp_path):
     out = tmp_path / "teach"
     CLI = [sys.executable, "-c", "from dualdistill.cli import main; main()"]
     cmd = [*CLI, "teach", "--problems", "synthetic", "--synthetic-n", "60",
-           "--first-teacher-seed", "3", "--out", str(out), "--no-progress", "--set", "sandbox_timeout_s=1.0",
+           "--first-teacher-seed", "3", "--out", str(out), "--no-progress", "--set", "code_teacher.generation.executor_timeout_s=1.0",
            "--set", "concurrency=2"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     records = out / "records.jsonl"

@@ -183,3 +183,60 @@ def test_cli_runs_blocks_in_one_session(tmp_path):
 def test_cli_reports_bad_file_without_traceback(tmp_path):
     proc = _cli(tmp_path, '["ok", 3]')
     assert proc.returncode == 2 and "item [1]" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- CPU-time limit
+def _has_cpu_clock() -> bool:
+    from dualdistill.sandbox.cgroup import SessionCgroup
+
+    try:
+        group = SessionCgroup(64, 8)
+    except OSError:
+        return False
+    try:
+        return group.cpu_seconds() is not None
+    finally:
+        group.remove()
+
+
+needs_cpu_clock = pytest.mark.skipif(not _has_cpu_clock(), reason="no cgroup with CPU accounting here")
+
+
+@needs_cpu_clock
+def test_cpu_limit_stops_a_busy_loop_at_its_cpu_time():
+    with Session(SandboxConfig(timeout_s=0.3, limit="cpu")) as s:
+        r = s.run("while True:\n    pass")
+        assert r.status == "timeout" and "limit: 0.3 s of CPU time" in r.output
+        # CPU time, not wall time, ends it: the wall time is at least the CPU time, and far below the backstop.
+        assert 0.3 <= r.duration_s < SandboxConfig(timeout_s=0.3, limit="cpu").wall_limit_s
+        assert s.run("print(1)").state_lost  # as with any timeout, the session starts over
+
+
+@needs_cpu_clock
+def test_cpu_limit_counts_every_process_of_the_session():
+    with Session(SandboxConfig(timeout_s=0.4, limit="cpu")) as s:
+        code = "import os\nfor _ in range(3):\n    if os.fork() == 0:\n        break\nwhile True:\n    pass"
+        r = s.run(code)
+        # Four busy processes use 0.4 CPU-seconds in well under 0.4 s of wall time on a multi-core host,
+        # and never in more than 0.4 s plus the polling and kill overhead on one core.
+        assert r.status == "timeout" and "of CPU time" in r.output
+
+
+@needs_cpu_clock
+def test_cpu_limit_has_a_wall_clock_backstop_for_code_that_sleeps():
+    cfg = SandboxConfig(timeout_s=0.2, limit="cpu")
+    assert cfg.wall_limit_s == 5.0  # max(10 x the limit, 5 s)
+    with Session(cfg) as s:
+        r = s.run("import time\ntime.sleep(60)")
+        assert r.status == "timeout" and "wall-clock limit: 5 s" in r.output
+        assert 5.0 <= r.duration_s < 8.0
+        assert s.run("print(sum(range(10)))").output.endswith("45\n")
+
+
+def test_cpu_limit_lets_short_blocks_finish_and_is_validated():
+    with Session(SandboxConfig(timeout_s=0.5, limit="cpu")) as s:
+        r = s.run("print(sum(1 for n in range(1, 10000) if sum(map(int, str(n))) == 18))")
+        assert (r.status, r.output) == ("ok", "670\n")
+    with pytest.raises(ValueError, match="limit must be wall|cpu"):
+        SandboxConfig(limit="cpus")
+    assert SandboxConfig(timeout_s=2.0).wall_limit_s == 2.0  # the wall limit is the paper's rule

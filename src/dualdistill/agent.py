@@ -75,6 +75,9 @@ class AgentConfig:
     top_p: float = bounded(0.95, gt=0, le=1)
     executor_output_limit: int = bounded(2000, ge=1)  # characters the sandbox keeps (head + tail)
     executor_timeout_s: float = bounded(3.0, gt=0)
+    # What executor_timeout_s counts: "wall" seconds (the paper's), or "cpu" seconds of the block's
+    # processes, with a wall-clock backstop; "cpu" gives the same results with or without machine load.
+    executor_limit: Literal["wall", "cpu"] = "wall"
     concurrency: int = bounded(256, ge=1)  # trajectories in flight at once (the backend batches across them)
     sandbox_concurrency: int = bounded(16, ge=1)  # sandbox sessions open at once
     grade_timeout_s: float = bounded(5.0, gt=0)
@@ -107,7 +110,8 @@ def make_pool(config: AgentConfig) -> Any:
     """The real sandbox pool for ``config`` (output limit and timeout passed to the sandbox)."""
     from dualdistill.sandbox import SandboxConfig, SandboxPool, Session
 
-    sandbox = SandboxConfig(timeout_s=config.executor_timeout_s, output_limit=config.executor_output_limit)
+    sandbox = SandboxConfig(timeout_s=config.executor_timeout_s, limit=config.executor_limit,
+                            output_limit=config.executor_output_limit)  # fmt: skip
     # Start the shared template process from this (long-lived) thread: bwrap's --die-with-parent kills
     # it when the thread that started it exits, and the pool's worker threads exit on pool.close().
     Session(sandbox).close()

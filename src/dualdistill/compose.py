@@ -12,6 +12,13 @@ The four cases of the paper, with g = 1 for a correct attempt:
     1  0   right_only    y1 alone
     0  0   dropped       counted, never written
 
+``ComposeConfig.right_right`` can write the right-right case otherwise (the paper's is ``paper``):
+``first`` keeps y1 alone; ``tool_last`` writes the text attempt, the "verify with code" sentence and the
+code attempt, whichever the teachers wrote first, so the final answer is always the tool's; ``code`` keeps
+the code attempt alone. A student that verifies a right code result by hand and boxes its own (wrong)
+hand result has learned "code result distrust" (CoRT, arXiv 2506.09820) from ``paper``'s code-first
+pairs; ``tool_last`` keeps the verification and gives the last word to the tool.
+
 Joining (the documented cut): when a second attempt follows, y1 loses its ``<answer>`` block and
 everything after it, so the composed trajectory has exactly one final answer (the second's), which
 ``trajectory.check_format`` requires. A y1 without an answer block is kept whole. The pieces are
@@ -51,6 +58,7 @@ from dualdistill.records import DataError, check_distinct, read_jsonl, scalar_te
 
 Case = Literal["wrong_right", "right_right", "right_only", "dropped"]
 Strategy = Literal["code", "text"]
+RightRight = Literal["paper", "first", "tool_last", "code"]
 CASES: tuple[str, ...] = ("wrong_right", "right_right", "right_only", "dropped")
 # grader(list of (response, gold)) -> list of correct flags
 Grader = Callable[[list[tuple[str, str]]], list[bool]]
@@ -101,6 +109,8 @@ class BalanceConfig:
 @dataclass
 class ComposeConfig:
     transitions: Transitions = field(default_factory=Transitions)
+    # How a pair with both attempts right is written (see the module docstring); "paper" is the paper's.
+    right_right: RightRight = "paper"
     clean: bool = True  # drop composed texts that fail trajectory.check_format
     # Decontamination: drop problems whose rapidfuzz ratio to a benchmark question is > threshold.
     decontaminate: bool = True
@@ -260,13 +270,18 @@ def join_self_distilled(prefix: str, transition: str, solution: str, *, kind: st
     return f"{head}\n<think>\n{transition}\n</think>\n\n{body}"
 
 
-def compose_pair(pair: Pair, g1: bool, g2: bool, transitions: Transitions | None = None) -> Composed:
+def compose_pair(
+    pair: Pair, g1: bool, g2: bool, transitions: Transitions | None = None, right_right: RightRight = "paper"
+) -> Composed:
     """Apply the paper's table to one graded pair (``case == "dropped"`` has an empty text)."""
     t = transitions or Transitions()
     transition: str | None = None
-    if g2:
-        case: Case = "right_right" if g1 else "wrong_right"
-        transition = transition_for(pair.first.strategy, pair.second.strategy, wrong_first=not g1, t=t)
+    if g1 and g2:
+        case: Case = "right_right"
+        text, transition = _right_right(pair, right_right, t)
+    elif g2:
+        case = "wrong_right"
+        transition = transition_for(pair.first.strategy, pair.second.strategy, wrong_first=True, t=t)
         text = join(pair.first.response, transition, pair.second.response)
     elif g1:
         case, text = "right_only", pair.first.response
@@ -276,6 +291,20 @@ def compose_pair(pair: Pair, g1: bool, g2: bool, transitions: Transitions | None
         pair.id, pair.problem, pair.answer, text, case,
         pair.first.teacher, pair.second.teacher, pair.first.strategy, transition, g1, g2,
     )  # fmt: skip
+
+
+def _right_right(pair: Pair, mode: RightRight, t: Transitions) -> tuple[str, str | None]:
+    """The text of a right-right pair and its transition sentence (None when one attempt stands alone)."""
+    first, second = pair.first, pair.second
+    code = first if first.strategy == "code" else second
+    if mode == "first":
+        return first.response, None
+    if mode == "code":
+        return code.response, None
+    if mode == "tool_last" and first.strategy == "code":
+        first, second = second, first  # the text attempt first, the code attempt as the check
+    transition = transition_for(first.strategy, second.strategy, wrong_first=False, t=t)
+    return join(first.response, transition, second.response), transition
 
 
 def default_grader(timeout_s: float) -> Grader:
@@ -386,7 +415,8 @@ def compose(
     verdicts = grade_pairs(pairs, config, grader) if verdicts is None else verdicts
     n = len(pairs)
     composed = [
-        compose_pair(p, verdicts[i], verdicts[n + i], config.transitions) for i, p in enumerate(pairs)
+        compose_pair(p, verdicts[i], verdicts[n + i], config.transitions, config.right_right)
+        for i, p in enumerate(pairs)
     ]
     cases = {c: 0 for c in CASES} | Counter(c.case for c in composed)
     kept = [c for c in composed if c.case != "dropped"]

@@ -6,7 +6,7 @@ overrides into those dataclasses, validating types once, at load time.
 
 Guarantees:
 - An unknown key, a wrong type, or a malformed YAML file raises ``ConfigError`` naming the key path
-  (``train.lr``) and the file.
+  (``train.lr``) and the file; a key a config lists in its ``MOVED`` mapping says where it went.
 - Overrides use dotted keys and are parsed as YAML scalars (``train.lr=1e-5``, ``eval.tools=false``).
 - Numeric bounds are declared on the field (``samples: int = bounded(1, ge=1)``) and checked when the
   config is built, from a file or in code, so an impossible value fails at load time (also under
@@ -122,6 +122,10 @@ def from_dict(cls: type[T], data: dict, *, source: str = "<config>", prefix: str
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
+    moved = getattr(cls, "MOVED", {})
+    for key in unknown:
+        if key in moved:
+            raise ConfigError(f"{source}: key '{prefix}{key}' has moved to '{prefix}{moved[key]}'")
     if unknown:
         raise ConfigError(
             f"{source}: unknown key '{prefix}{unknown[0]}' (known keys: {', '.join(sorted(fields))})"

@@ -52,7 +52,7 @@ RECORDS, CONFIG = "records.jsonl", "config.yaml"
 GENERATION_KEYS = ("model", "seed", "api")
 AGENT_GENERATION_KEYS = (
     "tools", "template", "max_tool_calls", "budget", "temperature", "top_p",
-    "executor_output_limit", "executor_timeout_s",
+    "executor_output_limit", "executor_timeout_s", "executor_limit",
 )  # fmt: skip
 
 
@@ -291,7 +291,9 @@ def check_resume(out_dir: Path, config: EvalConfig) -> None:
     defaults = dataclasses.asdict(EvalConfig())  # a key older records lack had its default
     pairs = [(k, old.get(k, defaults[k]), new[k]) for k in GENERATION_KEYS]
     pairs[0] = ("model", model_identity(old), model_identity(new))
-    pairs += [(f"agent.{k}", (old.get("agent") or {}).get(k), new["agent"][k]) for k in AGENT_GENERATION_KEYS]
+    agent_defaults = defaults["agent"]
+    pairs += [(f"agent.{k}", (old.get("agent") or {}).get(k, agent_defaults[k]), new["agent"][k])
+              for k in AGENT_GENERATION_KEYS]  # fmt: skip
     for key, was, now in pairs:
         if was != now:
             raise ConfigError(

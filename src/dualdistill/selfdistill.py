@@ -104,6 +104,9 @@ class BuildConfig:
     # Whose solutions repair and verify: "text" (the paper), "agentic", or "best" (the teacher that
     # solved the problem, by the teachers' records; text when both did). See teacher_solutions.
     repair: RepairSource = "text"
+    # "paper": the rules above; "strategy": per problem the student's better strategy over its K samples
+    # is kept whole, and a wrong sample of the other strategy is repaired (strategy_select.py).
+    select: Literal["paper", "strategy"] = "paper"
     seed: int = 0
     teacher_concurrency: int = bounded(8, ge=1)  # teacher.solve calls at once (Teacher object only)
 
@@ -364,19 +367,33 @@ def build(
     elif isinstance(teacher, str | Path):
         solutions = read_solutions_file(teacher, gold, config.seed, config.repair)
     elif teacher is not None:
-        picks, _ = plan(scores, config)
-        needed = list({id(s): s.problem for s, *_ in picks}.values())  # only problems with a pick
+        needed = _needed(scores, config)
         solutions = asyncio.run(
             solve_with(teacher, needed, config.seed, config.teacher_concurrency, config.repair)
         )
     else:
         raise ValueError("build needs teacher solutions: a pairs file, a solutions file or a Teacher")
-    result = select(scores, solutions, config)
+    if config.select == "strategy":
+        from dualdistill.strategy_select import select_by_strategy
+
+        result = select_by_strategy(scores, solutions, config)
+    else:
+        result = select(scores, solutions, config)
     write_jsonl(out_path, result.records)
     Path(f"{out_path}.report.json").write_text(
         json.dumps(report(result.records, result.scores, result.counts, config), indent=2), encoding="utf-8"
     )
     return result
+
+
+def _needed(scores: list[ProblemScore], config: BuildConfig) -> list[Problem]:
+    """The problems a Teacher object must solve: only those whose record needs a solution."""
+    if config.select == "strategy":
+        from dualdistill.strategy_select import needs_solution
+
+        return [s.problem for s in scores if needs_solution(s, config)]
+    picks, _ = plan(scores, config)
+    return list({id(s): s.problem for s, *_ in picks}.values())
 
 
 # ----------------------------------------------------------------------------- 4. report

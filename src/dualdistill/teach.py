@@ -90,11 +90,15 @@ class TeachConfig:
     text_teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(kind="programmatic"))
     first_teacher_seed: int = 0
     concurrency: int = bounded(8, ge=1)  # problems in flight at once
-    sandbox_concurrency: int = bounded(4, ge=1)  # sandbox sessions of the agentic teacher open at once
-    sandbox_timeout_s: float = bounded(3.0, gt=0)  # wall clock per code block, as in the paper
     max_attempts: int = bounded(3, ge=1)  # per (problem, role), counted across reruns
     retry_backoff_s: float = bounded(1.0, ge=0)  # doubled after each failed attempt
     attempt_timeout_s: float = bounded(1800.0, gt=0)  # one solve() call; hosted reasoning models can be slow
+
+    # The code teacher's sandbox is shaped by its own generation settings (one path, agent.make_pool).
+    MOVED = {
+        "sandbox_timeout_s": "code_teacher.generation.executor_timeout_s",
+        "sandbox_concurrency": "code_teacher.generation.sandbox_concurrency",
+    }
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -292,7 +296,7 @@ async def teach(
 
 
 # Settings that decide what a record holds; the rest (concurrency, retries) only how fast it comes.
-IDENTITY_KEYS = ("code_teacher", "text_teacher", "first_teacher_seed", "sandbox_timeout_s")
+IDENTITY_KEYS = ("code_teacher", "text_teacher", "first_teacher_seed")
 
 
 def teach_identity(config: TeachConfig) -> dict:
@@ -452,12 +456,11 @@ def secrets_of(config: TeachConfig) -> list[str]:
 async def teach_from_config(
     problems: Sequence[Problem], config: TeachConfig, out_dir: str | Path, *, progress: bool = True
 ) -> TeachReport:
-    """Build the configured teachers (one sandbox pool for the code teacher) and run ``teach``."""
-    from dualdistill.sandbox import SandboxConfig, SandboxPool
+    """Build the configured teachers (one sandbox pool, shaped by the code teacher's generation
+    settings: executor timeout and limit, output limit, sessions at once) and run ``teach``."""
+    from dualdistill.agent import make_pool
 
-    pool = SandboxPool(
-        SandboxConfig(timeout_s=config.sandbox_timeout_s), max_concurrency=config.sandbox_concurrency
-    )
+    pool = make_pool(config.code_teacher.generation)
     async with pool:
         code = build_teacher(config.code_teacher, "code", pool)
         text = build_teacher(config.text_teacher, "text", pool)

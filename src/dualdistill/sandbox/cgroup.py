@@ -1,4 +1,4 @@
-"""Per-session control groups: one memory limit and one process limit for a whole sandbox session.
+"""Per-session control groups: one memory limit, one process limit and one CPU clock for a whole session.
 
 RLIMIT_AS limits each process on its own, so a session that forks N children could hold N times the
 limit. Where this process may create control groups (root, or a delegated cgroup v2 subtree), every
@@ -11,7 +11,9 @@ group's ``cgroup.procs``).
 
 Guarantees: with ``SessionCgroup`` in use, the session's processes together stay under ``memory_mb``;
 the kernel OOM-kills inside the group instead of the host. ``oom_killed()`` tells a memory kill from a
-crash. ``available()`` is False (and sessions fall back to per-process RLIMIT_AS, so the bound is then
+crash. ``cpu_seconds()`` is the CPU time of all the session's processes together (cgroup v1 ``cpuacct``
+or v2 ``cpu.stat``), or None where no CPU accounting group can be made; the session's CPU-time limit
+(``SandboxConfig.limit == "cpu"``) reads it. ``available()`` is False (and sessions fall back to per-process RLIMIT_AS, so the bound is then
 ``max_procs x memory_mb``) when neither cgroup v1 nor a delegated v2 subtree with the memory and pids
 controllers is writable here.
 """
@@ -29,7 +31,8 @@ _counter = itertools.count()
 
 
 def _own_groups() -> dict[str, Path]:
-    """Writable parents per controller: ``{"memory": dir, "pids": dir}`` (v1), or both one v2 dir."""
+    """Writable parents per controller: ``{"memory": dir, "pids": dir[, "cpuacct": dir]}`` (v1), or one
+    v2 dir for all (v2 keeps CPU time in every group's ``cpu.stat``)."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
@@ -44,15 +47,21 @@ def _own_groups() -> dict[str, Path]:
                 if (mount / "cgroup.controllers").exists():
                     v2 = mount / rel
                     break
-        for c in controllers.split(","):
-            if c in ("memory", "pids") and (_ROOT / c).is_dir():
-                v1[c] = _ROOT / c / rel
-    if set(v1) == {"memory", "pids"}:
+        names = controllers.split(",")
+        for c in names:
+            if c in ("memory", "pids", "cpuacct"):
+                # v1 mounts a co-mounted hierarchy once ("cpu,cpuacct"), often with a symlink per name.
+                mount = next((_ROOT / m for m in (c, ",".join(names)) if (_ROOT / m).is_dir()), None)
+                if mount is not None:
+                    v1[c] = mount / rel
+    if {"memory", "pids"} <= set(v1):
+        if "cpuacct" in v1 and not os.access(v1["cpuacct"], os.W_OK):
+            del v1["cpuacct"]
         return v1
     if v2 is not None:
         with contextlib.suppress(OSError):
             if {"memory", "pids"} <= set((v2 / "cgroup.subtree_control").read_text().split()):
-                return {"memory": v2, "pids": v2}
+                return {"memory": v2, "pids": v2, "cpuacct": v2}
     return {}
 
 
@@ -68,7 +77,9 @@ class SessionCgroup:
         self.dirs: list[Path] = []
         self._fds: list[int] = []
         try:
-            for controller in ("memory", "pids"):
+            for controller in ("memory", "pids", "cpuacct"):
+                if controller not in parents:
+                    continue  # no CPU accounting here: cpu_seconds() says None
                 d = parents[controller] / name
                 if d in self.dirs:
                     continue  # cgroup v2: one directory holds both controllers
@@ -95,6 +106,18 @@ class SessionCgroup:
 
     def fds(self) -> list[int]:
         return list(self._fds)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by every process of the group so far, or None without CPU accounting."""
+        for d in self.dirs:
+            with contextlib.suppress(OSError, ValueError):
+                if (d / "cpuacct.usage").exists():  # v1: nanoseconds
+                    return int((d / "cpuacct.usage").read_text()) / 1e9
+                for line in (d / "cpu.stat").read_text().splitlines():  # v2: usage_usec
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+        return None
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed a process of this group for memory."""

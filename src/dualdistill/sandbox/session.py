@@ -1,11 +1,16 @@
 """A stateful sandbox session: one forked Python process per trajectory, blocks run in shared globals.
 
-``Session.run(code)`` sends a block to the session process and waits (wall-clock ``timeout_s``) while it
-reads the process's stdout+stderr from a pipe. It never re-runs earlier blocks. When a block ends the
+``Session.run(code)`` sends a block to the session process and waits while it reads the process's
+stdout+stderr from a pipe. A block may run for ``timeout_s`` seconds of wall-clock time (``limit="wall"``,
+the paper's rule), or of CPU time of all the session's processes together (``limit="cpu"``, read from the
+session's cgroup), with a wall-clock backstop of ``max(10 x timeout_s, 5 s)`` for code that sleeps or
+waits. CPU time does not grow when the machine is busy, so the same block times out, or not, with or
+without load beside it; without a CPU-accounting cgroup, ``"cpu"`` falls back to wall time with a warning. It never re-runs earlier blocks. When a block ends the
 process (timeout, crash, ``os._exit``, an output flood), the whole session is killed and the next block
 runs in a fresh one, with a notice in front of its output and ``state_lost=True``.
 
-Guarantees: ``run`` returns within about ``timeout_s`` + 1 s whatever the code does (ignoring SIGTERM,
+Guarantees: ``run`` returns within about its wall limit (``timeout_s``, or the backstop) + 1 s whatever
+the code does (ignoring SIGTERM,
 forking, leaving threads behind); every process of a killed session is SIGKILLed. Output is at most
 ``output_limit`` characters plus a truncation marker.
 
@@ -30,6 +35,7 @@ import select
 import signal
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,7 +54,10 @@ TIMEOUT_MESSAGE = (
 class SandboxConfig:
     """Limits and behaviour of sandbox sessions. Every limit applies to one session."""
 
-    timeout_s: float = 3.0  # wall clock per block, as in the paper
+    timeout_s: float = 3.0  # per block: wall seconds (limit "wall", the paper's) or CPU seconds ("cpu")
+    # "cpu": the block's CPU time (all the session's processes) counts, so results do not depend on the
+    # machine's load; a wall-clock backstop (cpu_backstop) stops code that sleeps or waits.
+    limit: Literal["wall", "cpu"] = "wall"
     cpu_time_s: int = 60  # CPU seconds for the whole session (RLIMIT_CPU; all blocks together)
     memory_mb: int = 2048  # the session's memory (cgroup) and each process's address space (RLIMIT_AS)
     max_procs: int = 64  # processes + threads of the session (cgroup pids; RLIMIT_NPROC per-session uid)
@@ -71,11 +80,33 @@ class SandboxConfig:
         for name in ("cpu_time_s", "memory_mb", "max_procs", "file_size_mb", "scratch_mb", "output_limit"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.limit not in ("wall", "cpu"):
+            raise ValueError(f"limit must be wall|cpu, got {self.limit!r}")
         if self.isolation not in ("auto", "bwrap", "unshare", "none"):
             raise ValueError(f"isolation must be auto|bwrap|unshare|none, got {self.isolation!r}")
         if self.session_limits not in ("auto", "cgroup", "rlimit"):
             raise ValueError(f"session_limits must be auto|cgroup|rlimit, got {self.session_limits!r}")
         self.preimport = tuple(self.preimport)
+
+    @property
+    def wall_limit_s(self) -> float:
+        """The wall-clock bound of one block: ``timeout_s``, or the backstop of a CPU-time limit."""
+        return max(10 * self.timeout_s, 5.0) if self.limit == "cpu" else self.timeout_s
+
+
+_warned_no_cpu_clock = False
+
+
+def _warn_no_cpu_clock() -> None:
+    global _warned_no_cpu_clock
+    if not _warned_no_cpu_clock:
+        _warned_no_cpu_clock = True
+        warnings.warn(
+            "sandbox limit 'cpu' needs a cgroup with CPU accounting, which cannot be made here; "
+            "blocks are limited by wall-clock time instead (results may then depend on machine load)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 @dataclass
@@ -268,35 +299,55 @@ class Session:
         status, text, killed = self._exchange(code, start)
         return ExecResult(status, notice + text, time.monotonic() - start, lost, killed)
 
+    def _cpu_clock(self):
+        """A function giving the session's CPU seconds, when the block is limited by CPU time."""
+        if self.config.limit != "cpu":
+            return None
+        if self._cgroup is None or self._cgroup.cpu_seconds() is None:
+            _warn_no_cpu_clock()
+            return None
+        return self._cgroup.cpu_seconds
+
     def _exchange(self, code: str, start: float) -> tuple[Status, str, bool]:
         c = self.config
         nonce = "\x00end-" + secrets.token_hex(8) + "\x00"
         out = _Output(keep=max(4 * c.output_limit, 4096))
+        clock = self._cpu_clock()
+        cpu_start = clock() if clock else 0.0
         try:
             send_msg(self._sock, {"code": code, "nonce": nonce, "repl": c.repl})
         except OSError:
             return self._fail("crashed", out, "ended unexpectedly")
-        deadline = start + c.timeout_s
+        deadline = start + (c.wall_limit_s if clock else c.timeout_s)
+        # With a CPU limit the clock is read between waits; 2% of the limit keeps the overshoot small.
+        tick = min(0.05, max(0.002, c.timeout_s / 50))
+        poller = select.poll()  # poll, not select: descriptors past 1024 are fine in a long pool
+        for fd in (self._sock.fileno(), self._out):
+            poller.register(fd, select.POLLIN)
         reply = None
         while reply is None:
             left = deadline - time.monotonic()
             if left <= 0:
-                return self._fail("timeout", out, "timed out")
-            ready, _, _ = select.select([self._sock, self._out], [], [], left)
+                return self._fail("timeout", out, "timed out", backstop=clock is not None)
+            wait = min(left, tick) if clock else left
+            ready = {fd for fd, _ in poller.poll(wait * 1000)}
             if self._out in ready:
                 self._read(out)
                 if out.total > c.output_kill_bytes:
                     return self._fail("output_limit", out, "printed too much output")
-            if self._sock in ready:
+            if self._sock.fileno() in ready:
                 try:
                     reply, _ = recv_msg(self._sock)
                 except (EOFError, OSError):
                     return self._fail("crashed", out, "crashed")
+            elif clock and clock() - cpu_start >= c.timeout_s:
+                return self._fail("timeout", out, "used up its CPU time", cpu=True)
         # The reply is sent after the nonce was written: read the pipe up to the nonce.
         grace = time.monotonic() + 2.0
+        pipe = select.poll()
+        pipe.register(self._out, select.POLLIN)
         while not out.strip_suffix(nonce.encode()) and time.monotonic() < grace:
-            ready, _, _ = select.select([self._out], [], [], 0.1)
-            if ready and not self._read(out):
+            if pipe.poll(100) and not self._read(out):
                 break
         kind = reply.get("kind")
         status: Status = kind if kind in ("ok", "error", "memory") else "crashed"
@@ -318,7 +369,9 @@ class Session:
             got = True
             out.add(data)
 
-    def _fail(self, status: Status, out: _Output, reason: str) -> tuple[Status, str, bool]:
+    def _fail(
+        self, status: Status, out: _Output, reason: str, *, backstop: bool = False, cpu: bool = False
+    ) -> tuple[Status, str, bool]:
         self._read(out)
         info = self._kill()
         sig, code = info.get("signal"), info.get("exit")
@@ -331,6 +384,10 @@ class Session:
             text += "\n"
         if status == "timeout" and sig == signal.SIGXCPU:
             text += f"{TIMEOUT_MESSAGE} (CPU time limit of the session: {self.config.cpu_time_s} s)"
+        elif status == "timeout" and backstop:
+            text += f"{TIMEOUT_MESSAGE} (wall-clock limit: {self.config.wall_limit_s:g} s)"
+        elif status == "timeout" and cpu:
+            text += f"{TIMEOUT_MESSAGE} (limit: {self.config.timeout_s:g} s of CPU time)"
         elif status == "timeout":
             text += f"{TIMEOUT_MESSAGE} (limit: {self.config.timeout_s:g} s)"
         elif status == "memory":

@@ -144,11 +144,9 @@ def _text_count(p: Count, s: Slips) -> tuple[list[str], int]:
 
 
 def _text_powmod(p: PowMod, s: Slips) -> tuple[list[str], int]:
-    if p.n > HUGE_EXPONENT and p.m == 10:
-        lines, r = _cycle_argument(p, s)
-    elif p.n > HUGE_EXPONENT and p.a % p.m in (1, p.m - 1):
-        lines, r = _plus_minus_one_argument(p, s)
-    elif p.n <= 3 and p.a < 10:
+    if p.n > HUGE_EXPONENT and (p.m == 10 or p.a % p.m in (1, p.m - 1)):
+        return _invariant_argument(p, s)
+    if p.n <= 3 and p.a < 10:
         power = p.a
         for _ in range(p.n - 1):
             power = s.mul(power, p.a)
@@ -158,8 +156,7 @@ def _text_powmod(p: PowMod, s: Slips) -> tuple[list[str], int]:
             lines.append(f"Adding {p.c} gives {power}.")
         r = s.reduce(power, p.m)
         return [*lines, f"{power} mod {p.m} = {r}."], r
-    else:
-        lines, r = _square_and_multiply(p, s)
+    lines, r = _square_and_multiply(p, s)
     if p.c:
         total = s.add(r, p.c)
         r = s.reduce(total, p.m)
@@ -167,30 +164,50 @@ def _text_powmod(p: PowMod, s: Slips) -> tuple[list[str], int]:
     return lines, r
 
 
-def _cycle_argument(p: PowMod, s: Slips) -> tuple[list[str], int]:
+def _invariant_argument(p: PowMod, s: Slips) -> tuple[list[str], int]:
+    """A huge exponent: the last-digit cycle (m = 10) or the ±1 argument (a = m ± 1), written so that
+    every number the student needs sits where a small model finds it (docs/SYNTHETIC.md, "How the text
+    teacher writes"): the problem restated in question order (numbers copied left to right, as code
+    copies them), the exponent copied once more with its last digits read right after it, and one
+    closing line that always adds c (0 when the question has none) and reduces."""
+    lines = [f"We need {p.a}^{p.n} + {p.c} mod {p.m}."]
+    r = (_cycle_argument if p.m == 10 else _plus_minus_one_argument)(p, s, lines)
+    # Adding 0 cannot slip; a slip in a reduction moves the remainder by one (as in Slips.reduce).
+    total = s.add(r, p.c) if p.c and r >= 0 else r + p.c
+    y = total % p.m if total < 0 else s.reduce(total, p.m)
+    lines.append(f"{r} + {p.c} = {total}, and {total} mod {p.m} = {y}.")
+    return lines, y
+
+
+def _cycle_argument(p: PowMod, s: Slips, lines: list[str]) -> int:
     d = p.a % 10
     cycle = last_digit_cycle(d)
-    tail = p.n % 100
     k = len(cycle)
+    tail = p.n % 100
     # Reading n mod 4 off the last two digits is one step; n mod 2 off the last digit is free.
     pos = s.step(tail % k, 1 if k == 4 else 0, unit=1, mod=k)
     r = cycle[(pos - 1) % k]
-    lines = [
+    lines += [
         f"Last digits of powers of {d} repeat every {k}: {', '.join(map(str, cycle))}.",
-        f"The exponent ends in {tail:02d}, {tail:02d} mod {k} = {pos}, so the last digit is {r}.",
+        f"Exponent {p.n} ends in {tail:02d}.",
+        f"{tail:02d} mod {k} = {pos}, so the last digit is {r}.",
     ]
-    return lines, r
+    return r
 
 
-def _plus_minus_one_argument(p: PowMod, s: Slips) -> tuple[list[str], int]:
+def _plus_minus_one_argument(p: PowMod, s: Slips, lines: list[str]) -> int:
     if p.a % p.m == 1:
-        return [f"{p.a} = {p.m} + 1, so {p.a} ≡ 1 (mod {p.m}) and {p.a}^n ≡ 1."], 1
-    parity = "even" if s.step(p.n % 2, 0) == 0 else "odd"
-    r = 1 if parity == "even" else p.m - 1
-    return [
+        lines += [f"{p.a} = {p.m} + 1, so {p.a} ≡ 1 (mod {p.m}).", f"So {p.a}^n ≡ 1."]
+        return 1
+    last = p.n % 10
+    parity = "even" if s.step(last % 2, 0) == 0 else "odd"
+    r = 1 if parity == "even" else -1
+    lines += [
         f"{p.a} = {p.m} - 1, so {p.a} ≡ -1 (mod {p.m}).",
-        f"The exponent ends in {p.n % 10}, so it is {parity} and {p.a}^n ≡ {r}.",
-    ], r
+        f"Exponent {p.n} ends in {last}.",
+        f"{last} is {parity}, so {p.a}^n ≡ {r}.",
+    ]
+    return r
 
 
 def _square_and_multiply(p: PowMod, s: Slips) -> tuple[list[str], int]:
