@@ -13,18 +13,29 @@ block to block (earlier blocks are never re-run). See template.py (isolation), s
 pool.py (asyncio), _zygote.py (the code inside the sandbox).
 
 Guarantees (with bubblewrap or unshare, as root, i.e. this project's machines and CI):
-- No network: a fresh network namespace with only a down loopback; DNS and connects fail.
-- Own PID namespace: the host's processes (the parent, the teachers' API clients) are invisible.
+- One session, one world. Every session has its own network namespace (a loopback only, and down: no
+  connection leaves it or reaches another session, over TCP, UDP or an abstract unix socket), its own IPC
+  namespace (System V shared memory, queues and semaphores, and POSIX queues, die with the session) and
+  its own mount namespace with private tmpfs at ``/tmp`` and ``/dev/shm``.
+- Own PID namespace for the template and its sessions: the host's processes (the parent, the teachers'
+  API clients) are invisible, and each session's ``/proc`` (``hidepid``) shows only its own processes:
+  not another session's command lines, not the launcher's.
 - Read-only system: the host file system is mounted read-only; the parent's home directory is hidden
   (replaced by an empty tmpfs, with only the Python installation bound back).
 - Writable scratch: ``/tmp`` (also ``$HOME``, the working directory) is a private tmpfs of
   ``scratch_mb`` per session; the kernel frees it when the session's processes end.
 - No inherited environment: the sandbox starts from a fixed environment (template.SANDBOX_ENV); API keys
   and every other variable of the parent are absent.
-- Limits per session: wall clock per block, CPU seconds per session, address space, processes+threads,
-  file size, open files. Each session runs under its own fresh uid without capabilities, so
-  RLIMIT_NPROC counts only that session and one session cannot signal, ptrace or read the files of
-  another session, of the template, or of the host's root.
+- Limits per session: wall clock (or CPU time, ``limit="cpu"``) per block; CPU seconds for the whole
+  session and memory and processes+threads of the whole session, all its processes together (its
+  cgroup); file size and open files per process. Each session runs under its own fresh uid without
+  capabilities, so one session cannot signal, ptrace or read the files of another session, of the
+  template, or of the host's root.
+- No user namespaces: a seccomp filter (x86_64, aarch64) refuses ``unshare``/``clone`` with
+  CLONE_NEWUSER and ``setns``, so the code cannot regain capabilities in a namespace of its own.
+- Nothing runs between blocks: after every block the monitor (outside the code's reach) kills every
+  other process of the session's uid, whatever the code did to itself (hooks, a disabled subreaper,
+  siblings made with CLONE_PARENT).
 - Nothing hangs: on timeout, crash or output flood every process of the session's uid is SIGKILLed
   (ignoring SIGTERM, forking, setsid, or leaving threads running does not help); the next block gets a
   notice that the state was lost and runs in a fresh session.
@@ -32,16 +43,20 @@ Guarantees (with bubblewrap or unshare, as root, i.e. this project's machines an
   ``isolation="none"`` runs unisolated only when asked, and warns loudly.
 
 Not guaranteed:
-- World-readable host files outside the hidden home directory can be read (read-only).
-- Kernel exploits, CPU side channels, and a session using the full CPU for up to ``timeout_s`` while
-  others run are out of scope; memory is limited per process (RLIMIT_AS), not per session.
+- World-readable host files outside the hidden home directory can be read (read-only); the OS
+  directories and the Python installation are visible, and so are their host paths in
+  ``/proc/self/mountinfo`` (the checkout is not: the template script is copied in, not bound).
+- Without a cgroup (non-root, or no writable cgroup tree), memory, processes and the CPU-time budget are
+  bounded per process (RLIMIT_AS, RLIMIT_NPROC, RLIMIT_CPU), and ``limit="cpu"`` falls back to wall time.
+- Kernel exploits, CPU side channels, and a session using the full CPU for up to its limit while
+  others run are out of scope; the seccomp filter is skipped on other machine types.
 - As non-root (bwrap in a user namespace) all sessions share one uid: RLIMIT_NPROC then counts the
   whole pool, sessions could signal each other, and scratch dirs share one tmpfs.
 - ``isolation="unshare"`` (util-linux, root only) is the fallback when bwrap is missing: same namespaces,
   read-only remounts and hidden home; ``isolation="none"`` gives only rlimits, a cleared environment and
   a private scratch directory (plus a per-session uid when run as root).
-- A block may leave no process behind: after every block, all other processes of the session's uid are
-  killed (background subprocesses do not survive to the next block). Threads of the session process do.
+- A block may leave no process behind (background subprocesses do not survive to the next block).
+  Threads of the session process do, frozen between blocks.
 """
 
 from dualdistill.sandbox.pool import AsyncSession, SandboxPool

@@ -8,8 +8,10 @@ then serves one control socket (fd FD) from the parent:
   files of the session's control groups, if any): fork a *monitor*, which forks the session process.
   The monitor keeps the host's socket and runs the blocks one at a time (see ``_monitor``). The session
   process gets its own uid (when we are root: a fresh uid per session, so sessions cannot signal each
-  other and RLIMIT_NPROC counts only that session), its cgroups, its own scratch tmpfs in a private mount
-  namespace, rlimits, and then runs code blocks in persistent globals.
+  other and RLIMIT_NPROC counts only that session), its cgroups, and (as root) its own mount, IPC and
+  network namespaces: a private scratch tmpfs, a /proc that shows only its own uid's processes, no IPC
+  object of any other session, and a loopback that is down. Then rlimits, a seccomp filter that refuses
+  new user namespaces, and code blocks in persistent globals.
 - ``kill``: kill every process of a session (a helper forked with the session's uid calls ``kill(-1)``
   until nothing is left, which also catches grandchildren that left the process group), reap the
   session child and return its wait status.
@@ -40,9 +42,11 @@ import tempfile
 import time
 import traceback
 
-CLONE_NEWNS = 0x00020000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x40000000, 0x10000000
+MS_NOEXEC = 8
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 STATUS_BYTES = {b"o": "ok", b"e": "error", b"m": "memory"}
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -92,10 +96,20 @@ def _setup_child(cfg: dict, spec: dict, sock_fd: int, out_fd: int, cgroup_fds: l
         os.close(fd)
     uid = spec["uid"]
     if cfg["private_tmp"]:
-        # A private mount namespace with its own size-limited tmpfs: wiped by the kernel at exit.
-        _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        # One session, one world: its own mount namespace with a size-limited tmpfs (wiped by the kernel
+        # at exit), its own IPC namespace (shared memory, queues and semaphores die with the session)
+        # and its own network namespace (only a loopback, down: no session can reach another).
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare(mount, ipc, net)")
         opts = f"size={spec['scratch_mb']}m,mode=0700,uid={uid},gid={uid}".encode()
         _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts), "mount /tmp")
+        if os.path.isdir("/dev/shm"):  # POSIX shared memory: files there, so a tmpfs of its own
+            _check(_libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, opts), "mount /dev/shm")
+        # A /proc of this PID namespace that shows each uid only its own processes: no other session's
+        # command lines, and not pid 1's (the launcher's).
+        _check(
+            _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"hidepid=2"),
+            "mount /proc",
+        )
         scratch = "/tmp"
     else:
         scratch = spec["scratch"]
@@ -119,6 +133,7 @@ def _setup_child(cfg: dict, spec: dict, sock_fd: int, out_fd: int, cgroup_fds: l
         os.setresuid(uid, uid, uid)  # from root to a fresh uid: drops every capability too
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # cleared by setuid, so set it after
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of the model's code come back to us
+    forbid_user_namespaces()
     # Write-through text streams so output printed before a timeout kill still reaches the parent.
     sys.stdout = io.TextIOWrapper(
         os.fdopen(1, "wb", 0), encoding="utf-8", errors="replace", write_through=True
@@ -130,6 +145,53 @@ def _setup_child(cfg: dict, spec: dict, sock_fd: int, out_fd: int, cgroup_fds: l
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     sys.argv = [""]
+
+
+# Syscall numbers: (audit arch, unshare, clone, clone3, setns). Other machines get no filter (documented).
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 272, 56, 435, 308), "aarch64": (0xC00000B7, 97, 220, 435, 268)}
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def forbid_user_namespaces() -> bool:
+    """A seccomp filter, inherited by every child and never removable: ``unshare`` and ``clone`` with
+    CLONE_NEWUSER and every ``setns`` fail with EPERM; ``clone3`` (whose flags a filter cannot read) and
+    the 32-bit ABIs fail with ENOSYS, so the C library falls back to ``clone``. A user namespace would
+    give the code full capabilities inside it, the kernel surface most container escapes go through.
+    Returns False (no filter) on other machines."""
+    machine = os.uname().machine  # no import: after the uid switch the session may not read the stdlib
+    if machine not in _SECCOMP_ARCH:
+        return False
+    arch, unshare, clone, clone3, setns = _SECCOMP_ARCH[machine]
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+
+    def op(code: int, jt: int, jf: int, k: int) -> bytes:
+        return struct.pack("HBBI", code, jt, jf, k)
+
+    prog = b"".join([
+        op(ld, 0, 0, 4),  # 0 arch
+        op(jeq, 1, 0, arch),  # 1 native -> 3
+        op(ret, 0, 0, enosys),  # 2 a compat ABI (int 0x80)
+        op(ld, 0, 0, 0),  # 3 syscall number
+        op(jge, 7, 0, 0x40000000),  # 4 x32 numbers -> 12
+        op(jeq, 3, 0, unshare),  # 5 -> 9
+        op(jeq, 2, 0, clone),  # 6 -> 9
+        op(jeq, 4, 0, clone3),  # 7 -> 12
+        op(jeq, 2, 4, setns),  # 8 -> 11, else 13
+        op(ld, 0, 0, 16),  # 9 args[0], its low 32 bits (the flags)
+        op(jset, 0, 2, CLONE_NEWUSER),  # 10 -> 11, else 13
+        op(ret, 0, 0, eperm),  # 11
+        op(ret, 0, 0, enosys),  # 12
+        op(ret, 0, 0, allow),  # 13
+    ])  # fmt: skip
+    buf = ctypes.create_string_buffer(prog)
+    fprog = _SockFprog(len(prog) // 8, ctypes.addressof(buf))
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
+    return True
 
 
 def _format_exception(exc: BaseException, prefix: str) -> str:
@@ -182,19 +244,20 @@ def _kill_others() -> None:
 
 
 def _live_pids(uid: int) -> list[int]:
-    """Processes of ``uid`` in this PID namespace that are not yet zombies."""
+    """Processes of ``uid`` in this PID namespace that are not yet zombies. A /proc/PID directory is
+    owned by its process's uid, so only the matching ones are opened (this runs after every block)."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/status") as f:
-                fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
-        except OSError:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if int(fields.get("Uid", "-1").split()[0]) == uid and not fields.get("State", "").strip().startswith(
-            ("Z", "X")
-        ):
+        if state not in (b"Z", b"X"):
             found.append(int(name))
     return found
 
@@ -270,15 +333,21 @@ def _descendants(root: int) -> list[int]:
     return [p for p in found if state.get(p, "Z") not in ("Z", "X")]
 
 
-def _freeze_block(session: int) -> None:
-    """The session is stopped; kill everything it left running below it (it reaps them later)."""
+def _freeze_block(session: int, uid: int | None) -> None:
+    """The session is stopped; kill every other process of its uid (with per-session uids), else
+    everything below it. Whatever the code did to itself in the session (a hooked ``os.kill``, a
+    subreaper turned off, a sibling made with CLONE_PARENT), nothing of its uid runs between blocks.
+    Processes the monitor got as children (CLONE_PARENT) are reaped here; the session reaps its own."""
     for attempt in range(1000):
-        left = _descendants(session)
+        left = [p for p in _live_pids(uid) if p != session] if uid is not None else _descendants(session)
         if not left:
             return
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:  # never the session: it is stopped, not exited
+                pass
         time.sleep(0.0005 * min(attempt, 20))
 
 
@@ -351,7 +420,7 @@ def _monitor(cfg: dict, spec: dict, sock_fd: int, out_fd: int, cgroup_fds: list[
                 break
             with contextlib.suppress(ProcessLookupError):
                 os.kill(session, signal.SIGCONT)
-        _freeze_block(session)
+        _freeze_block(session, spec["uid"])
         # The nonce marks the end of this block's output on the pipe (the reply travels on the socket).
         os.write(out_fd, msg["nonce"].encode())
         send_msg(host, {"kind": kind})

@@ -21,13 +21,15 @@ controllers is writable here.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
+import secrets
 import time
 from pathlib import Path
 
 _ROOT = Path("/sys/fs/cgroup")
-_counter = itertools.count()
+# A group left by a SIGKILLed dualdistill process is empty; one of a live process is empty only for the
+# moment between its creation and its session joining it. Older empty groups are stale.
+_STALE_AFTER_S = 60.0
 
 
 def _own_groups() -> dict[str, Path]:
@@ -73,9 +75,12 @@ class SessionCgroup:
         if not parents:
             raise OSError("no writable memory and pids cgroups here")
         _sweep(parents)
-        name = f"dualdistill-{os.getpid()}-{next(_counter)}"
+        # A random name: the session can read its group's name in /proc/self/cgroup, and a host pid
+        # would tell it something about the host.
+        name = f"dualdistill-{secrets.token_hex(8)}"
         self.dirs: list[Path] = []
         self._fds: list[int] = []
+        self._usage: Path | None = None
         try:
             for controller in ("memory", "pids", "cpuacct"):
                 if controller not in parents:
@@ -87,6 +92,7 @@ class SessionCgroup:
                 self.dirs.append(d)
             self._limit(memory_mb * 2**20, max_procs)
             self._fds = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in self.dirs]
+            self._usage = _usage_file(self.dirs)
         except OSError:
             self.remove()
             raise
@@ -107,16 +113,25 @@ class SessionCgroup:
     def fds(self) -> list[int]:
         return list(self._fds)
 
+    def close_fds(self) -> None:
+        """Close the ``cgroup.procs`` files once the session has them (a long pool holds no more)."""
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = []
+
     def cpu_seconds(self) -> float | None:
         """CPU time used by every process of the group so far, or None without CPU accounting."""
-        for d in self.dirs:
-            with contextlib.suppress(OSError, ValueError):
-                if (d / "cpuacct.usage").exists():  # v1: nanoseconds
-                    return int((d / "cpuacct.usage").read_text()) / 1e9
-                for line in (d / "cpu.stat").read_text().splitlines():  # v2: usage_usec
-                    key, _, value = line.partition(" ")
-                    if key == "usage_usec":
-                        return int(value) / 1e6
+        if self._usage is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            text = self._usage.read_text()
+            if self._usage.name == "cpuacct.usage":  # v1: nanoseconds
+                return int(text) / 1e9
+            for line in text.splitlines():  # v2: usage_usec
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
         return None
 
     def oom_killed(self) -> bool:
@@ -132,10 +147,7 @@ class SessionCgroup:
 
     def remove(self) -> None:
         """Close the passed files and delete the group(s); call after every process in them is dead."""
-        for fd in self._fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds = []
+        self.close_fds()
         for d in self.dirs:
             for _ in range(200):  # a SIGKILLed process leaves its group a moment after it is reaped
                 try:
@@ -148,6 +160,15 @@ class SessionCgroup:
         self.dirs = []
 
 
+def _usage_file(dirs: list[Path]) -> Path | None:
+    """v1 ``cpuacct.usage`` (nanoseconds), else v2 ``cpu.stat`` (its ``usage_usec`` line), else None."""
+    for name in ("cpuacct.usage", "cpu.stat"):
+        for d in dirs:
+            if (d / name).exists() and (name == "cpuacct.usage" or "usage_usec" in (d / name).read_text()):
+                return d / name
+    return None
+
+
 _swept = False
 
 
@@ -157,11 +178,11 @@ def _sweep(parents: dict[str, Path]) -> None:
     if _swept:
         return
     _swept = True
+    now = time.time()
     for parent in set(parents.values()):
-        for d in parent.glob("dualdistill-*-*"):
-            with contextlib.suppress(ValueError, OSError):
-                owner = int(d.name.split("-")[1])
-                if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
+        for d in parent.glob("dualdistill-*"):
+            with contextlib.suppress(OSError):
+                if now - d.stat().st_mtime > _STALE_AFTER_S:
                     d.rmdir()  # fails, harmlessly, if something still lives in it
 
 

@@ -58,7 +58,9 @@ class SandboxConfig:
     # "cpu": the block's CPU time (all the session's processes) counts, so results do not depend on the
     # machine's load; a wall-clock backstop (cpu_backstop) stops code that sleeps or waits.
     limit: Literal["wall", "cpu"] = "wall"
-    cpu_time_s: int = 60  # CPU seconds for the whole session (RLIMIT_CPU; all blocks together)
+    # CPU seconds for the whole session, all blocks and all its processes together (read from its cgroup;
+    # without one, RLIMIT_CPU bounds each process on its own)
+    cpu_time_s: int = 60
     memory_mb: int = 2048  # the session's memory (cgroup) and each process's address space (RLIMIT_AS)
     max_procs: int = 64  # processes + threads of the session (cgroup pids; RLIMIT_NPROC per-session uid)
     file_size_mb: int = 64  # largest file the code may write (RLIMIT_FSIZE)
@@ -239,6 +241,8 @@ class Session:
         finally:
             theirs.close()
             os.close(out_w)
+            if self._cgroup is not None:
+                self._cgroup.close_fds()  # the session joined through them; no need to hold them
         self._sock, self._out = mine, out_r
         os.set_blocking(out_r, False)
 
@@ -300,26 +304,29 @@ class Session:
         return ExecResult(status, notice + text, time.monotonic() - start, lost, killed)
 
     def _cpu_clock(self):
-        """A function giving the session's CPU seconds, when the block is limited by CPU time."""
-        if self.config.limit != "cpu":
+        """A function giving the CPU seconds of all the session's processes, or None without a cgroup
+        that accounts them (then ``limit="cpu"`` falls back to wall time, with a warning)."""
+        clock = self._cgroup.cpu_seconds if self._cgroup is not None else None
+        if clock is None or clock() is None:
+            if self.config.limit == "cpu":
+                _warn_no_cpu_clock()
             return None
-        if self._cgroup is None or self._cgroup.cpu_seconds() is None:
-            _warn_no_cpu_clock()
-            return None
-        return self._cgroup.cpu_seconds
+        return clock
 
     def _exchange(self, code: str, start: float) -> tuple[Status, str, bool]:
         c = self.config
         nonce = "\x00end-" + secrets.token_hex(8) + "\x00"
         out = _Output(keep=max(4 * c.output_limit, 4096))
         clock = self._cpu_clock()
+        cpu_block = c.limit == "cpu" and clock is not None  # the block's limit counts CPU time
         cpu_start = clock() if clock else 0.0
         try:
             send_msg(self._sock, {"code": code, "nonce": nonce, "repl": c.repl})
         except OSError:
             return self._fail("crashed", out, "ended unexpectedly")
-        deadline = start + (c.wall_limit_s if clock else c.timeout_s)
-        # With a CPU limit the clock is read between waits; 2% of the limit keeps the overshoot small.
+        deadline = start + (c.wall_limit_s if cpu_block else c.timeout_s)
+        # The clock is read between waits (the block's CPU limit, the session's CPU budget); 2% of the
+        # block's limit keeps the overshoot small.
         tick = min(0.05, max(0.002, c.timeout_s / 50))
         poller = select.poll()  # poll, not select: descriptors past 1024 are fine in a long pool
         for fd in (self._sock.fileno(), self._out):
@@ -328,7 +335,7 @@ class Session:
         while reply is None:
             left = deadline - time.monotonic()
             if left <= 0:
-                return self._fail("timeout", out, "timed out", backstop=clock is not None)
+                return self._fail("timeout", out, "timed out", backstop=cpu_block)
             wait = min(left, tick) if clock else left
             ready = {fd for fd, _ in poller.poll(wait * 1000)}
             if self._out in ready:
@@ -340,8 +347,12 @@ class Session:
                     reply, _ = recv_msg(self._sock)
                 except (EOFError, OSError):
                     return self._fail("crashed", out, "crashed")
-            elif clock and clock() - cpu_start >= c.timeout_s:
-                return self._fail("timeout", out, "used up its CPU time", cpu=True)
+            elif clock:
+                used = clock()
+                if cpu_block and used - cpu_start >= c.timeout_s:
+                    return self._fail("timeout", out, "ran past its CPU-time limit", cpu=True)
+                if used >= c.cpu_time_s:
+                    return self._fail("timeout", out, "used up the session's CPU time", budget=True)
         # The reply is sent after the nonce was written: read the pipe up to the nonce.
         grace = time.monotonic() + 2.0
         pipe = select.poll()
@@ -370,7 +381,8 @@ class Session:
             out.add(data)
 
     def _fail(
-        self, status: Status, out: _Output, reason: str, *, backstop: bool = False, cpu: bool = False
+        self, status: Status, out: _Output, reason: str, *, backstop: bool = False, cpu: bool = False,
+        budget: bool = False,
     ) -> tuple[Status, str, bool]:
         self._read(out)
         info = self._kill()
@@ -382,7 +394,7 @@ class Session:
         text = out.text(self.config.output_limit)
         if text and not text.endswith("\n"):
             text += "\n"
-        if status == "timeout" and sig == signal.SIGXCPU:
+        if status == "timeout" and (budget or sig == signal.SIGXCPU):
             text += f"{TIMEOUT_MESSAGE} (CPU time limit of the session: {self.config.cpu_time_s} s)"
         elif status == "timeout" and backstop:
             text += f"{TIMEOUT_MESSAGE} (wall-clock limit: {self.config.wall_limit_s:g} s)"

@@ -106,7 +106,7 @@ def visible_paths() -> list[tuple[str, str]]:
     return out
 
 
-def _bwrap_argv(python: str) -> list[str]:
+def _bwrap_argv(python: str, script_fd: int) -> list[str]:
     argv = [
         "bwrap",
         "--dev",
@@ -129,7 +129,9 @@ def _bwrap_argv(python: str) -> list[str]:
         for i in range(2, len(parts)):
             argv += ["--perms", "0755", "--dir", str(Path(*parts[:i]))]
         argv += ["--ro-bind", p, p]
-    argv += ["--perms", "0755", "--dir", "/run/dualdistill", "--ro-bind", str(ZYGOTE), ZYGOTE_INSIDE]
+    # The script is copied in (--file), not bound: a bind mount would show its host path, the checkout's,
+    # in /proc/self/mountinfo.
+    argv += ["--perms", "0755", "--dir", "/run/dualdistill", "--perms", "0644", "--file", str(script_fd), ZYGOTE_INSIDE]
     argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     argv += ["--die-with-parent", "--new-session", "--clearenv", "--chdir", "/tmp"]
     if os.geteuid() == 0:
@@ -156,10 +158,10 @@ def _unshare_argv(python: str) -> list[str]:
     ]
 
 
-def launcher_argv(mode: str) -> list[str]:
+def launcher_argv(mode: str, script_fd: int = -1) -> list[str]:
     python = os.path.realpath(sys.executable)
     if mode == "bwrap":
-        return _bwrap_argv(python)
+        return _bwrap_argv(python, script_fd)
     if mode == "unshare":
         return _unshare_argv(python)
     return [python]
@@ -194,11 +196,15 @@ class Template:
             "visible": visible_paths(),
         }
         script = ZYGOTE_INSIDE if mode == "bwrap" else str(ZYGOTE)
-        argv = [*launcher_argv(mode), "-I", "-B", script, str(child.fileno()), json.dumps(cfg)]
+        script_fd = os.open(ZYGOTE, os.O_RDONLY)
+        argv = [*launcher_argv(mode, script_fd), "-I", "-B", script, str(child.fileno()), json.dumps(cfg)]
         env = dict(SANDBOX_ENV)
         if mode == "none":
             env["TMPDIR"] = os.environ.get("TMPDIR", "/tmp")
-        self.proc = self._launch(argv, env, child)
+        try:
+            self.proc = self._launch(argv, env, child, script_fd)
+        finally:
+            os.close(script_fd)
         child.close()
         self.sock = parent
         try:
@@ -214,7 +220,7 @@ class Template:
         del hello
 
     @staticmethod
-    def _launch(argv: list[str], env: dict, child: socket.socket) -> subprocess.Popen:
+    def _launch(argv: list[str], env: dict, child: socket.socket, script_fd: int) -> subprocess.Popen:
         """Popen from a thread that lives as long as the template.
 
         bwrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the *thread* that forked it
@@ -228,7 +234,7 @@ class Template:
             try:
                 proc = subprocess.Popen(
                     argv,
-                    pass_fds=[child.fileno()],
+                    pass_fds=[child.fileno(), script_fd],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,

@@ -165,45 +165,66 @@ def _text_powmod(p: PowMod, s: Slips) -> tuple[list[str], int]:
 
 
 def _invariant_argument(p: PowMod, s: Slips) -> tuple[list[str], int]:
-    """A huge exponent: the last-digit cycle (m = 10) or the ±1 argument (a = m ± 1), written so that
-    every number the student needs sits where a small model finds it (docs/SYNTHETIC.md, "How the text
-    teacher writes"): the problem restated in question order (numbers copied left to right, as code
-    copies them), the exponent copied once more with its last digits read right after it, and one
-    closing line that always adds c (0 when the question has none) and reduces."""
+    """A huge exponent: the last-digit cycle (m = 10) or the ±1 argument (a = m ± 1), written so that a
+    0.46M-parameter student can follow every step (docs/SYNTHETIC.md, "How the text teacher writes"):
+
+    - the problem is restated in question order, numbers copied left to right as code copies them;
+    - every later number is either copied from just before it (a fixed offset), or looked up by an
+      exact match ("3 → 2" in the cycle table), or one small fact of a form the pretrained base knows
+      ("The last two digits of N are 99, and 99 mod 4 = 3.");
+    - base and modulus are named side by side before the ±1 comparison;
+    - c is always added (0 when the question has none), one unit at a time.
+    """
     lines = [f"We need {p.a}^{p.n} + {p.c} mod {p.m}."]
-    r = (_cycle_argument if p.m == 10 else _plus_minus_one_argument)(p, s, lines)
-    # Adding 0 cannot slip; a slip in a reduction moves the remainder by one (as in Slips.reduce).
+    if p.m == 10:
+        r = _cycle_argument(p, s, lines)
+        # Adding 0 cannot slip; one slip draw for the sum, as Slips.add (the chain shows the slipped end).
+        total = s.add(r, p.c) if p.c else r
+        y = s.reduce(total, p.m)
+        lines.append(f"{unit_steps(r, p.c, total)}, and {total} mod {p.m} = {y}.")
+        return lines, y
+    r = _plus_minus_one_argument(p, s, lines)
     total = s.add(r, p.c) if p.c and r >= 0 else r + p.c
     y = total % p.m if total < 0 else s.reduce(total, p.m)
     lines.append(f"{r} + {p.c} = {total}, and {total} mod {p.m} = {y}.")
     return lines, y
 
 
+def unit_steps(r: int, c: int, total: int) -> str:
+    """``r + c`` one unit at a time, ending in ``total``: ``2 + 3 = 3 + 2 = 4 + 1 = 5 + 0 = 5``."""
+    parts = [f"{r + i} + {c - i}" for i in range(c + 1)] if c else [f"{r} + 0"]
+    return " = ".join(parts) + f" = {total}"
+
+
 def _cycle_argument(p: PowMod, s: Slips, lines: list[str]) -> int:
     d = p.a % 10
     cycle = last_digit_cycle(d)
     k = len(cycle)
-    tail = p.n % 100
+    table = ", ".join(f"{(j + 1) % k} → {v}" for j, v in enumerate(cycle))
+    lines.append(f"Last digits of powers of {d} by exponent mod {k}: {table}.")
     # Reading n mod 4 off the last two digits is one step; n mod 2 off the last digit is free.
-    pos = s.step(tail % k, 1 if k == 4 else 0, unit=1, mod=k)
+    if k == 4:
+        tail = p.n % 100
+        pos = s.step(tail % 4, 1, unit=1, mod=4)
+        lines.append(f"The last two digits of {p.n} are {tail:02d}, and {tail:02d} mod 4 = {pos}.")
+    else:
+        last = p.n % 10
+        pos = s.step(last % 2, 0, unit=1, mod=2)
+        lines.append(f"{p.n} ends in {last}, and {last} mod 2 = {pos}.")
     r = cycle[(pos - 1) % k]
-    lines += [
-        f"Last digits of powers of {d} repeat every {k}: {', '.join(map(str, cycle))}.",
-        f"Exponent {p.n} ends in {tail:02d}.",
-        f"{tail:02d} mod {k} = {pos}, so the last digit is {r}.",
-    ]
+    lines.append(f"{pos} → {r}, so the last digit is {r}.")
     return r
 
 
 def _plus_minus_one_argument(p: PowMod, s: Slips, lines: list[str]) -> int:
     if p.a % p.m == 1:
-        lines += [f"{p.a} = {p.m} + 1, so {p.a} ≡ 1 (mod {p.m}).", f"So {p.a}^n ≡ 1."]
+        lines += [f"Base {p.a}, modulus {p.m}: {p.a} = {p.m} + 1, so {p.a} ≡ 1 (mod {p.m}).", f"So {p.a}^n ≡ 1."]
         return 1
     last = p.n % 10
     parity = "even" if s.step(last % 2, 0) == 0 else "odd"
     r = 1 if parity == "even" else -1
     lines += [
-        f"{p.a} = {p.m} - 1, so {p.a} ≡ -1 (mod {p.m}).",
+        f"Base {p.a}, modulus {p.m}: {p.a} = {p.m} - 1, so {p.a} ≡ -1 (mod {p.m}).",
         f"Exponent {p.n} ends in {last}.",
         f"{last} is {parity}, so {p.a}^n ≡ {r}.",
     ]
