@@ -23,6 +23,8 @@ compute the outcome from the request body. Outcomes:
 - ``Outcome(status=429, retry_after="2")``: the error with a ``Retry-After`` header.
 - ``Outcome(text=..., drop_after_bytes=40)``: a connection dropped mid-response: the headers promise
   the whole body, the server sends its first 40 bytes and closes the socket.
+- ``Outcome(text=..., trickle_s=1.0)``: a slow-loris server: headers at once, then the body one byte
+  every ``trickle_s`` seconds (each read finishes well within a per-read timeout).
 
 When the script runs out the server answers 500 with "no scripted outcome left", so a test that
 makes more requests than it planned fails loudly. Every request is recorded in ``srv.requests``
@@ -60,6 +62,7 @@ class Outcome:
     retry_after: str | None = None  # with status: the Retry-After header (seconds), as 429s carry it
     # answer 200 with a full Content-Length but only this many bytes of the body, then hang up
     drop_after_bytes: int | None = None
+    trickle_s: float | None = None  # send the body one byte every trickle_s seconds
 
 
 @dataclass
@@ -211,16 +214,18 @@ class _Handler(BaseHTTPRequestHandler):
                 "total_tokens": len(str(prompt).split()) + n_out,
             },
         }
-        self._send(200, payload, drop_after=outcome.drop_after_bytes)
+        self._send(200, payload, drop_after=outcome.drop_after_bytes, trickle_s=outcome.trickle_s)
 
     def _send(
-        self, status: int, payload: dict, headers: dict | None = None, drop_after: int | None = None
-    ) -> None:
-        self._send_bytes(status, json.dumps(payload).encode(), headers, drop_after)
+        self, status: int, payload: dict, headers: dict | None = None, drop_after: int | None = None,
+        trickle_s: float | None = None,
+    ) -> None:  # fmt: skip
+        self._send_bytes(status, json.dumps(payload).encode(), headers, drop_after, trickle_s)
 
     def _send_bytes(
-        self, status: int, data: bytes, headers: dict | None = None, drop_after: int | None = None
-    ) -> None:
+        self, status: int, data: bytes, headers: dict | None = None, drop_after: int | None = None,
+        trickle_s: float | None = None,
+    ) -> None:  # fmt: skip
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -228,6 +233,12 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
+            if trickle_s is not None:  # a slow loris: every byte arrives, just never all of them soon
+                for i in range(len(data)):
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(trickle_s)
+                return
             if drop_after is not None:  # promise the whole body, send a part, hang up
                 self.wfile.write(data[:drop_after])
                 self.wfile.flush()

@@ -237,6 +237,6 @@ def test_cpu_limit_lets_short_blocks_finish_and_is_validated():
     with Session(SandboxConfig(timeout_s=0.5, limit="cpu")) as s:
         r = s.run("print(sum(1 for n in range(1, 10000) if sum(map(int, str(n))) == 18))")
         assert (r.status, r.output) == ("ok", "670\n")
-    with pytest.raises(ValueError, match="limit must be wall|cpu"):
+    with pytest.raises(ValueError, match=r"limit must be wall\|cpu"):
         SandboxConfig(limit="cpus")
     assert SandboxConfig(timeout_s=2.0).wall_limit_s == 2.0  # the wall limit is the paper's rule

@@ -73,7 +73,8 @@ def survive():
 
 ROUTES = {
     # a replaced stdout whose flush double-forks after the session's own kill(-1)
-    "flush": SURVIVOR + """
+    "flush": SURVIVOR
+    + """
 class Out:
     def __init__(self, real):
         self.real = real
@@ -85,7 +86,8 @@ class Out:
 sys.stdout = Out(sys.stdout)
 """,
     # a replaced os.kill starts a sibling with clone(CLONE_PARENT): the monitor becomes its parent
-    "clone_parent": SURVIVOR + """
+    "clone_parent": SURVIVOR
+    + """
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
 real_kill = os.kill
@@ -101,7 +103,8 @@ def kill(pid, sig):
 os.kill = kill
 """,
     # a profile hook forks when the session sends its status
-    "setprofile": SURVIVOR + """
+    "setprofile": SURVIVOR
+    + """
 def hook(frame, event, arg):
     if event == "c_call" and getattr(arg, "__name__", "") == "sendall":
         sys.setprofile(None)
@@ -276,6 +279,7 @@ def test_a_thousand_hostile_sessions_leave_nothing_behind():
 
     async def go():
         async with SandboxPool(SandboxConfig(timeout_s=5.0), max_concurrency=8, max_open=32) as pool:
+
             async def one(i: int) -> str:
                 async with pool.session() as s:
                     return (await s.run(HOSTILE.format(i=i))).output

@@ -57,7 +57,8 @@ from dualdistill.trajectory import executor_block
 
 CODE_STOP = "</code>"
 ANSWER_STOP = "</answer>"
-FinishReason = Literal["answer", "budget", "stop", "skipped"]
+# "empty": the backend answered nothing at all, so asking again would loop without end.
+FinishReason = Literal["answer", "budget", "stop", "skipped", "empty"]
 
 
 @dataclass
@@ -188,7 +189,9 @@ class _Trajectory:
         return [CODE_STOP, ANSWER_STOP] if code_allowed else [ANSWER_STOP]
 
     async def generate(self, prompt: str, seed: int | None) -> str | None:
-        """One completion; returns the stop string it ended at (``None`` for EOS or length)."""
+        """One completion; returns the stop string it ended at (``None`` for EOS or length), or ``""``
+        when the backend answered no text at all. Tokens are what the backend reports, or counted here
+        when it reports none for text it did send (a budget that counts zero never runs out)."""
         stops = self.stops
         t0 = time.perf_counter()
         c = await self.backend.complete(
@@ -200,7 +203,11 @@ class _Trajectory:
             seed=seed,
         )
         self.gen_time += time.perf_counter() - t0
+        if not c.text:
+            return ""
         text, n, hit = c.text, c.n_tokens, _first_stop(c.text, stops)
+        if not n or n < 0:
+            n = max(1, self.backend.count_tokens(text))
         if hit is not None and hit[0] + len(hit[1]) < len(text):
             # A backend that ran past its stop string: keep the protocol's contract ourselves.
             text = text[: hit[0] + len(hit[1])]
@@ -293,6 +300,9 @@ async def run_agent(
                 finish = "budget"
                 break
             stop = await t.generate(prompt, None if seed is None else seed + round_index)
+            if stop == "":
+                finish = "empty"
+                break
             if stop == ANSWER_STOP:
                 finish = "answer"
                 break

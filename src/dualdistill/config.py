@@ -18,6 +18,7 @@ Not supported: dotted class paths, ``exec`` of config files, or any other config
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -45,16 +46,18 @@ _OPS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
         "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}  # fmt: skip
 
 
-def bounded(default: Any, **bounds: float) -> Any:
-    """A dataclass field with numeric bounds (``ge``, ``gt``, ``le``, ``lt``); ``None`` always passes."""
+def bounded(default: Any, *, finite: bool = True, **bounds: float) -> Any:
+    """A dataclass field with numeric bounds (``ge``, ``gt``, ``le``, ``lt``); ``None`` always passes.
+    ``finite=False`` lets the field hold ``inf`` (every other float field must be finite)."""
     unknown = set(bounds) - set(_OPS)
     if unknown:
         raise TypeError(f"unknown bound {sorted(unknown)[0]!r}")
-    return dataclasses.field(default=default, metadata={"bounds": bounds})
+    return dataclasses.field(default=default, metadata={"bounds": bounds, "finite": finite})
 
 
 def check_bounds(config: Any) -> None:
-    """Raise ``FieldError`` for the first field of ``config`` outside its declared bounds.
+    """Raise ``FieldError`` for the first field of ``config`` outside its declared bounds, or holding a
+    float that is not finite (``nan``, ``inf``) where the field does not allow it.
 
     Configs call this from ``__post_init__``, so the check holds however they are built.
     """
@@ -62,6 +65,8 @@ def check_bounds(config: Any) -> None:
         value = getattr(config, f.name)
         if value is None or isinstance(value, bool):
             continue
+        if isinstance(value, float) and not math.isfinite(value) and f.metadata.get("finite", True):
+            raise FieldError(f.name, f"must be a finite number, got {value!r}")
         for op, bound in f.metadata.get("bounds", {}).items():
             symbol, ok = _OPS[op]
             if not ok(value, bound):
@@ -144,8 +149,43 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
+MAX_NODES = 100_000  # a recipe is a few hundred values; YAML aliases must not expand it past this
+
+
+def check_size(node: Any, source: str, limit: int = MAX_NODES) -> None:
+    """Refuse a structure whose aliases expand past ``limit`` values, or that contains itself.
+
+    YAML aliases load as shared objects, so a 500-byte file can describe 10**9 values; this counts the
+    expanded size over the shared graph (linear in the file) before anything copies or walks it.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(n: Any, path: str, stack: set[int]) -> int:
+        if not isinstance(n, dict | list):
+            return 1
+        if id(n) in stack:
+            raise ConfigError(f"{source}: key '{path or '(top)'}' contains itself (a YAML alias cycle)")
+        if id(n) not in sizes:
+            stack.add(id(n))
+            items = n.items() if isinstance(n, dict) else enumerate(n)
+            total = 1
+            for k, v in items:
+                total += size(v, f"{path}.{k}" if path else str(k), stack)
+                if total > limit:
+                    raise ConfigError(
+                        f"{source}: key '{path or '(top)'}' expands to more than {limit:,} values "
+                        "(YAML aliases nested too deep?)"
+                    )
+            stack.discard(id(n))
+            sizes[id(n)] = total
+        return sizes[id(n)]
+
+    size(node, "", set())
+
+
 def apply_overrides(data: dict, overrides: list[str], *, source: str = "command line") -> dict:
     """Apply ``a.b.c=value`` overrides to a nested mapping (a copy is returned)."""
+    check_size(data, source)
     data = _unshared(data) or {}
     for item in overrides:
         if "=" not in item:
@@ -157,7 +197,13 @@ def apply_overrides(data: dict, overrides: list[str], *, source: str = "command 
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{source}: override {key!r}: '{p}' is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(
+                f"{source}: override {key!r}: value {raw!r} is not valid YAML ({problem})"
+            ) from None
     return data
 
 
@@ -181,11 +227,20 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, not a YAML file") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: malformed YAML: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deep to read") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}
+        check_size(data, source)
     if overrides:
         data = apply_overrides(data, list(overrides))
         source = f"{source} + overrides"

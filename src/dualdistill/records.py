@@ -54,7 +54,8 @@ def locked(target: str | os.PathLike, what: str = "run", *, file: bool = False) 
     """Hold an exclusive lock on the directory ``target`` (``DIR/.lock``), or with ``file`` on the
     file ``target`` (its ``.lock`` sibling), while inside.
 
-    A second process gets ``LockedError`` at once, with the holder's pid; the same process may nest.
+    A second process gets ``LockedError`` at once, naming the holder's command and pid; the same
+    process may nest.
     """
     target = Path(target)
     lock = target.with_name(target.name + ".lock") if file else target / ".lock"
@@ -68,15 +69,15 @@ def locked(target: str | os.PathLike, what: str = "run", *, file: bool = False) 
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            pid, _, command = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
             os.close(fd)
             raise LockedError(
                 target,
-                f"another {what} is writing here (pid {holder}); wait for it to finish, "
+                f"another command ({command or 'unknown'}) is writing here (pid {pid or 'unknown'}); wait for it to finish, "
                 "or use another output directory",
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
         _HELD[key] = (fd, 1)
     try:
         yield
@@ -87,6 +88,30 @@ def locked(target: str | os.PathLike, what: str = "run", *, file: bool = False) 
         else:
             del _HELD[key]
             os.close(fd)  # closing drops the flock; the file stays, harmlessly, for the next holder
+
+
+def check_writable(path: str | os.PathLike, *, directory: bool = False) -> None:
+    """Raise ``DataError`` naming ``path`` and the cause when an output cannot be written there (a
+    read-only or missing place, a file where a directory must be, or the reverse), before any work.
+    ``directory``: ``path`` is an output directory; else an output file."""
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise DataError(path, "the output directory is a file")
+    if not directory and path.is_dir():
+        raise DataError(path, "the output path is a directory; give a file name")
+    folder = path if directory else path.parent
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(path, f"{parent} is a file, not a directory")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise DataError(path, f"cannot write here: {e.strerror or e}") from None
 
 
 def scalar_text(value: Any, key: str, path: str | os.PathLike, line: int | None = None) -> str:

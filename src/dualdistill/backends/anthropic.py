@@ -8,6 +8,7 @@ Not guaranteed: exact token counts (``count_tokens`` estimates characters / 3.5)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -125,7 +126,15 @@ class AnthropicBackend:
         import anthropic
 
         try:
-            msg = await self._client.messages.create(model=self.config.model, **request)
+            # A total deadline per call (the client's own timeout restarts with every byte read); the
+            # client's retries run inside it.
+            msg = await asyncio.wait_for(
+                self._client.messages.create(model=self.config.model, **request), self.config.timeout_s
+            )
+        except TimeoutError:
+            raise BackendError(
+                f"no complete answer from the Anthropic API within {self.config.timeout_s:g} s"
+            ) from None
         except anthropic.APIStatusError as e:
             raise BackendError(f"HTTP {e.status_code} from the Anthropic API ({type(e).__name__})") from None
         except anthropic.APIConnectionError as e:

@@ -14,10 +14,13 @@ or run an agentic teacher with native tool calls.
 
 Guarantees:
 - At most ``concurrency`` requests are in flight per backend (an ``asyncio.Semaphore``).
-- 429, 5xx, timeouts and connection errors are retried ``max_retries`` times with exponential backoff
-  (``backoff_s * 2**attempt``, capped, with jitter; a server's ``Retry-After`` seconds are waited at least,
-  up to ``max_backoff_s``); then a
-  ``BackendError`` names the URL, the attempts and the last status. Other 4xx fail at once.
+- Every attempt has a total deadline of ``request_timeout`` seconds (connect, headers and body, enforced
+  here, not only as the HTTP client's per-read timeout, so a server that trickles one byte a second
+  fails too). 429, 5xx, timeouts and connection errors are retried ``max_retries`` times with exponential
+  backoff (``backoff_s * 2**attempt``, capped, with jitter; a server's ``Retry-After`` seconds are waited
+  at least, up to ``max_backoff_s``); then a ``BackendError`` names the URL, the attempts and the last
+  status. So one call ends within ``(max_retries + 1) * request_timeout + max_retries * max_backoff_s``.
+  Other 4xx fail at once.
 - vLLM and OpenAI strip the stop string from the text. vLLM reports it as ``stop_reason``; the
   backend appends it back so ``Completion.text`` ends with it, as the protocol says.
 - The API key is read from the environment variable ``api_key_env`` and is never logged or put in
@@ -241,7 +244,13 @@ class OpenAIBackend:
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
             try:
-                return await call()
+                # The whole attempt, body included: httpx's timeout restarts with every byte read.
+                return await asyncio.wait_for(call(), self.request_timeout)
+            except TimeoutError:
+                last = f"Timeout (no complete answer within {self.request_timeout:g} s)"
+                if attempt == self.max_retries:
+                    break
+                await asyncio.sleep(self._delay(attempt, None))
             except _RETRYABLE as e:
                 last = _describe(e)
                 if attempt == self.max_retries:
@@ -257,7 +266,7 @@ class OpenAIBackend:
             f"{self.base_url}: gave up after {self.max_retries + 1} attempts; last error: {last}"
         ) from None
 
-    def _delay(self, attempt: int, error: Exception) -> float:
+    def _delay(self, attempt: int, error: Exception | None) -> float:
         # jitter spreads out a crowd of retrying requests; a server's Retry-After is a floor, not jittered
         delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
         response = getattr(error, "response", None)

@@ -1,11 +1,14 @@
 """Command line: dispatch only. Each area module registers its commands on the root app.
 
 ``main`` adds what every command shares: Ctrl-C and SIGTERM end a command with one line saying how to
-resume (every long job appends and resumes), never with a traceback.
+resume (every long job appends and resumes), never with a traceback; and a full disk, a read-only place
+or an output path in the way ends it with one line naming the path and the cause (exit code 2). What was
+written before stays (appended records are flushed), and a rerun resumes.
 """
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 
@@ -35,7 +38,22 @@ def _interrupted(signum, frame) -> None:
     raise SystemExit(130)
 
 
+# Causes of an OSError that are the place's fault, not a bug: one line, exit code 2.
+_PLACE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+                 errno.EACCES: "permission denied", errno.EPERM: "not permitted", errno.ENOTDIR:
+                 "a path component is a file, not a directory", errno.EISDIR: "is a directory",
+                 errno.EEXIST: "already exists", errno.EDQUOT: "disk quota exceeded"}  # fmt: skip
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, _interrupted)
     signal.signal(signal.SIGTERM, _interrupted)
-    app()
+    try:
+        app()
+    except OSError as e:
+        if e.errno not in _PLACE_ERRORS:
+            raise
+        where = e.filename or ""
+        print(f"error: {where}{': ' if where else ''}{_PLACE_ERRORS[e.errno]}; nothing written so far is lost, "
+              "and a rerun resumes", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2) from None

@@ -21,6 +21,17 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def writable(path, *, directory: bool = False) -> None:
+    """Fail at once, naming the path and the cause, when the command could not write its output there
+    (before it does any work: ``grade`` would otherwise grade everything first)."""
+    from dualdistill.records import DataError, check_writable
+
+    try:
+        check_writable(path, directory=directory)
+    except DataError as e:
+        fail(str(e))
+
+
 def option_overrides(given: dict[str, object]) -> list[str]:
     """``key=value`` overrides for the options a user gave (``None``: not given, the config's value stands).
 

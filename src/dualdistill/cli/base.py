@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from dualdistill.cli.app import app, fail
+from dualdistill.cli.app import app, fail, writable
 from dualdistill.config import ConfigError, load_config
 
 base_app = typer.Typer(
@@ -29,6 +29,8 @@ def pretrain_command(
 
     Example: dualdistill base pretrain --out runs/base
     """
+    if out is not None:
+        writable(out, directory=True)
     from dualdistill.base.pretrain import PretrainConfig, pretrain
 
     try:
@@ -64,6 +66,8 @@ def copy_command(
 
     Example: dualdistill base copy --out models/init
     """
+    if out is not None:
+        writable(out, directory=True)
     import shutil
 
     from dualdistill.base.pretrain import MANIFEST, shipped_base

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dualdistill.cli.app import app, fail
+from dualdistill.cli.app import app, fail, writable
 from dualdistill.config import ConfigError
 from dualdistill.records import DataError
 
@@ -33,6 +33,8 @@ def compose_command(
         help="Also write each teacher's correct responses alone (text_only.jsonl, code_only.jsonl) here.",
     ),
 ) -> None:
+    if out is not None:
+        writable(out, directory=False)
     from dualdistill.compose import ComposeConfig, compose_file
     from dualdistill.config import load_config
 

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dualdistill.cli.app import bench_app, fail
+from dualdistill.cli.app import bench_app, fail, writable
 from dualdistill.problems import BENCHMARKS, load_benchmark, load_training_problems, write_problems
 from dualdistill.records import DataError
 
@@ -39,6 +39,8 @@ def bench_export(
 
     Example: dualdistill bench export aime2025 --out aime.jsonl
     """
+    if out is not None:
+        writable(out, directory=False)
     try:
         problems = load_training_problems() if name == "deepmath" else load_benchmark(name)
     except (DataError, KeyError) as e:

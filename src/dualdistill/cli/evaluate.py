@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dualdistill.cli.app import app, fail, option_overrides
+from dualdistill.cli.app import app, fail, option_overrides, writable
 from dualdistill.config import ConfigError, load_config
 from dualdistill.records import DataError
 
@@ -67,6 +67,8 @@ def eval_command(
     regrade: Path | None = typer.Option(None, help="Re-grade the records in this directory; no generation."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
+    if out is not None:
+        writable(out, directory=True)
     from dualdistill import evaluate
     from dualdistill.backends import BackendError
     from dualdistill.sandbox import SandboxUnavailable

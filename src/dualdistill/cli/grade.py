@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dualdistill.cli.app import app, fail
+from dualdistill.cli.app import app, fail, writable
 from dualdistill.grading import Verdict, grade_many
 from dualdistill.problems import normalize_answer
 from dualdistill.records import DataError, check_distinct, read_jsonl, scalar_text, write_jsonl
@@ -69,6 +69,8 @@ def grade_command(
 
     Example: dualdistill grade --input eval/records.jsonl --output eval/graded.jsonl --timeout 5
     """
+    if output is not None:
+        writable(output, directory=False)
     if timeout <= 0:
         fail(f"--timeout must be positive, got {timeout}")
     if workers is not None and workers < 1:

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from dualdistill.cli.app import app, fail, option_overrides
+from dualdistill.cli.app import app, fail, option_overrides, writable
 from dualdistill.config import ConfigError, load_config
 from dualdistill.records import DataError
 
@@ -139,6 +139,8 @@ def export_command(
 
     Example: dualdistill export composed.jsonl --format hf --out composed_hf   (then datasets.load_from_disk)
     """
+    if out is not None:
+        writable(out, directory=Path(out).suffix == "")
     from dualdistill import export
 
     if format_ not in export.FORMATS:
@@ -161,6 +163,8 @@ def import_command(
 
     Example: dualdistill import composed.messages.jsonl --format messages --out composed.jsonl
     """
+    if out is not None:
+        writable(out, directory=False)
     from dualdistill import export
     from dualdistill.records import check_distinct, write_jsonl
 
@@ -187,6 +191,8 @@ def import_released_command(
 
     Example: dualdistill import-released dualdistill_train.jsonl --out released.jsonl
     """
+    if out is not None:
+        writable(out, directory=False)
     from collections import Counter
 
     from dualdistill.export import import_released

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dualdistill.cli.app import app, fail
+from dualdistill.cli.app import app, fail, writable
 from dualdistill.config import ConfigError
 from dualdistill.records import DataError
 from dualdistill.stages import CommandFailed
@@ -29,6 +29,8 @@ def run_recipe(
       dualdistill run embedded --workdir runs/embedded --until compose
       dualdistill run paper --workdir runs/paper --dry-run
     """
+    if workdir is not None:
+        writable(workdir, directory=True)
     from dualdistill.pipeline import dry_run as plan
     from dualdistill.pipeline import load_recipe, run
 

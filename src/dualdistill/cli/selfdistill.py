@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dualdistill.cli.app import app, fail, option_overrides
+from dualdistill.cli.app import app, fail, option_overrides, writable
 from dualdistill.config import ConfigError, load_config
 from dualdistill.records import DataError
 
@@ -50,6 +50,8 @@ def sample_command(
 
     Example: dualdistill self-distill sample --model runs/sft1/model --problems train.jsonl --k 16 --out runs/sd
     """
+    if out is not None:
+        writable(out, directory=True)
     from dualdistill import selfdistill as sd
     from dualdistill.backends import BackendError, make_backend
     from dualdistill.evaluate import server_api
@@ -117,6 +119,8 @@ def build_command(
     Example: dualdistill self-distill build --samples runs/sd --pairs runs/teach/pairs.jsonl --repair best
     --out runs/sd/sd_data.jsonl
     """
+    if out is not None:
+        writable(out, directory=False)
     from dualdistill import selfdistill as sd
 
     if sum(x is not None for x in (teacher_solutions, teacher_config, pairs)) != 1:
@@ -173,6 +177,8 @@ def train_command(
     Example: dualdistill self-distill train --model runs/sft1/model --data runs/sd/sd_data.jsonl
     --config sft_tiny --out runs/sft_sd lr=1e-5
     """
+    if out is not None:
+        writable(out, directory=True)
     from dualdistill import selfdistill as sd
     from dualdistill.recipe import shipped_file
     from dualdistill.sft.train import SFTConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from dualdistill.cli.app import app, fail
+from dualdistill.cli.app import app, fail, writable
 from dualdistill.config import ConfigError, load_config, to_dict
 from dualdistill.records import DataError
 
@@ -40,11 +40,19 @@ def train_cmd(
     data: str = typer.Option(None, "--data", help="Composed JSONL (overrides the recipe's data)."),
     model: str = typer.Option(None, "--model", help="Initial model dir or hub id (overrides model)."),
     out: str = typer.Option(None, "--out", help="Output dir (overrides output_dir)."),
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Move checkpoints of another run (other data or settings) aside and start over.",
+    ),
     overrides: list[str] = typer.Argument(
         None, help="key=value overrides, e.g. lr=1e-5 masking.executor=false"
     ),
 ) -> None:
     """Fine-tune a student on composed trajectories (TRL SFTTrainer, loss masks from spans).
+
+    A killed run resumes from its last checkpoint in --out; checkpoints made with other data, another
+    initial model or other settings are refused (naming the key) unless --restart is given.
 
     Example: dualdistill train --config sft_tiny --data composed.jsonl --model student/ --out runs/sft max_steps=50
 
@@ -58,7 +66,7 @@ def train_cmd(
         if not value:
             fail(f"{config}: no {name} (set it in the recipe or pass --{name.split('_')[0]})")
     try:
-        result = train_run(cfg, data, out, init_model=model)
+        result = train_run(cfg, data, out, init_model=model, restart=restart)
     except (ConfigError, DataError) as e:
         fail(str(e))
     s = result.stats
@@ -139,6 +147,8 @@ def view(
 
     Example: dualdistill view composed.jsonl --tokenizer student/ --out view.html template=compact
     """
+    if out is not None:
+        writable(out, directory=False)
     from dualdistill.sft.viewer import ViewerOptions, write_view
 
     cfg = _config(config, overrides)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dualdistill.cli.app import app, fail
+from dualdistill.cli.app import app, fail, writable
 from dualdistill.records import DataError, provenance
 
 synthetic_app = typer.Typer(help="The embedded synthetic math world.", no_args_is_help=True)
@@ -30,6 +30,8 @@ def make(
 
     Example: dualdistill synthetic make --n 2000 --seed 0 --out data/synthetic
     """
+    if out is not None:
+        writable(out, directory=True)
     from dualdistill.synthetic.families import FAMILIES, write_world
 
     train, test = write_world(out, n, seed, test_fraction, train_limit)
@@ -71,6 +73,8 @@ def teachers(
 
     Example: dualdistill synthetic teachers --report --split test --n 2000 --timeout-s 1
     """
+    if out is not None:
+        writable(out, directory=False)
     from dualdistill.records import JsonlAppender
     from dualdistill.synthetic import report as rep
     from dualdistill.synthetic.teachers import (
@@ -148,6 +152,8 @@ def tiny_model(
 
     Example: dualdistill tiny-model --out models/tiny --size small
     """
+    if out is not None:
+        writable(out, directory=True)
     from dualdistill.synthetic.corpus import synthetic_corpus
     from dualdistill.synthetic.student import SIZES, build_student
 

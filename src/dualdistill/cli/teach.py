@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dualdistill.cli.app import app, fail
+from dualdistill.cli.app import app, fail, writable
 from dualdistill.config import ConfigError
 from dualdistill.records import DataError
 
@@ -55,6 +55,8 @@ def teach_command(
         False, "--estimate", help="Print upper bounds of the requests, tokens and cost; send nothing."
     ),
 ) -> None:
+    if out is not None:
+        writable(out, directory=True)
     from dualdistill.config import load_config
     from dualdistill.sandbox import SandboxUnavailable
     from dualdistill.teach import TeachConfig, teach_from_config

@@ -47,7 +47,9 @@ class AsyncSession:
 class SandboxPool:
     """Bounded-concurrency sessions for asyncio code (one generation loop, hundreds of trajectories)."""
 
-    def __init__(self, config: SandboxConfig | None = None, max_concurrency: int = 16, max_open: int | None = None):
+    def __init__(
+        self, config: SandboxConfig | None = None, max_concurrency: int = 16, max_open: int | None = None
+    ):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if max_open is not None and max_open < 1:

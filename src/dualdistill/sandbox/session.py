@@ -381,7 +381,13 @@ class Session:
             out.add(data)
 
     def _fail(
-        self, status: Status, out: _Output, reason: str, *, backstop: bool = False, cpu: bool = False,
+        self,
+        status: Status,
+        out: _Output,
+        reason: str,
+        *,
+        backstop: bool = False,
+        cpu: bool = False,
         budget: bool = False,
     ) -> tuple[Status, str, bool]:
         self._read(out)

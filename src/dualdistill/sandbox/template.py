@@ -131,7 +131,17 @@ def _bwrap_argv(python: str, script_fd: int) -> list[str]:
         argv += ["--ro-bind", p, p]
     # The script is copied in (--file), not bound: a bind mount would show its host path, the checkout's,
     # in /proc/self/mountinfo.
-    argv += ["--perms", "0755", "--dir", "/run/dualdistill", "--perms", "0644", "--file", str(script_fd), ZYGOTE_INSIDE]
+    argv += [
+        "--perms",
+        "0755",
+        "--dir",
+        "/run/dualdistill",
+        "--perms",
+        "0644",
+        "--file",
+        str(script_fd),
+        ZYGOTE_INSIDE,
+    ]
     argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     argv += ["--die-with-parent", "--new-session", "--clearenv", "--chdir", "/tmp"]
     if os.geteuid() == 0:

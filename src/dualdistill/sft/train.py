@@ -259,6 +259,45 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return str(max(done, key=lambda c: int(c.name.split("-")[-1]))) if done else None
 
 
+# Fields that change only how a run is watched, how fast it goes or how long it lasts (a resume may
+# train longer: epochs and max_steps may grow), not what the steps it makes are.
+_NOT_IDENTITY = ("data", "model", "output_dir", "threads", "logging_steps", "report_to", "save_steps",
+                 "save_total_limit", "resume", "progress", "max_time_s", "epochs", "max_steps")  # fmt: skip
+IDENTITY_FILE = ".train-identity.json"
+
+
+def train_identity(config: SFTConfig, data_path: str | Path, init_model: str) -> dict:
+    """What a resumable training run depends on: the data's content, the initial model, the settings."""
+    from dualdistill.resume import model_fingerprint
+    from dualdistill.stages import hash_path
+
+    settings = {k: v for k, v in to_dict(config).items() if k not in _NOT_IDENTITY}
+    return {"data_sha": hash_path(Path(data_path)), "init_model": model_fingerprint(init_model), **settings}
+
+
+def check_resume(output_dir: Path, identity: dict, *, restart: bool = False) -> None:
+    """Checkpoints in ``output_dir`` resume only the run that made them: another run's are refused,
+    naming the first differing key, or with ``restart`` moved to ``output_dir/superseded/<time>/``."""
+    from dualdistill.resume import ResumeMismatch, check_identity
+
+    checkpoints = sorted(output_dir.glob("checkpoint-*")) if output_dir.is_dir() else []
+    marker = output_dir / IDENTITY_FILE
+    if checkpoints and restart:
+        aside = output_dir / "superseded" / time.strftime("%Y%m%d-%H%M%S")
+        aside.mkdir(parents=True, exist_ok=True)
+        for c in checkpoints:
+            c.rename(aside / c.name)
+        marker.unlink(missing_ok=True)
+    elif checkpoints and not marker.exists():
+        raise DataError(output_dir, "holds checkpoints of unknown origin; pass --restart to move them aside")
+    try:
+        # The marker binds as soon as a checkpoint exists; before that a rerun simply starts over.
+        check_identity(output_dir, "train", identity, marker.name if checkpoints else "checkpoint-0")
+    except ResumeMismatch as e:
+        why = str(e).removeprefix(f"{marker}: ")
+        raise ResumeMismatch(marker, f"{why}; or pass --restart to move the checkpoints aside") from None
+
+
 def train(config: SFTConfig, data_path: str | Path, output_dir: str | Path, *, init_model: str) -> Path:
     """Fine-tune ``init_model`` on ``data_path``; returns the saved model directory (``output_dir/model``)."""
     return train_run(config, data_path, output_dir, init_model=init_model).model_dir
@@ -304,9 +343,15 @@ def build_trainer(
 
 
 def train_run(
-    config: SFTConfig, data_path: str | Path, output_dir: str | Path, *, init_model: str
+    config: SFTConfig,
+    data_path: str | Path,
+    output_dir: str | Path,
+    *,
+    init_model: str,
+    restart: bool = False,
 ) -> TrainResult:
-    """``train`` with the run's figures (steps, loss, mask statistics)."""
+    """``train`` with the run's figures (steps, loss, mask statistics). Resumes its own checkpoints only
+    (``check_resume``); ``restart`` moves another run's aside and starts over."""
     from transformers import AutoTokenizer
 
     from dualdistill.backends import check_model_dir
@@ -314,6 +359,8 @@ def train_run(
     output_dir = Path(output_dir)
     check_model_dir(init_model, allow_hub_id=True)
     _check_loggers(config)
+    if config.resume:
+        check_resume(output_dir, train_identity(config, data_path, init_model), restart=restart)
     bf16 = _use_bf16(config)
     if config.threads > 0:
         import torch

@@ -218,7 +218,10 @@ def _cycle_argument(p: PowMod, s: Slips, lines: list[str]) -> int:
 
 def _plus_minus_one_argument(p: PowMod, s: Slips, lines: list[str]) -> int:
     if p.a % p.m == 1:
-        lines += [f"Base {p.a}, modulus {p.m}: {p.a} = {p.m} + 1, so {p.a} ≡ 1 (mod {p.m}).", f"So {p.a}^n ≡ 1."]
+        lines += [
+            f"Base {p.a}, modulus {p.m}: {p.a} = {p.m} + 1, so {p.a} ≡ 1 (mod {p.m}).",
+            f"So {p.a}^n ≡ 1.",
+        ]
         return 1
     last = p.n % 10
     parity = "even" if s.step(last % 2, 0) == 0 else "odd"
