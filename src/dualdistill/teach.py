@@ -123,8 +123,12 @@ def response_problem(text: str) -> str | None:
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
+    from dualdistill.backends import RefusalError
+
     if isinstance(exc, TeacherError):
         return exc.reason, exc.detail
+    if isinstance(exc, RefusalError):
+        return "refusal", str(exc)
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return "timeout", "the attempt ran past attempt_timeout_s"
     from dualdistill.backends import BackendError

@@ -74,6 +74,10 @@ class BackendError(RuntimeError):
     """A backend could not produce a completion (server down after retries, bad request, model error)."""
 
 
+class RefusalError(BackendError):
+    """The model declined to answer (a provider's refusal stop reason); teach records it as ``refusal``."""
+
+
 def cut_at_stop(text: str, stop: list[str]) -> tuple[str, str | None]:
     """Cut ``text`` just after the earliest occurrence of any stop string; return (text, stop hit).
 

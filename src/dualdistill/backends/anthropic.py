@@ -2,7 +2,7 @@
 
 Guarantees: the API key is read from the environment variable the config names when the backend is
 built, passed only to the client, and never appears in ``repr``, errors or records. A refusal raises
-``teachers.TeacherError("refusal")``; HTTP and connection failures raise ``BackendError`` naming the API.
+``RefusalError``; HTTP and connection failures raise ``BackendError`` naming the API.
 Not guaranteed: exact token counts (``count_tokens`` estimates characters / 3.5).
 """
 
@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dualdistill.backends import BackendError, Completion
+from dualdistill.backends import BackendError, Completion, RefusalError
 from dualdistill.backends.usage import record_usage
 from dualdistill.config import ConfigError
 
@@ -92,9 +92,7 @@ class AnthropicBackend:
         msg = await self._create(max_tokens=max_new_tokens, messages=self.messages(prompt),
                                  extra_body=sampling or None, **kwargs)  # fmt: skip
         if msg.stop_reason == "refusal":
-            from dualdistill.teachers import TeacherError  # a teacher-level outcome, recorded by teach
-
-            raise TeacherError("refusal", "the model refused")
+            raise RefusalError("the model refused")
         text = "".join(getattr(b, "text", "") for b in msg.content)
         hit = msg.stop_sequence if msg.stop_reason == "stop_sequence" else None
         if hit:
@@ -133,7 +131,7 @@ class AnthropicBackend:
             )
         except TimeoutError:
             raise BackendError(
-                f"no complete answer from the Anthropic API within {self.config.timeout_s:g} s"
+                f"timeout: no complete answer from the Anthropic API within {self.config.timeout_s:g} s"
             ) from None
         except anthropic.APIStatusError as e:
             raise BackendError(f"HTTP {e.status_code} from the Anthropic API ({type(e).__name__})") from None
