@@ -15,6 +15,7 @@ Not guaranteed: the *shape* of the result. The demo prints what the run measured
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from dualdistill.pipeline import Layout, Recipe, load_recipe, run, seed_overrides, student_names
@@ -141,3 +142,76 @@ def demo(*, quick: bool = False, workdir: str | Path | None = None, seed: int = 
     workdir = Path(workdir or f"runs/demo{'-quick' if quick else ''}-seed{seed}")
     timings = run(recipe, workdir, log=log)
     return write_results(recipe, workdir, timings)
+
+
+# ----------------------------------------------------------------------------- several seeds
+def seed_workdir(workdir: str | Path | None, seed: int, quick: bool) -> Path:
+    """Where the demo of ``seed`` runs: ``WORKDIR-seedN`` under several seeds, default runs/demo[-quick]-seedN."""
+    return Path(f"{workdir}-seed{seed}" if workdir else f"runs/demo{'-quick' if quick else ''}-seed{seed}")
+
+
+def accuracies(run: dict) -> dict[str, dict[str, float]]:
+    """``{student: {split or overall: accuracy in points}}`` of one run's ``results.json``."""
+    return {n: {s: 100 * r[s]["accuracy"] for s, _ in COLUMNS} for n, r in run["results"].items()}
+
+
+def targets(runs: list[dict]) -> list[tuple[str, bool, str]]:
+    """The demo's expected shape (issue 25), as ``(target, met, the numbers)``: on the mean over the runs,
+    and at every seed."""
+    accs = [accuracies(r) for r in runs]
+    mean = {n: {s: statistics.mean(a[n][s] for a in accs) for s, _ in COLUMNS} for n in accs[0]}
+
+    def best_single(a):
+        return max(a["text_only"][OVERALL], a["code_only"][OVERALL])
+
+    dual, sd, best = (
+        mean["dualdistill"][OVERALL],
+        mean.get("dualdistill_sd", {}).get(OVERALL),
+        best_single(mean),
+    )
+    tool = [{s: 100 * r["results"]["dualdistill"][s]["tool_use_rate"] for s, _ in SPLITS} for r in runs]
+    out = [
+        ("mean: DualDistill >= best single + 5", dual >= best + 5, f"{dual:.1f} vs {best:.1f}"),
+        ("every seed: DualDistill > best single",
+         all(a["dualdistill"][OVERALL] > best_single(a) for a in accs),
+         ", ".join(f"{a['dualdistill'][OVERALL]:.1f} vs {best_single(a):.1f}" for a in accs)),
+        ("mean: text-only >= 60 on text-favoured", mean["text_only"]["test_text"] >= 60,
+         f"{mean['text_only']['test_text']:.1f}"),
+        ("mean: code-only >= 80 on tool-favoured", mean["code_only"]["test_tool"] >= 80,
+         f"{mean['code_only']['test_tool']:.1f}"),
+        ("every seed: DualDistill tool use >= 90 tool / <= 15 text",
+         all(t["test_tool"] >= 90 and t["test_text"] <= 15 for t in tool),
+         ", ".join(f"{t['test_tool']:.0f}/{t['test_text']:.0f}" for t in tool)),
+    ]  # fmt: skip
+    if sd is not None:
+        out[1:1] = [("mean: SD >= DualDistill", sd >= dual, f"{sd:.1f} vs {dual:.1f}"),
+                    ("mean: SD >= best single + 5", sd >= best + 5, f"{sd:.1f} vs {best:.1f}")]  # fmt: skip
+    return out
+
+
+def spread(workdirs: list[str | Path]) -> str:
+    """Mean ± standard deviation of each table cell over several runs' ``results.json``, each run's row,
+    and the targets, as markdown."""
+    runs = [json.loads((Path(w) / "results.json").read_text(encoding="utf-8")) for w in workdirs]
+    accs = [accuracies(r) for r in runs]
+    head = ["Student", *(f"{label} acc %" for _, label in COLUMNS), "tool use % (tool / text / mixed)"]
+    lines = [f"Seeds {[r['seed'] for r in runs]}: mean ± standard deviation over {len(runs)} runs", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    for name in runs[0]["results"]:
+        cells = [ROW_NAMES.get(name, name)]
+        for split, _ in COLUMNS:
+            vals = [a[name][split] for a in accs]
+            cells.append(f"{statistics.mean(vals):.1f} ± {statistics.pstdev(vals):.1f}")
+        tool = [
+            statistics.mean(100 * r["results"][name][s]["tool_use_rate"] for r in runs) for s, _ in SPLITS
+        ]
+        cells.append(" / ".join(f"{t:.0f}" for t in tool))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Per seed (tool-favoured / text-favoured / mixed / overall accuracy %):", ""]
+    for r, a in zip(runs, accs, strict=True):
+        parts = [f"{n} " + "/".join(f"{a[n][s]:.1f}" for s, _ in COLUMNS) for n in a]
+        minutes = sum(r["stage_seconds"].values()) / 60
+        lines.append(f"- seed {r['seed']}: " + "; ".join(parts) + f" (stages {minutes:.1f} min)")
+    lines += ["", "Targets:", ""]
+    lines += [f"- {name}: {'met' if ok else 'MISSED'} ({numbers})" for name, ok, numbers in targets(runs)]
+    return "\n".join(lines)

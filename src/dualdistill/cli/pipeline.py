@@ -49,18 +49,37 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="A smaller run (about 3 minutes) for smoke checks."),
     workdir: Path | None = typer.Option(None, "--workdir", help="Default: runs/demo[-quick]-seed<SEED>."),
     seed: int = typer.Option(0, help="Seeds teachers' order, model init, training and sampling."),
+    seeds: str = typer.Option(
+        None,
+        "--seeds",
+        help="Several seeds, e.g. 0,1,2: one run each (WORKDIR-seedN), then mean ± sd and the targets.",
+    ),
     overrides: list[str] = typer.Argument(None, help="key=value overrides of the embedded recipe."),
 ) -> None:
     """The paper's experiment in miniature on CPU: two teachers, four students, one table.
 
     Examples:
       dualdistill demo
+      dualdistill demo --seeds 0,1,2          # three runs, then the spread table and the targets
       dualdistill demo --quick --workdir /tmp/demo
     """
     from dualdistill.demo import demo as run_demo
+    from dualdistill.demo import seed_workdir, spread
 
     try:
-        table = run_demo(quick=quick, workdir=workdir, seed=seed, overrides=overrides or [], log=typer.echo)
+        chosen = [int(x) for x in seeds.split(",")] if seeds else None
+    except ValueError:
+        fail(f"--seeds: {seeds!r} is not a comma-separated list of integers")
+    try:
+        if chosen is None:
+            table = run_demo(
+                quick=quick, workdir=workdir, seed=seed, overrides=overrides or [], log=typer.echo
+            )
+        else:
+            dirs = [seed_workdir(workdir, s, quick) for s in chosen]
+            for s, d in zip(chosen, dirs, strict=True):
+                run_demo(quick=quick, workdir=d, seed=s, overrides=overrides or [], log=typer.echo)
+            table = spread(dirs)
     except (ConfigError, DataError, FileNotFoundError, CommandFailed) as e:
         fail(str(e))
     typer.echo("")
