@@ -69,6 +69,10 @@ class TeacherSpec:
     # USD per million tokens, for the spend shown while teaching and `teach --estimate` (0: not priced)
     price_in_per_mtok: float = bounded(0.0, ge=0)
     price_out_per_mtok: float = bounded(0.0, ge=0)
+    # The provider's limits, enforced before sending (backends/ratelimit.py; 0: none). Tokens count the
+    # prompt and the completion budget until the server reports what was used.
+    max_requests_per_minute: float = bounded(0.0, ge=0)
+    max_tokens_per_minute: float = bounded(0.0, ge=0)
     # How the teacher generates: the one generation config (as in eval and self-distillation). Its
     # budget is the whole trajectory's for the code teacher and one call's for the text teacher;
     # hosted reasoning models think long, hence 16384.
@@ -218,9 +222,24 @@ class _Run:
 
     def spend_line(self) -> str:
         s = self.spent
-        if not (s["prompt_tokens"] or s["completion_tokens"]):
-            return ""
-        return f"{s['prompt_tokens']:,} in / {s['completion_tokens']:,} out tokens, ${s['usd']:.2f}"
+        parts = []
+        if s["prompt_tokens"] or s["completion_tokens"]:
+            parts.append(
+                f"{s['prompt_tokens']:,} in / {s['completion_tokens']:,} out tokens, ${s['usd']:.2f}"
+            )
+        waited = sum(lim.waiting_s for lim in self.limiters())
+        if waited:
+            parts.append(f"waited {waited:.0f}s on rate limits")
+        return "; ".join(parts)
+
+    def limiters(self) -> list:
+        """The rate limiters of the teachers' backends (for the progress line)."""
+        out = []
+        for teacher in (self.code, self.text):
+            limiter = getattr(getattr(teacher, "backend", None), "limiter", None)
+            if limiter is not None:
+                out.append(limiter)
+        return out
 
     def _mask(self, text: str) -> str:
         for s in self.secrets:
@@ -422,6 +441,17 @@ def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: An
 
 
 def _backend(spec: TeacherSpec) -> Any:
+    """The spec's backend, behind its rate limits when it sets any."""
+    backend = _open_backend(spec)
+    if spec.max_requests_per_minute or spec.max_tokens_per_minute:
+        from dualdistill.backends.ratelimit import RateLimitedBackend, RateLimiter
+
+        limiter = RateLimiter(spec.max_requests_per_minute, spec.max_tokens_per_minute)
+        return RateLimitedBackend(backend, limiter)
+    return backend
+
+
+def _open_backend(spec: TeacherSpec) -> Any:
     from dualdistill.config import ConfigError
 
     if spec.kind == "anthropic":
