@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from dualdistill.backends import Backend
-from dualdistill.config import bounded, check_bounds
+from dualdistill.config import bounded, check_bounds, setting
 from dualdistill.problems import Problem
 from dualdistill.prompts import TOOL_CAP_NOTE, PromptTemplate, build_prompt, generation_prefix, model_input
 from dualdistill.records import DataError, JsonlAppender, done_keys, unique_records
@@ -79,8 +79,12 @@ class AgentConfig:
     # What executor_timeout_s counts: "wall" seconds (the paper's), or "cpu" seconds of the block's
     # processes, with a wall-clock backstop; "cpu" gives the same results with or without machine load.
     executor_limit: Literal["wall", "cpu"] = "wall"
-    concurrency: int = bounded(256, ge=1)  # trajectories in flight at once (the backend batches across them)
-    sandbox_concurrency: int = bounded(16, ge=1)  # sandbox sessions open at once
+    concurrency: int = setting(
+        256, ge=1, speed=True, help="Trajectories in flight at once (the backend batches across them)."
+    )
+    sandbox_concurrency: int = setting(
+        16, ge=1, speed=True, help="Code blocks running at once in the sandbox."
+    )
     grade_timeout_s: float = bounded(5.0, gt=0)
     # A longer prompt is recorded as skipped without tokenizing it (a 50 MB question must not take the
     # machine's memory); a prompt over the model's context (when the backend knows it) is skipped too.

@@ -46,13 +46,61 @@ _OPS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
         "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}  # fmt: skip
 
 
-def bounded(default: Any, *, finite: bool = True, **bounds: float) -> Any:
-    """A dataclass field with numeric bounds (``ge``, ``gt``, ``le``, ``lt``); ``None`` always passes.
-    ``finite=False`` lets the field hold ``inf`` (every other float field must be finite)."""
+def setting(
+    default: Any = dataclasses.MISSING, *, help: str = "", speed: bool = False, finite: bool = True,
+    default_factory: Any = dataclasses.MISSING, **bounds: float,
+) -> Any:  # fmt: skip
+    """A dataclass field and what is known about it, stated once, on the field:
+
+    - ``help``: one line for the command-line option derived from it (``cli/options.py``);
+    - bounds (``ge``, ``gt``, ``le``, ``lt``), checked whenever the config is built; ``None`` always passes;
+      ``finite=False`` lets a float hold ``inf`` (every other float field must be finite);
+    - ``speed``: the field changes how fast something runs (concurrency, batch size, retries, request
+      timeouts, progress, device), never what it produces. Resume identities and the pipeline's stage keys
+      leave such fields out (``speed_free``), so changing one re-runs nothing.
+    """
     unknown = set(bounds) - set(_OPS)
     if unknown:
         raise TypeError(f"unknown bound {sorted(unknown)[0]!r}")
-    return dataclasses.field(default=default, metadata={"bounds": bounds, "finite": finite})
+    meta = {"bounds": bounds, "finite": finite, "help": help, "speed": speed}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def bounded(default: Any, *, finite: bool = True, **bounds: float) -> Any:
+    """A field with numeric bounds and nothing else said about it (``setting`` says more)."""
+    return setting(default, finite=finite, **bounds)
+
+
+def speed_free(config: Any) -> dict:
+    """``to_dict(config)`` without the fields marked ``speed`` (at every depth): what a result depends on."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.metadata.get("speed"):
+            continue
+        out[f.name] = _plain(getattr(config, f.name))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return speed_free(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def flat_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings (a key missing on one side differs)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += flat_differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".") or "(value)"]
 
 
 def check_bounds(config: Any) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dualdistill.agent import AgentConfig, make_pool, read_agent_records, record_key, run_many
-from dualdistill.config import ConfigError, bounded, check_bounds, from_dict, save_config
+from dualdistill.config import ConfigError, bounded, check_bounds, from_dict, save_config, setting
 from dualdistill.problems import Problem, load_benchmark
 from dualdistill.records import DataError, locked, provenance, unique_records, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
@@ -49,7 +49,7 @@ from dualdistill.trajectory import strategy_facts
 DEFAULT_BENCHES = ("math500", "aime2025", "amc", "combinatorics300")
 RECORDS, CONFIG = "records.jsonl", "config.yaml"
 # Settings that change what a record contains; a resumed run must match them.
-GENERATION_KEYS = ("model", "seed", "api")
+GENERATION_KEYS = ("model", "seed", "api", "shard")
 AGENT_GENERATION_KEYS = (
     "tools", "template", "max_tool_calls", "budget", "temperature", "top_p",
     "executor_output_limit", "executor_timeout_s", "executor_limit",
@@ -60,6 +60,11 @@ AGENT_GENERATION_KEYS = (
 class EvalConfig:
     model: str = ""  # a local HF model directory, or an http(s) URL of an OpenAI-compatible server
     benches: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHES))
+    # Only this share of the problems, I/N (0 <= I < N), chosen by a hash of each id; `merge` joins the
+    # N shards' outputs. Empty: all problems.
+    shard: str = setting(
+        "", help="Only the share I/N of the problems (by a hash of each id); merge joins the N shards."
+    )
     samples: int = bounded(1, ge=1)
     limit: int | None = bounded(None, ge=1)
     seed: int = 0
@@ -69,15 +74,23 @@ class EvalConfig:
     api: Literal["completions", "chat"] = "completions"
     # a server model's tokenizer (dir or hub id): counts injected executor text exactly against the
     # budget (the server reports only what it generated); without it, 4 bytes a token
-    tokenizer: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    request_timeout_s: float = bounded(600.0, gt=0)  # per request to a server; a hung one fails after it
+    tokenizer: str | None = setting(
+        None, speed=True, help="A server model's tokenizer (dir or hub id): counts executor text exactly."
+    )
+    api_key_env: str = setting(
+        "OPENAI_API_KEY", speed=True, help="Environment variable holding a server's API key."
+    )
+    request_timeout_s: float = setting(
+        600.0, gt=0, speed=True, help="Seconds one request to a server may take in all before it is retried."
+    )
     # per request, for server backends (exponential backoff between tries)
-    max_retries: int = bounded(5, ge=0)
-    device: str = "auto"
-    max_batch: int = bounded(64, ge=1)
+    max_retries: int = setting(5, ge=0, speed=True, help="Retries per request to a server.")
+    device: str = setting("auto", speed=True, help="Device of a local model: auto, cpu, cuda.")
+    max_batch: int = setting(64, ge=1, speed=True, help="Sequences per forward pass (local models).")
     # Also write the summary as TensorBoard scalars here (e.g. the training run's OUT/runs).
-    log_dir: str | None = None
+    log_dir: str | None = setting(
+        None, speed=True, help="Also write the summary as TensorBoard scalars here."
+    )
     agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
@@ -345,6 +358,12 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
         if importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("log_dir: tensorboard is not installed (pip install tensorboard)")
     problems = load_benches(config.benches, limit=config.limit)
+    if config.shard:
+        from dualdistill.shards import Shard, in_shard, mark
+
+        shard = Shard.parse(config.shard)
+        mark(out_dir, shard, [str(p.id) for ps in problems.values() for p in ps])
+        problems = {b: [p for p in ps if in_shard(p.id, shard)] for b, ps in problems.items()}
     with locked(out_dir, "eval"):
         check_resume(out_dir, config)
         # The weights, not the path: retrained weights at the same path must not be mixed in.

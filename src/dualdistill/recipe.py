@@ -14,7 +14,7 @@ from typing import Literal
 
 from dualdistill.agent import AgentConfig
 from dualdistill.compose import ComposeConfig
-from dualdistill.config import ConfigError, bounded, check_bounds, load_config
+from dualdistill.config import ConfigError, bounded, check_bounds, load_config, setting
 from dualdistill.selfdistill import BuildConfig, SampleConfig
 from dualdistill.sft.train import SFTConfig
 from dualdistill.teach import TeachConfig
@@ -53,7 +53,7 @@ class StudentConfig:
 class EvalStageConfig:
     samples: int = bounded(1, ge=1)
     limit: int | None = bounded(None, ge=1)
-    max_batch: int = bounded(64, ge=1)
+    max_batch: int = setting(64, ge=1, speed=True)
     backend: str = "{model}"  # "{model}" (transformers), "vllm:{model}", or a server URL
     agent: AgentConfig = field(default_factory=AgentConfig)
 

@@ -57,12 +57,28 @@ def model_fingerprint(model: str) -> str:
     return h.hexdigest()[:16]
 
 
-def check_identity(out_dir: str | os.PathLike, name: str, identity: dict[str, Any], records: str) -> None:
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested mappings as dotted keys, so a setting added inside a section falls back to its default."""
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_identity(
+    out_dir: str | os.PathLike, name: str, identity: dict[str, Any], records: str,
+    defaults: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
     """Store ``identity`` in ``out_dir/.<name>-identity.json`` or check it against the stored one.
 
     Call it after taking the directory's lock and before appending to ``out_dir/records``. While that
     file holds nothing, the identity is (re)written, so a run that failed before its first record
     (a typo in a URL, say) does not bind the next one; once records exist, runs must match key by key.
+    A key the stored identity lacks (written before the setting existed) counts as its value in
+    ``defaults``, so older records still resume under the default.
     """
     path = Path(out_dir) / f".{name}-identity.json"
     now = json.loads(json.dumps(identity, sort_keys=True, default=str))
@@ -72,11 +88,13 @@ def check_identity(out_dir: str | os.PathLike, name: str, identity: dict[str, An
             was = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(path, f"corrupt resume identity ({e}); move the directory aside") from None
+        fill = _flat(json.loads(json.dumps(defaults or {}, sort_keys=True, default=str)))
+        was, now = _flat(was), _flat(now)
         for key in sorted(set(was) | set(now)):
-            if was.get(key) != now.get(key):
+            if was.get(key, fill.get(key)) != now.get(key):
                 raise ResumeMismatch(
                     path,
-                    f"the partial {name} here was made with {key}={was.get(key)!r}, this run has "
+                    f"the partial {name} here was made with {key}={was.get(key, fill.get(key))!r}, this run has "
                     f"{key}={now.get(key)!r}; use a new output directory, or the old settings to resume",
                 )
         return

@@ -47,7 +47,7 @@ from dualdistill.agent import AgentConfig, read_agent_records
 # How samples are cut and joined lives with composition (one module for every cut and join).
 from dualdistill.compose import cut_after_reasoning, cut_before_answer
 from dualdistill.compose import join_self_distilled as join
-from dualdistill.config import bounded, check_bounds, save_config, to_dict
+from dualdistill.config import bounded, check_bounds, save_config, setting, speed_free, to_dict
 from dualdistill.examples import SFTExample
 from dualdistill.problems import Problem, load_problems, write_problems
 from dualdistill.records import DataError, locked, provenance, read_jsonl, write_jsonl
@@ -87,8 +87,15 @@ class SampleConfig:
 
     k: int = bounded(16, ge=1)  # samples per problem
     seed: int = 0
+    # Only this share of the problems, I/N (0 <= I < N), chosen by a hash of each id; `merge` joins the
+    # N shards' outputs. Empty: all problems.
+    shard: str = setting(
+        "", help="Only the share I/N of the problems (by a hash of each id); merge joins the N shards."
+    )
     api: Literal["completions", "chat"] = "completions"  # of a server model (as in eval's config)
-    tokenizer: str | None = None  # a server model's tokenizer, to count executor text (as in eval's)
+    tokenizer: str | None = setting(
+        None, speed=True, help="A server model's tokenizer (dir or hub id): counts executor text exactly."
+    )
     agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
@@ -108,7 +115,9 @@ class BuildConfig:
     # is kept whole, and a wrong sample of the other strategy is repaired (strategy_select.py).
     select: Literal["paper", "strategy"] = "paper"
     seed: int = 0
-    teacher_concurrency: int = bounded(8, ge=1)  # teacher.solve calls at once (Teacher object only)
+    teacher_concurrency: int = setting(
+        8, ge=1, speed=True, help="Teacher calls at once (a Teacher object only)."
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -133,18 +142,23 @@ def sample(
     """
     config = config or SampleConfig()
     out_dir = Path(out_dir)
+    if config.shard:
+        from dualdistill.shards import take
+
+        problems = take(problems, config.shard, out_dir)
     with locked(out_dir, "self-distill sample"):
-        # k may grow between runs (the first K are used); everything else must match.
-        same = to_dict(config)
-        same.pop("k")
-        for speed_only in ("sandbox_concurrency", "concurrency"):  # how fast, not what is sampled
-            same["agent"].pop(speed_only)
-        same.pop("tokenizer")  # how executor text is counted, as eval's resume check treats it
-        if same["api"] == "completions":
-            same.pop("api")  # the default: identities written before the key existed still match
-        check_identity(out_dir, "sample", {**same, "model": model_fingerprint(model)}, SAMPLES_FILE)
+        identity, defaults = sample_identity(config, model), sample_identity(SampleConfig(), model)
+        check_identity(out_dir, "sample", identity, SAMPLES_FILE, defaults)
         _save_sampling_inputs(out_dir, problems, config, model)
         return _sample(problems, backend, out_dir, config, pool, progress)
+
+
+def sample_identity(config: SampleConfig, model: str) -> dict:
+    """What the samples depend on: every setting but the speed ones and ``k`` (which may grow between
+    runs; the first K are used), and the model's weights."""
+    same = speed_free(config)
+    same.pop("k")
+    return {**same, "model": model_fingerprint(model)}
 
 
 def _sample(

@@ -40,7 +40,7 @@ from typing import Any, Literal
 from dualdistill.agent import AgentConfig, run_all
 from dualdistill.backends.usage import usage_scope
 from dualdistill.compose import Attempt, Pair
-from dualdistill.config import bounded, check_bounds
+from dualdistill.config import check_bounds, setting
 from dualdistill.problems import Problem
 from dualdistill.records import DataError, JsonlAppender, locked, provenance, read_jsonl, write_jsonl
 from dualdistill.resume import check_identity
@@ -57,7 +57,7 @@ class TeacherSpec:
     name: str = ""  # default: the kind plus the model or file
     url: str = ""  # openai: base URL of an OpenAI-compatible server (…/v1); anthropic: optional base URL
     model: str = ""  # served model name (openai) or Anthropic model id
-    api_key_env: str = ""  # environment variable holding the API key ("" = none)
+    api_key_env: str = setting("", speed=True, help="Environment variable holding the API key ('': none).")
     path: str = ""  # dataset: file with precomputed responses
     field: str = "r1_solution_1"  # dataset: which field holds the response
     # openai: "completions" (vLLM, SGLang) or "chat" (hosted DeepSeek-R1, OpenAI, OpenRouter: the
@@ -67,12 +67,12 @@ class TeacherSpec:
     # "native" (the model calls a python tool through the chat tools API; tool_teacher.py)
     tool_calls: Literal["tags", "native"] = "tags"
     # USD per million tokens, for the spend shown while teaching and `teach --estimate` (0: not priced)
-    price_in_per_mtok: float = bounded(0.0, ge=0)
-    price_out_per_mtok: float = bounded(0.0, ge=0)
+    price_in_per_mtok: float = setting(0.0, ge=0, speed=True)
+    price_out_per_mtok: float = setting(0.0, ge=0, speed=True)
     # The provider's limits, enforced before sending (backends/ratelimit.py; 0: none). Tokens count the
     # prompt and the completion budget until the server reports what was used.
-    max_requests_per_minute: float = bounded(0.0, ge=0)
-    max_tokens_per_minute: float = bounded(0.0, ge=0)
+    max_requests_per_minute: float = setting(0.0, ge=0, speed=True)
+    max_tokens_per_minute: float = setting(0.0, ge=0, speed=True)
     # How the teacher generates: the one generation config (as in eval and self-distillation). Its
     # budget is the whole trajectory's for the code teacher and one call's for the text teacher;
     # hosted reasoning models think long, hence 16384.
@@ -93,10 +93,24 @@ class TeachConfig:
     code_teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(kind="programmatic"))
     text_teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(kind="programmatic"))
     first_teacher_seed: int = 0
-    concurrency: int = bounded(8, ge=1)  # problems in flight at once
-    max_attempts: int = bounded(3, ge=1)  # per (problem, role), counted across reruns
-    retry_backoff_s: float = bounded(1.0, ge=0)  # doubled after each failed attempt
-    attempt_timeout_s: float = bounded(1800.0, gt=0)  # one solve() call; hosted reasoning models can be slow
+    # Only this share of the problems, I/N (0 <= I < N), chosen by a hash of each id; `merge` joins the
+    # N shards' outputs. Empty: all problems.
+    shard: str = setting(
+        "", help="Only the share I/N of the problems (by a hash of each id); merge joins the N shards."
+    )
+    concurrency: int = setting(8, ge=1, speed=True, help="Problems in flight at once.")
+    max_attempts: int = setting(
+        3, ge=1, speed=True, help="Attempts per (problem, role), counted across reruns."
+    )
+    retry_backoff_s: float = setting(
+        1.0, ge=0, speed=True, help="Seconds before a retry, doubled after each failed attempt."
+    )
+    attempt_timeout_s: float = setting(
+        1800.0,
+        gt=0,
+        speed=True,
+        help="Seconds one teacher call may take; hosted reasoning models can be slow.",
+    )
 
     # The code teacher's sandbox is shaped by its own generation settings (one path, agent.make_pool).
     MOVED = {
@@ -314,12 +328,15 @@ async def teach(
         raise ValueError("problem ids must be unique")
     out_dir = Path(out_dir)
     with locked(out_dir, "teach"):
-        check_identity(out_dir, "teach", teach_identity(config), "records.jsonl")
+        check_identity(
+            out_dir, "teach", teach_identity(config), "records.jsonl", teach_identity(TeachConfig())
+        )
         return await _teach(problems, code_teacher, text_teacher, out_dir, config, progress, secrets)
 
 
 # Settings that decide what a record holds; the rest (concurrency, retries) only how fast it comes.
-IDENTITY_KEYS = ("code_teacher", "text_teacher", "first_teacher_seed")
+IDENTITY_KEYS = ("code_teacher", "text_teacher", "first_teacher_seed", "shard")
+IDENTITY_FILE = ".teach-identity.json"  # what check_identity(out_dir, "teach", ...) writes
 
 
 def teach_identity(config: TeachConfig) -> dict:
@@ -494,6 +511,10 @@ async def teach_from_config(
     settings: executor timeout and limit, output limit, sessions at once) and run ``teach``."""
     from dualdistill.agent import make_pool
 
+    if config.shard:
+        from dualdistill.shards import take
+
+        problems = take(problems, config.shard, out_dir)
     pool = make_pool(config.code_teacher.generation)
     async with pool:
         code = build_teacher(config.code_teacher, "code", pool)

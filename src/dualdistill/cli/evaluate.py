@@ -65,6 +65,9 @@ def eval_command(
         None, help="Also write the summary as TensorBoard scalars into this directory."
     ),
     regrade: Path | None = typer.Option(None, help="Re-grade the records in this directory; no generation."),
+    shard: str | None = typer.Option(
+        None, help="Only the share I/N of the problems; `dualdistill merge` joins the shards."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     if out is not None:
@@ -85,7 +88,7 @@ def eval_command(
             "request_timeout_s": request_timeout, "log_dir": log_dir, "agent.tools": tools, "agent.template": template,
             "agent.chat_tokenizer": chat_tokenizer, "agent.budget": budget, "agent.temperature": temperature,
             "agent.top_p": top_p, "agent.max_tool_calls": max_tool_calls,
-            "agent.executor_timeout_s": executor_timeout, "agent.concurrency": concurrency,
+            "agent.executor_timeout_s": executor_timeout, "agent.concurrency": concurrency, "shard": shard,
         }  # fmt: skip
         cfg = load_config(evaluate.EvalConfig, config, [*option_overrides(given), *set_])
         if bench is not None:

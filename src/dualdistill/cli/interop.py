@@ -208,3 +208,23 @@ def import_released_command(
     Console().print(
         f"wrote {len(examples)} examples to {out} ({', '.join(f'{c} {n}' for c, n in sorted(cases.items()))})"
     )
+
+
+@app.command("merge")
+def merge_command(
+    shards: list[Path] = typer.Argument(..., help="The output directories of all N shards of one job."),
+    out: Path = typer.Option(..., help="Directory to write the merged output to (what one run writes)."),
+) -> None:
+    """Merge the outputs of a job run in shards (teach, eval or self-distill sample with --shard I/N).
+
+    Example: for i in 0 1 2; do dualdistill teach --shard $i/3 --out runs/teach-$i ...; done
+             dualdistill merge runs/teach-0 runs/teach-1 runs/teach-2 --out runs/teach
+    """
+    writable(out, directory=True)
+    from dualdistill.shards import merge
+
+    try:
+        kind, n = merge(shards, out)
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    typer.echo(f"merged {len(shards)} {kind} shards: {n} records in {out}")

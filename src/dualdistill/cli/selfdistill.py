@@ -44,6 +44,9 @@ def sample_command(
     max_batch: int | None = typer.Option(None, min=1, help="Sequences per forward pass (local models)."),
     api: str | None = typer.Option(None, help="A server model's API: completions (default) or chat."),
     tokenizer: str | None = typer.Option(None, help="A server model's tokenizer, to count executor text."),
+    shard: str | None = typer.Option(
+        None, help="Only the share I/N of the problems; `dualdistill merge` joins the shards."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Sample K graded tool-loop trajectories per problem from the intermediate student.
@@ -60,7 +63,7 @@ def sample_command(
     given = {
         "k": k, "seed": seed, "agent.budget": budget, "agent.temperature": temperature, "agent.top_p": top_p,
         "agent.tools": tools, "agent.max_tool_calls": max_tool_calls, "agent.executor_timeout_s": executor_timeout,
-        "agent.template": template, "api": api, "tokenizer": tokenizer,
+        "agent.template": template, "api": api, "tokenizer": tokenizer, "shard": shard,
     }  # fmt: skip
     backend = None
     try:

@@ -48,6 +48,9 @@ def teach_command(
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     fields: str | None = typer.Option(None, help="Field map for the problem file: question=F,answer=F,id=F."),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems."),
+    shard: str | None = typer.Option(
+        None, help="Only the share I/N of the problems; `dualdistill merge` joins the shards."
+    ),
     synthetic_n: int = typer.Option(500, min=1, help="Size of the synthetic world (train + test)."),
     synthetic_seed: int = typer.Option(0),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -65,6 +68,8 @@ def teach_command(
         overrides = list(set_)
         if first_teacher_seed is not None:
             overrides.append(f"first_teacher_seed={first_teacher_seed}")
+        if shard is not None:
+            overrides.append(f"shard={shard}")
         cfg = load_config(TeachConfig, config, overrides)
         items = _problems(problems, fields, synthetic_n, synthetic_seed)[:limit]
         if estimate:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dualdistill.config import ConfigError, bounded, check_bounds, save_config, to_dict
+from dualdistill.config import ConfigError, bounded, check_bounds, save_config, setting, to_dict
 from dualdistill.examples import read_examples
 from dualdistill.prompts import PromptTemplate
 from dualdistill.records import DataError, provenance
@@ -74,16 +74,16 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
     # CPU intra-op threads; 0: torch's default (see the shipped sft_tiny.yaml for why 1)
-    threads: int = bounded(0, ge=0)
+    threads: int = setting(0, ge=0, speed=True)
     seed: int = 42
-    logging_steps: int = bounded(10, ge=1)
+    logging_steps: int = setting(10, ge=1, speed=True)
     # Loggers: "tensorboard", "wandb"; "auto" (the default) is tensorboard when it is installed, else none.
     # TensorBoard events go to OUTPUT_DIR/runs/<time>_<host> (tensorboard --logdir OUTPUT_DIR/runs).
-    report_to: list[str] = field(default_factory=lambda: ["auto"])
-    save_steps: int = bounded(0, ge=0)  # 0: save only at the end
-    save_total_limit: int = bounded(2, ge=1)
-    resume: bool = True
-    progress: bool = True
+    report_to: list[str] = setting(default_factory=lambda: ["auto"], speed=True)  # noqa: RUF009
+    save_steps: int = setting(0, ge=0, speed=True)  # 0: save only at the end
+    save_total_limit: int = setting(2, ge=1, speed=True)
+    resume: bool = setting(True, speed=True)
+    progress: bool = setting(True, speed=True)
 
     def __post_init__(self) -> None:
         check_bounds(self)
