@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_openai_server import FakeOpenAIServer, Outcome
 
 from dualdistill.problems import Problem
 from dualdistill.records import DataError
 from dualdistill.shards import Shard, in_shard, merge, take
+from fake_openai_server import FakeOpenAIServer, Outcome
 
 CLI = [sys.executable, "-c", "from dualdistill.cli import main; main()"]
 
@@ -60,7 +60,9 @@ def teach_runs(tmp_path_factory):
 def test_teach_in_three_shards_merges_into_the_one_run(teach_runs, tmp_path):
     root = teach_runs
     run_cli("merge", *(root / f"s{i}" for i in range(3)), "--out", tmp_path / "merged")
-    assert sorted_lines(tmp_path / "merged" / "pairs.jsonl", "id") == sorted_lines(root / "one" / "pairs.jsonl", "id")
+    assert sorted_lines(tmp_path / "merged" / "pairs.jsonl", "id") == sorted_lines(
+        root / "one" / "pairs.jsonl", "id"
+    )
     # in the problem set's order, as one run writes it
     ids = [json.loads(line)["id"] for line in (tmp_path / "merged" / "pairs.jsonl").read_text().splitlines()]
     one = [json.loads(line)["id"] for line in (root / "one" / "pairs.jsonl").read_text().splitlines()]

@@ -57,17 +57,22 @@ def test_repair_switches_from_the_other_strategy_to_the_suiting_teacher(tmp_path
     assert rec["first_strategy"] == "code" and CODE_TO_TEXT in rec["text"]
 
 
-def test_no_repair_when_every_wrong_sample_already_used_the_suiting_strategy(tmp_path):
+def test_the_teacher_solution_stands_alone_when_every_wrong_sample_used_its_strategy(tmp_path):
     result = build(tmp_path, {"p": [(CODE_WRONG, False), (CODE_WRONG, False)]}, solution=CODE_SOLUTION)
-    assert result.records == [] and result.counts["no_candidate_other_strategy"] == 1
+    (rec,) = result.records
+    assert rec["kind"] == "teacher_solution" and rec["text"] == CODE_SOLUTION  # no switch sentence to lie
+    assert result.counts["teacher_solution"] == 1
 
 
-def test_beta_rules_and_all_correct_problems(tmp_path):
+def test_solved_problems_keep_their_best_sample_and_beta2_bounds_repairs(tmp_path):
     table = {"all": [(CODE_RIGHT, True)] * 4, "most": [(CODE_RIGHT, True)] * 3 + [(TEXT_WRONG, False)]}
     result = build(tmp_path, table, beta2=0.5)
-    assert result.counts["skipped_all_correct"] == 1
-    # s̄ = 3/4 > β2 = 1/2: kept, not repaired.
-    assert [r["kind"] for r in result.records] == ["kept_correct"]
+    assert result.counts["solved"] == 1 and result.counts["eligible"] == 1
+    # Both keep a sample (the retrain sees what the student does well everywhere); s̄ = 3/4 > β2: no repair.
+    assert sorted((r["problem_id"], r["kind"]) for r in result.records) == [
+        ("all", "kept_correct"),
+        ("most", "kept_correct"),
+    ]
 
 
 def test_build_writes_the_strategy_rule_from_a_pairs_file(tmp_path):

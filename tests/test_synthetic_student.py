@@ -43,7 +43,8 @@ def test_tiny_model_saves_loads_and_generates(model_dir):
 
 
 def test_teacher_trajectories_stay_short(model_dir):
-    """The demo's budget: every teacher trajectory is at most ~150 tokens with this tokenizer."""
+    """The demo's budget (512 tokens): every teacher trajectory is at most ~210 tokens with this tokenizer
+    (the text teacher restates its exponent on the text families: docs/SYNTHETIC.md)."""
     tok = AutoTokenizer.from_pretrained(model_dir)
     teacher = ProgrammaticTextTeacher()
     timeout = executor_block("Error: Code execution timed out. (limit: 3 s)")
@@ -60,4 +61,4 @@ def test_teacher_trajectories_stay_short(model_dir):
         n = max(len(tok.encode(text)), len(tok.encode(code)))
         longest[p.metadata["family"]] = max(longest.get(p.metadata["family"], 0), n)
     assert set(longest) == set(FAMILIES)
-    assert max(longest.values()) <= 170, longest
+    assert max(longest.values()) <= 240, longest

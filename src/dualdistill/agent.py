@@ -65,20 +65,32 @@ FinishReason = Literal["answer", "budget", "stop", "skipped", "empty"]
 class AgentConfig:
     """How one trajectory is generated. Defaults are the paper's evaluation settings."""
 
-    tools: bool = True
-    template: PromptTemplate = "paper"
+    tools: bool = setting(True, help="Let the model run code.")
+    template: PromptTemplate = setting(
+        "paper",
+        help="Prompt template: paper (the released prompts), plain, compact, or chat (the tokenizer's).",
+    )
     # template "chat": the tokenizer (dir or hub id) whose chat template renders the prompt; default:
     # the backend's own tokenizer (HFBackend, VLLMBackend)
-    chat_tokenizer: str | None = None
-    max_tool_calls: int = bounded(10, ge=0)
-    budget: int = bounded(4096, ge=1)  # total response tokens, injected executor tokens included
-    temperature: float = bounded(0.6, ge=0)
-    top_p: float = bounded(0.95, gt=0, le=1)
-    executor_output_limit: int = bounded(2000, ge=1)  # characters the sandbox keeps (head + tail)
-    executor_timeout_s: float = bounded(3.0, gt=0)
+    chat_tokenizer: str | None = setting(
+        None, help="With template chat and a server URL: the tokenizer (dir or hub id) whose template to use."
+    )
+    max_tool_calls: int = setting(10, ge=0, help="Code blocks run per trajectory; later ones get a note.")
+    budget: int = setting(4096, ge=1, help="Total response tokens, executor output included.")
+    temperature: float = setting(0.6, ge=0, help="Sampling temperature (0: greedy).")
+    top_p: float = setting(0.95, gt=0, le=1, help="Nucleus sampling mass.")
+    executor_output_limit: int = setting(
+        2000, ge=1, help="Characters of executor output kept (head and tail)."
+    )
+    executor_timeout_s: float = setting(
+        3.0, gt=0, help="Seconds per code block (wall or CPU, by executor_limit)."
+    )
     # What executor_timeout_s counts: "wall" seconds (the paper's), or "cpu" seconds of the block's
     # processes, with a wall-clock backstop; "cpu" gives the same results with or without machine load.
-    executor_limit: Literal["wall", "cpu"] = "wall"
+    executor_limit: Literal["wall", "cpu"] = setting(
+        "wall",
+        help="What executor_timeout_s counts: wall seconds (the paper), or CPU seconds (load-independent).",
+    )
     concurrency: int = setting(
         256, ge=1, speed=True, help="Trajectories in flight at once (the backend batches across them)."
     )

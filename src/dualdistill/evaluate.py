@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dualdistill.agent import AgentConfig, make_pool, read_agent_records, record_key, run_many
-from dualdistill.config import ConfigError, bounded, check_bounds, from_dict, save_config, setting
+from dualdistill.config import ConfigError, check_bounds, from_dict, save_config, setting
 from dualdistill.problems import Problem, load_benchmark
 from dualdistill.records import DataError, locked, provenance, unique_records, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
@@ -58,20 +58,26 @@ AGENT_GENERATION_KEYS = (
 
 @dataclass
 class EvalConfig:
-    model: str = ""  # a local HF model directory, or an http(s) URL of an OpenAI-compatible server
+    model: str = setting(
+        "", help="Local HF model directory, or an http(s) URL of an OpenAI-compatible server."
+    )
     benches: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHES))
     # Only this share of the problems, I/N (0 <= I < N), chosen by a hash of each id; `merge` joins the
     # N shards' outputs. Empty: all problems.
     shard: str = setting(
         "", help="Only the share I/N of the problems (by a hash of each id); merge joins the N shards."
     )
-    samples: int = bounded(1, ge=1)
-    limit: int | None = bounded(None, ge=1)
-    seed: int = 0
-    served_model_name: str | None = None  # the model name sent to a server (default: its first model)
+    samples: int = setting(1, ge=1, help="Samples per problem.")
+    limit: int | None = setting(None, ge=1, help="Only the first N problems of each benchmark.")
+    seed: int = setting(0, help="Sampling seed.")
+    served_model_name: str | None = setting(
+        None, help="Model name sent to the server (default: its first model)."
+    )
     # a server's API: completions (vLLM, SGLang, transformers serve) or chat (hosted models; the tool
     # loop continues a response with vLLM's continue_final_message)
-    api: Literal["completions", "chat"] = "completions"
+    api: Literal["completions", "chat"] = setting(
+        "completions", help="A server's API: completions, or chat (continues with continue_final_message)."
+    )
     # a server model's tokenizer (dir or hub id): counts injected executor text exactly against the
     # budget (the server reports only what it generated); without it, 4 bytes a token
     tokenizer: str | None = setting(

@@ -31,7 +31,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualdistill.config import ConfigError, save_config, to_dict
+from dualdistill.config import ConfigError, save_config
 from dualdistill.recipe import (  # noqa: F401  (the recipe types are part of this module's API)
     SHIPPED,
     EvalStageConfig,
@@ -168,8 +168,9 @@ def sd_sample_command(recipe: Recipe, L: Layout, dual: Path) -> Command:
     sd, path = recipe.selfdistill, L.configs / "sd-sample.yaml"
     argv = _args(DD, "self-distill", "sample", "--model", recipe.eval.backend.format(model=dual),
                  "--problems", L.train, "--config", path, *_opt("--limit", sd.problems_limit),
-                 "--max-batch", recipe.eval.max_batch, "--out", L.sd / "samples")  # fmt: skip
-    return Command(argv, {path: sd.sample})
+                 "--out", L.sd / "samples")  # fmt: skip
+    # The eval stage's batch size, in the config file (a speed setting: not part of the stage's key)
+    return Command(argv, {path: dataclasses.replace(sd.sample, max_batch=recipe.eval.max_batch)})
 
 
 def sd_build_command(recipe: Recipe, L: Layout, name: str, repair: str) -> Command:
@@ -197,24 +198,25 @@ def eval_command(recipe: Recipe, L: Layout, model: Path, out: Path) -> Command:
 
 
 # ----------------------------------------------------------------------------- the stage list
-def _cfg(*configs) -> dict:
-    return {str(i): to_dict(c) if dataclasses.is_dataclass(c) else c for i, c in enumerate(configs)}
-
-
 def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
     L = Layout(Path(workdir))
     C = L.configs
     sets = [Path(s) for s in eval_sets(recipe, L) if recipe.world.kind == "synthetic"]
+    # A files world's benchmarks that are files: their content is an input of every eval stage.
+    bench_files = [
+        Path(b) for b in recipe.world.eval_benches if recipe.world.kind == "files" and Path(b).is_file()
+    ]
     stages = [
-        Stage("world", world_command(recipe, L), outputs=[L.train, *sets], config=_cfg(recipe.world),
+        Stage("world", world_command(recipe, L), outputs=[L.train, *sets],
               description="problems"),
     ]  # fmt: skip
     init: Path | str = recipe.student.init
     if recipe.student.init in ("tiny", "base"):
         init = L.init_model
         what = "the shipped pretrained base" if recipe.student.init == "base" else "tiny Qwen2"
-        stages.append(Stage("student", student_command(recipe, L), outputs=[L.init_model],
-                            config=_cfg(recipe.student, recipe.world.seed, _base_id(recipe)),
+        # The shipped base is an input: a new base (new weights in the package) re-runs this stage.
+        base = [_shipped_base()] if recipe.student.init == "base" else []
+        stages.append(Stage("student", student_command(recipe, L), inputs=base, outputs=[L.init_model],
                             description=what))  # fmt: skip
     teach = Command(_args(DD, "teach", "--problems", L.train, "--config", C / "teach.yaml", "--out", L.pairs.parent),
                     {C / "teach.yaml": recipe.teach})  # fmt: skip
@@ -224,10 +226,9 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
                             "--out", L.composed), {C / "compose.yaml": recipe.compose})  # fmt: skip
     singles_out = [L.single("text"), L.single("code")] if recipe.baselines else []
     stages += [
-        Stage("teach", teach, inputs=[L.train], outputs=[L.pairs], config=_cfg(recipe.teach),
+        Stage("teach", teach, inputs=[L.train], outputs=[L.pairs],
               description="both teachers on the training problems", state=[L.pairs.parent]),
         Stage("compose", compose, inputs=[L.pairs], outputs=[L.composed, *singles_out],
-              config=_cfg(recipe.compose, recipe.baselines),
               description="compose, clean, decontaminate, balance" + (" (and the single-teacher sets)" if singles_out else "")),
     ]  # fmt: skip
     init_inputs = [L.init_model] if recipe.student.init in ("tiny", "base") else []
@@ -241,21 +242,21 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
             data, out = L.single(strategy), L.model(name)
             stages.append(Stage(
                 f"train-{strategy}", train_command(recipe, L, f"train-{strategy}", cfg, data, init, out),
-                inputs=[data, *init_inputs], outputs=[out], config=_cfg(cfg, recipe.launch),
+                inputs=[data, *init_inputs], outputs=[out],
                 description=f"{name} student", state=[out.parent]))  # fmt: skip
             students.append((name, out))
         dual_init = L.model(recipe.dual_init)
     dual = L.model("dualdistill")
     dual_inputs = [L.composed, dual_init] if isinstance(dual_init, Path) else [L.composed]
     stages.append(Stage("train-dual", train_command(recipe, L, "train-dual", recipe.sft, L.composed, dual_init, dual),
-                        inputs=dual_inputs, outputs=[dual], config=_cfg(recipe.sft, recipe.launch),
+                        inputs=dual_inputs, outputs=[dual],
                         description="teacher distillation", state=[dual.parent]))  # fmt: skip
     students.append(("dualdistill", dual))
     sd = recipe.selfdistill
     if sd.enabled:
         samples = L.sd / "samples" / "samples.jsonl"
         stages.append(Stage("sd-sample", sd_sample_command(recipe, L, dual), inputs=[dual, L.train],
-                            outputs=[samples], config=_cfg(sd.sample, sd.problems_limit),
+                            outputs=[samples],
                             description=f"K={sd.sample.k} samples per problem", state=[L.sd / "samples"]))  # fmt: skip
         for name, repair in sd.variants():
             suffix = sd_stage_suffix(name)
@@ -263,31 +264,29 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
             stages += [
                 Stage(f"sd-build{suffix}", sd_build_command(recipe, L, name, repair),
                       inputs=[samples, *([L.pairs] if repair != "text" else [])], outputs=[data],
-                      config=_cfg(sd.build, repair, recipe.teach.text_teacher),
                       description=f"select and repair ({repair} solutions)"),
                 Stage(f"sd-train{suffix}", sd_train_command(recipe, L, f"sd-train{suffix}", data, dual, sd_model),
-                      inputs=[data, dual], outputs=[sd_model], config=_cfg(sd.sft, recipe.launch),
+                      inputs=[data, dual], outputs=[sd_model],
                       description="retrain", state=[sd_model.parent]),
             ]  # fmt: skip
             students.append((name, sd_model))
     for name, model in students:
         out = L.eval_dir(name)
         stages.append(Stage(f"eval-{name}", eval_command(recipe, L, model, out),
-                            inputs=[model, *sets], outputs=[out / "report.json"], config=_cfg(recipe.eval),
+                            inputs=[model, *sets, *bench_files], outputs=[out / "report.json"],
                             description=f"evaluate {name}", state=[out]))  # fmt: skip
     return stages
 
 
-def _base_id(recipe: Recipe) -> str:
-    """The shipped base's weights hash, so a new base re-runs the student stage (else empty)."""
-    if recipe.student.init != "base":
-        return ""
+def _shipped_base() -> Path:
     from dualdistill.base.pretrain import MANIFEST, shipped_base
 
-    path = shipped_base() / MANIFEST
-    if not path.exists():
-        raise ConfigError(f"student.init: base: {path} is missing (make it with `dualdistill base pretrain`)")
-    return json.dumps(json.loads(path.read_text())["sha256"], sort_keys=True)
+    path = shipped_base()
+    if not (path / MANIFEST).exists():
+        raise ConfigError(
+            f"student.init: base: {path / MANIFEST} is missing (make it with `dualdistill base pretrain`)"
+        )
+    return path
 
 
 def student_names(recipe: Recipe) -> list[str]:

@@ -24,11 +24,11 @@ from dualdistill.teach import TeachConfig
 @dataclass
 class WorldConfig:
     kind: Literal["synthetic", "files"] = "synthetic"
-    n: int = bounded(2000, ge=10)  # synthetic: problems in train + test
-    seed: int = 0
-    test_fraction: float = bounded(0.2, gt=0, lt=1)
+    n: int = setting(2000, ge=10, help="Synthetic problems in train and test together.")
+    seed: int = setting(0, help="Seed of the synthetic world's generator and of its split.")
+    test_fraction: float = setting(0.2, gt=0, lt=1, help="Share of each family in the test split.")
     train_file: str = ""  # files: training problems (JSONL/JSON/Parquet), or "deepmath" (the shipped 985)
-    train_limit: int | None = bounded(None, ge=1)
+    train_limit: int | None = setting(None, ge=1, help="Keep only the first N training problems.")
     eval_benches: list[str] = field(default_factory=list)  # files: benchmark names or paths
 
     def __post_init__(self) -> None:
@@ -40,10 +40,11 @@ class StudentConfig:
     # "base": the pretrained tiny base shipped in the package (dualdistill/base); "tiny": a from-scratch
     # Qwen2 with a tokenizer trained on the world; else a model directory or hub id.
     init: str = "tiny"
-    size: Literal["tiny", "small", "base"] = "small"
-    vocab_size: int = bounded(512, ge=300)  # the byte alphabet (256) plus special tokens and merges
-    corpus_n: int = bounded(700, ge=1)  # synthetic documents the tokenizer is trained on
-    seed: int = 0  # weight initialisation
+    size: Literal["tiny", "small", "base"] = setting("small", help="tiny, small or base.")
+    # the byte alphabet (256) plus special tokens and merges
+    vocab_size: int = setting(512, ge=300, help="BPE vocabulary (tags and specials added).")
+    corpus_n: int = setting(700, ge=1, help="Synthetic documents the tokenizer is trained on.")
+    seed: int = setting(0, help="Seed of the weight initialisation.")
 
     def __post_init__(self) -> None:
         check_bounds(self)

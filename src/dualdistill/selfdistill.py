@@ -93,6 +93,7 @@ class SampleConfig:
         "", help="Only the share I/N of the problems (by a hash of each id); merge joins the N shards."
     )
     api: Literal["completions", "chat"] = "completions"  # of a server model (as in eval's config)
+    max_batch: int = setting(64, ge=1, speed=True, help="Sequences per forward pass (local models).")
     tokenizer: str | None = setting(
         None, speed=True, help="A server model's tokenizer (dir or hub id): counts executor text exactly."
     )
@@ -434,10 +435,16 @@ def report(
     config: BuildConfig | None = None,
 ) -> dict:
     """Counts by s̄ bucket and kind, and the strategy mix of the kept samples, as a JSON-able dict."""
-    buckets = {name: {"problems": 0, "kept_correct": 0, "repaired_wrong": 0} for name, *_ in BUCKETS}
+    # teacher_solution records come only from select "strategy"
+    names = (
+        "kept_correct",
+        "repaired_wrong",
+        *sorted({r["kind"] for r in records} - {"kept_correct", "repaired_wrong"}),
+    )
+    buckets = {name: {"problems": 0, **dict.fromkeys(names, 0)} for name, *_ in BUCKETS}
     for s in scores or []:
         buckets[bucket_of(s.s_bar)]["problems"] += 1
-    kinds: dict[str, Counter] = {"kept_correct": Counter(), "repaired_wrong": Counter()}
+    kinds: dict[str, Counter] = {k: Counter() for k in names}
     for r in records:
         buckets[bucket_of(Fraction(r["n_correct"], r["n_samples"]))][r["kind"]] += 1
         kinds[r["kind"]][r.get("first_strategy", "none")] += 1

@@ -21,7 +21,10 @@ Guarantees:
 
 A stage that a user could run by hand runs a ``Command``: the argv of a real ``dualdistill`` (or
 ``accelerate launch``) command plus the config files it reads. The pipeline runs that argv in-process
-and ``--dry-run`` prints it, so the printed command is the run, not a second description of it.
+and ``--dry-run`` prints it, so the printed command is the run, not a second description of it. Its
+cache key is that command too (``command_key``): the argv and every config file it writes, less the
+fields marked ``speed`` (changing a batch size or a concurrency re-runs nothing), with paths under the
+work directory written relative to it.
 
 Not guaranteed: detecting changes to files outside the declared inputs (code changes, for instance,
 are seen only through the recorded package version).
@@ -118,17 +121,50 @@ class Command:
             raise CommandFailed(f"`{self.shell()}` exited with status {code}")
 
 
+def command_key(command: Command, root: Path) -> dict[str, Any]:
+    """What a stage's result depends on, besides its inputs' content: the command line and the speed-free
+    settings of each config file it writes. Paths under ``root`` (the work directory, as given or
+    resolved) become ``{workdir}/...``, so a moved or copied work directory keeps its keys."""
+    from dualdistill.config import speed_free
+
+    prefixes = sorted({str(root), str(Path(root).resolve())}, key=len, reverse=True)
+
+    def portable(node: Any) -> Any:
+        if isinstance(node, str | Path):
+            text = str(node)
+            for prefix in prefixes:  # also inside an argument: "vllm:{workdir}/models/…"
+                text = "{workdir}" if text == prefix else text.replace(prefix + os.sep, "{workdir}" + os.sep)
+            return text
+        if isinstance(node, dict):
+            return {portable(k): portable(v) for k, v in node.items()}
+        if isinstance(node, list | tuple):
+            return [portable(v) for v in node]
+        return node
+
+    return {"argv": portable(command.argv),
+            "files": {portable(path): portable(speed_free(cfg)) for path, cfg in command.files.items()}}  # fmt: skip
+
+
 @dataclass
 class Stage:
     name: str
     run: Callable[[], None]
     inputs: list[Path] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
+    # The cache key beyond the inputs' content; None: the command's (command_key). A stage that runs a
+    # Python function instead of a command must give one.
+    config: dict[str, Any] | None = None
     description: str = ""
     # Where the stage keeps resumable work (appended records, checkpoints); removed when it re-runs.
     # Empty: its outputs.
     state: list[Path] = field(default_factory=list)
+
+    def key(self, root: Path) -> dict[str, Any]:
+        if self.config is not None:
+            return self.config
+        if not isinstance(self.run, Command):
+            raise TypeError(f"stage '{self.name}' runs no Command and gives no config key")
+        return command_key(self.run, root)
 
 
 class Manifest:
@@ -160,16 +196,17 @@ class Manifest:
         """Note that ``stage`` began under its config and these inputs (read by a later resume)."""
         self.data["stages"].pop(stage.name, None)
         self.data.setdefault("started", {})[stage.name] = {
-            "config_hash": hash_config(stage.config),
+            "config_hash": hash_config(stage.key(self.workdir)),
             "inputs": inputs,
         }
         self.save()
 
     def record(self, stage: Stage, inputs: dict, seconds: float) -> None:
         self.data.get("started", {}).pop(stage.name, None)
+        key = stage.key(self.workdir)
         self.data["stages"][stage.name] = {
-            "config": stage.config,
-            "config_hash": hash_config(stage.config),
+            "config": key,
+            "config_hash": hash_config(key),
             "inputs": inputs,
             "outputs": {self.rel(p): hash_path(p) for p in stage.outputs},
             "seconds": round(seconds, 2),
@@ -196,10 +233,13 @@ def why_run(stage: Stage, manifest: Manifest) -> tuple[str | None, dict]:
         begun = manifest.started(stage.name)
         if begun is None:
             return "not run yet", inputs
-        if begun.get("config_hash") != hash_config(stage.config) or begun.get("inputs") != inputs:
+        if (
+            begun.get("config_hash") != hash_config(stage.key(manifest.workdir))
+            or begun.get("inputs") != inputs
+        ):
             return "partial work from other settings", inputs
         return "resuming", inputs
-    if entry.get("config_hash") != hash_config(stage.config):
+    if entry.get("config_hash") != hash_config(stage.key(manifest.workdir)):
         return "config changed", inputs
     if entry.get("inputs") != inputs:
         return "inputs changed", inputs

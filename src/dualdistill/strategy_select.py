@@ -2,20 +2,21 @@
 
 The paper's rule (``selfdistill.plan``/``select``) keeps one correct sample of a problem cut before its
 answer and appends "we can also use text-reasoning to verify" plus a text-teacher solution, and repairs a
-wrong sample with the text teacher. A student that is weak in text then learns to re-check every right
-answer in text. Here, per problem, over its K samples (the β rules of the paper decide, as there, which
-problems keep a sample and which get a repair; s̄ = 1 problems take no part):
+wrong sample with the text teacher; problems the student always solves take no part. A student that is
+weak in text then learns to re-check every right answer in text, and a retrain on the few problems it
+sometimes misses drifts away from what it does well. Here, per problem, over its K samples:
 
-- **kept** (s̄ > β1): each strategy's success rate over the K samples (a sample's strategy is that of its
-  last attempt, the one whose answer is boxed); of the strategy with the higher rate, the shortest correct
-  sample, kept whole: nothing is appended (TATA, arXiv 2502.12022, picks the strategy by the model's own
-  success; shortest-correct selection, arXiv 2502.20122, breaks ties);
-- **repaired** (s̄ ≤ β2): a wrong sample whose strategy differs from the teacher solution's (the student
-  tried the strategy that does not suit the problem), cut after its reasoning, the switch sentence, and
-  the solution of the teacher whose strategy suits it (``repair``: with ``best``, the agentic teacher's
-  when its program ran cleanly to the right answer, else the text teacher's). A problem whose wrong
-  samples all used the solution's strategy gets no repair (a switch sentence would not fit), counted as
-  ``no_candidate_other_strategy``.
+- **kept** (s̄ > β1, solved problems included): each strategy's success rate over the K samples (a
+  sample's strategy is that of its last attempt, the one whose answer is boxed); of the strategy with the
+  higher rate, the shortest correct sample, kept whole: nothing is appended (TATA, arXiv 2502.12022,
+  picks the strategy by the model's own success; shortest-correct selection, arXiv 2502.20122, breaks
+  ties). The retrain so sees the student's own best behaviour on every problem it can solve;
+- **repaired** (s̄ ≤ β2, s̄ < 1): a wrong sample whose strategy differs from the teacher solution's (the
+  student tried the strategy that does not suit the problem), cut after its reasoning, the switch
+  sentence, and the solution of the teacher whose strategy suits it (``repair``: with ``best``, the
+  agentic teacher's when its program ran cleanly to the right answer, else the text teacher's). When every
+  wrong sample already used the solution's strategy, a switch sentence would not fit: the teacher's
+  solution stands alone (kind ``teacher_solution``), a demonstration of the strategy done right.
 
 Guarantees: the same inputs give the same records (ties broken by length, then sample index); every
 record passes ``check_format``; skips are counted by reason. Not guaranteed: that the kept strategy is
@@ -53,6 +54,7 @@ def best_correct(score: ProblemScore) -> Sample | None:
 
 
 def needs_solution(score: ProblemScore, config: BuildConfig) -> bool:
+    """Whether the problem's record needs a teacher solution: a repair (s̄ <= β2, s̄ < 1)."""
     return score.s_bar < 1 and score.s_bar <= _exact(config.beta2)
 
 
@@ -64,10 +66,7 @@ def select_by_strategy(
     counts.update(solutions.counts)
     records: list[dict] = []
     for score in scores:
-        if score.s_bar == 1:
-            counts["skipped_all_correct"] += 1
-            continue
-        counts["eligible"] += 1
+        counts["solved" if score.s_bar == 1 else "eligible"] += 1
         if score.s_bar > _exact(config.beta1):
             kept = best_correct(score)
             if kept is None:
@@ -94,7 +93,9 @@ def _repair(
         if sample_strategy(s.response) != strategy
     ]
     if not pool:
-        counts["no_candidate_other_strategy"] += 1
+        wrong = [s for s in score.samples if not s.correct]
+        records.append(_record(score, "teacher_solution", wrong[0], "", solution, repair=strategy))
+        counts["teacher_solution"] += 1
         return
     chosen, prefix = min(pool, key=lambda sp: (len(sp[0].response), sp[0].sample_index))
     text = join(prefix, TEXT_TO_CODE if strategy == "code" else CODE_TO_TEXT, solution, kind="repaired_wrong")
@@ -112,7 +113,7 @@ def _record(
     meta = {
         "problem_id": p.id, "s_bar": float(score.s_bar), "n_correct": score.n_correct,
         "n_samples": len(score.samples), "kind": kind, "first_teacher": "student",
-        "sample_index": chosen.sample_index, "first_strategy": sample_strategy(prefix),
+        "sample_index": chosen.sample_index, "first_strategy": sample_strategy(prefix) if prefix else repair,
         "repair_strategy": repair, "select": "strategy",
     }  # fmt: skip
     return SFTExample(p.question, text, id=f"{p.id}#{kind}", answer=p.answer, case=kind, meta=meta).to_dict()

@@ -92,7 +92,7 @@ class TeachConfig:
 
     code_teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(kind="programmatic"))
     text_teacher: TeacherSpec = field(default_factory=lambda: TeacherSpec(kind="programmatic"))
-    first_teacher_seed: int = 0
+    first_teacher_seed: int = setting(0, help="Seed of the who-goes-first coin.")
     # Only this share of the problems, I/N (0 <= I < N), chosen by a hash of each id; `merge` joins the
     # N shards' outputs. Empty: all problems.
     shard: str = setting(

@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from dualdistill.cli.app import app, fail, option_overrides, writable
+from dualdistill.cli.options import AGENT_OPTIONS, with_config_options
 from dualdistill.config import ConfigError, load_config
+from dualdistill.evaluate import EvalConfig
 from dualdistill.records import DataError
 
 EXAMPLE = (
@@ -19,11 +21,17 @@ EXAMPLE = (
 )
 
 
+# Options derived from EvalConfig's fields (help and bounds live there); a spelling kept where it differs.
+EVAL_OPTIONS = {
+    "model": None, "samples": None, "limit": None, "seed": None, "served_model_name": None, "api": None,
+    "tokenizer": None, "max_batch": None, "max_retries": None, "request_timeout_s": "--request-timeout",
+    "log_dir": None, "shard": None, **AGENT_OPTIONS, "agent.chat_tokenizer": None, "agent.concurrency": None,
+}  # fmt: skip
+
+
 @app.command("eval", help=f"Evaluate a model on benchmarks with the tool loop.\n\n{EXAMPLE}")
+@with_config_options(EvalConfig, EVAL_OPTIONS)
 def eval_command(
-    model: str | None = typer.Option(
-        None, help="Local HF model directory, or an http(s) URL of an OpenAI-compatible server."
-    ),
     config: Path | None = typer.Option(
         None,
         help="EvalConfig YAML (model, benches, samples, agent: {...}); options and --set win over it. "
@@ -31,44 +39,10 @@ def eval_command(
     ),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value, e.g. agent.top_p=1.0."),
     bench: str | None = typer.Option(None, help="Comma-separated built-in benchmarks or problem files."),
-    samples: int | None = typer.Option(None, min=1, help="Samples per problem."),
-    budget: int | None = typer.Option(None, min=1, help="Total response tokens, executor output included."),
-    tools: bool | None = typer.Option(None, "--tools/--no-tools", help="Let the model run code."),
-    limit: int | None = typer.Option(None, min=1, help="Only the first N problems of each benchmark."),
-    template: str | None = typer.Option(
-        None, help="Prompt template: paper (the released prompts), plain, compact, or chat (the tokenizer's)."
-    ),
-    chat_tokenizer: str | None = typer.Option(
-        None,
-        help="With --template chat and a server URL: the tokenizer (dir or hub id) whose template to use.",
-    ),
-    executor_timeout: float | None = typer.Option(None, min=0.01, help="Seconds per code block."),
-    temperature: float | None = typer.Option(None, min=0.0),
-    top_p: float | None = typer.Option(None, min=0.0, max=1.0),
-    max_tool_calls: int | None = typer.Option(None, min=0),
-    seed: int | None = typer.Option(None),
-    served_model_name: str | None = typer.Option(None, help="Model name sent to the server (URL models)."),
-    api: str | None = typer.Option(
-        None, help="A server's API: completions (default) or chat (continues with continue_final_message)."
-    ),
-    tokenizer: str | None = typer.Option(
-        None, help="A server model's tokenizer (dir or hub id): counts executor text exactly."
-    ),
-    concurrency: int | None = typer.Option(None, min=1, help="Trajectories in flight at once."),
-    max_batch: int | None = typer.Option(None, min=1, help="Sequences per forward pass (local models)."),
-    max_retries: int | None = typer.Option(None, min=0, help="Retries per request to a server."),
-    request_timeout: float | None = typer.Option(
-        None, min=0.001, help="Seconds one request to a server may take before it is retried."
-    ),
     out: Path | None = typer.Option(None, help="Output directory (records.jsonl, report.*); reruns resume."),
-    log_dir: str | None = typer.Option(
-        None, help="Also write the summary as TensorBoard scalars into this directory."
-    ),
     regrade: Path | None = typer.Option(None, help="Re-grade the records in this directory; no generation."),
-    shard: str | None = typer.Option(
-        None, help="Only the share I/N of the problems; `dualdistill merge` joins the shards."
-    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    given: dict | None = None,
 ) -> None:
     if out is not None:
         writable(out, directory=True)
@@ -81,16 +55,7 @@ def eval_command(
             summaries = evaluate.regrade(regrade)
             _print(summaries, regrade)
             return
-        given = {
-            "model": model, "samples": samples, "limit": limit, "seed": seed, "max_batch": max_batch,
-            "served_model_name": served_model_name, "api": api, "tokenizer": tokenizer,
-            "max_retries": max_retries,
-            "request_timeout_s": request_timeout, "log_dir": log_dir, "agent.tools": tools, "agent.template": template,
-            "agent.chat_tokenizer": chat_tokenizer, "agent.budget": budget, "agent.temperature": temperature,
-            "agent.top_p": top_p, "agent.max_tool_calls": max_tool_calls,
-            "agent.executor_timeout_s": executor_timeout, "agent.concurrency": concurrency, "shard": shard,
-        }  # fmt: skip
-        cfg = load_config(evaluate.EvalConfig, config, [*option_overrides(given), *set_])
+        cfg = load_config(evaluate.EvalConfig, config, [*option_overrides(given or {}), *set_])
         if bench is not None:
             cfg = dataclasses.replace(cfg, benches=[b.strip() for b in bench.split(",") if b.strip()])
         if not cfg.model or out is None:

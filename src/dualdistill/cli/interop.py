@@ -12,7 +12,9 @@ import typer
 from rich.console import Console
 
 from dualdistill.cli.app import app, fail, option_overrides, writable
+from dualdistill.cli.options import AGENT_OPTIONS, with_config_options
 from dualdistill.config import ConfigError, load_config
+from dualdistill.evaluate import EvalConfig
 from dualdistill.records import DataError
 
 
@@ -47,28 +49,18 @@ def _trained_with(model: str) -> list[str]:
 
 
 @app.command("solve")
+@with_config_options(EvalConfig, {"model": None, "seed": None, "served_model_name": None, **AGENT_OPTIONS})
 def solve_command(
     question: str | None = typer.Argument(None, help="The question ('-' or none: read stdin)."),
-    model: str = typer.Option(
-        ..., help="Local HF model directory, or an http(s) URL of an OpenAI-compatible server."
-    ),
     file: Path | None = typer.Option(None, help="Read the question from this file."),
     config: Path | None = typer.Option(
         None, help="EvalConfig YAML (its agent: section is used), as for eval."
     ),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value, e.g. agent.temperature=0."),
-    budget: int | None = typer.Option(None, min=1, help="Response tokens, executor output included."),
-    tools: bool | None = typer.Option(None, "--tools/--no-tools", help="Let the model run code."),
-    template: str | None = typer.Option(None, help="Prompt template: paper, plain, compact or chat."),
-    temperature: float | None = typer.Option(None, min=0.0),
-    top_p: float | None = typer.Option(None, min=0.0, max=1.0),
-    max_tool_calls: int | None = typer.Option(None, min=0),
-    executor_timeout: float | None = typer.Option(None, min=0.01, help="Seconds per code block."),
-    seed: int | None = typer.Option(None),
-    served_model_name: str | None = typer.Option(None, help="Model name sent to the server (URL models)."),
     as_json: bool = typer.Option(
         False, "--json", help="Print the agent record as JSON instead of streaming."
     ),
+    given: dict | None = None,
 ) -> None:
     """Solve one question with the tool loop, streaming the trajectory: text, each code block and its
     executor output, the boxed answer, then tokens and time. Settings are eval's; a model trained here
@@ -87,18 +79,20 @@ def solve_command(
     text = _question(question, file)
     if not text:
         fail("the question is empty")
-    given = {
-        "model": model, "seed": seed, "served_model_name": served_model_name, "agent.tools": tools,
-        "agent.template": template, "agent.budget": budget, "agent.temperature": temperature,
-        "agent.top_p": top_p, "agent.max_tool_calls": max_tool_calls, "agent.executor_timeout_s": executor_timeout,
-    }  # fmt: skip
+    model = (given or {}).get("model")
     backend = None
     try:
         cfg = load_config(
             evaluate.EvalConfig,
             config,
-            [*(_trained_with(model) if config is None else []), *option_overrides(given), *set_],
+            [
+                *(_trained_with(model) if config is None and model else []),
+                *option_overrides(given or {}),
+                *set_,
+            ],
         )
+        if not cfg.model:
+            fail("--model (or model: in --config) is required")
         backend = evaluate.make_backend(cfg)
         started = time.perf_counter()
         record = asyncio.run(

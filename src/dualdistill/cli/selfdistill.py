@@ -10,8 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from dualdistill.cli.app import app, fail, option_overrides, writable
+from dualdistill.cli.options import AGENT_OPTIONS, with_config_options
 from dualdistill.config import ConfigError, load_config
 from dualdistill.records import DataError
+from dualdistill.selfdistill import SampleConfig
 
 sd_app = typer.Typer(
     help="Self-distillation: sample the student, select and repair with a text teacher, retrain.",
@@ -21,6 +23,8 @@ app.add_typer(sd_app, name="self-distill")
 
 
 @sd_app.command("sample")
+@with_config_options(SampleConfig, {"k": None, "seed": None, "api": None, "tokenizer": None, "shard": None,
+                                    "max_batch": None, **AGENT_OPTIONS})  # fmt: skip
 def sample_command(
     model: str = typer.Option(..., help="Student model directory, or URL[#served-name] of a server."),
     problems: str = typer.Option(..., help="Problem file (JSONL/JSON/Parquet) or built-in benchmark name."),
@@ -29,25 +33,9 @@ def sample_command(
         None, help="SampleConfig YAML; options and --set win over it, and its defaults are the paper's."
     ),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
-    k: int | None = typer.Option(None, min=1, help="Samples per problem (the paper's 16)."),
-    budget: int | None = typer.Option(None, min=1, help="Response tokens, executor output included."),
-    temperature: float | None = typer.Option(None, min=0.0),
-    top_p: float | None = typer.Option(None, min=0.0, max=1.0),
-    tools: bool | None = typer.Option(None, "--tools/--no-tools"),
-    max_tool_calls: int | None = typer.Option(None, min=0),
-    executor_timeout: float | None = typer.Option(None, min=0.1, help="Seconds per code block."),
-    template: str | None = typer.Option(
-        None, help="Prompt template: paper (the released prompts), plain, compact or chat (as in SFT)."
-    ),
-    seed: int | None = typer.Option(None),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems."),
-    max_batch: int | None = typer.Option(None, min=1, help="Sequences per forward pass (local models)."),
-    api: str | None = typer.Option(None, help="A server model's API: completions (default) or chat."),
-    tokenizer: str | None = typer.Option(None, help="A server model's tokenizer, to count executor text."),
-    shard: str | None = typer.Option(
-        None, help="Only the share I/N of the problems; `dualdistill merge` joins the shards."
-    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    given: dict | None = None,
 ) -> None:
     """Sample K graded tool-loop trajectories per problem from the intermediate student.
 
@@ -60,19 +48,14 @@ def sample_command(
     from dualdistill.evaluate import server_api
     from dualdistill.problems import load_benchmark
 
-    given = {
-        "k": k, "seed": seed, "agent.budget": budget, "agent.temperature": temperature, "agent.top_p": top_p,
-        "agent.tools": tools, "agent.max_tool_calls": max_tool_calls, "agent.executor_timeout_s": executor_timeout,
-        "agent.template": template, "api": api, "tokenizer": tokenizer, "shard": shard,
-    }  # fmt: skip
     backend = None
     try:
-        cfg = load_config(sd.SampleConfig, config, [*option_overrides(given), *set_])
+        cfg = load_config(sd.SampleConfig, config, [*option_overrides(given or {}), *set_])
         chosen = load_benchmark(problems, limit=limit)
         local = not model.startswith(("http://", "https://"))  # a server batches for itself
         if local and cfg.api != "completions":
             fail(f"--api {cfg.api} needs a server URL as --model")
-        options = {"max_batch": max_batch} if max_batch and local else {}
+        options = {"max_batch": cfg.max_batch} if local else {}
         if not local:
             options = {"tokenizer": cfg.tokenizer, **server_api(cfg.api, cfg.agent.template)}
         backend = make_backend(model, **options)

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dualdistill.cli.app import app, fail, writable
+from dualdistill.cli.options import with_config_options
+from dualdistill.recipe import StudentConfig, WorldConfig
 from dualdistill.records import DataError, provenance
 
 synthetic_app = typer.Typer(help="The embedded synthetic math world.", no_args_is_help=True)
@@ -17,16 +19,15 @@ app.add_typer(synthetic_app, name="synthetic")
 
 
 @synthetic_app.command("make")
+@with_config_options(WorldConfig, {"n": None, "seed": None, "test_fraction": None, "train_limit": None})
 def make(
     out: Path = typer.Option(
         ..., help="Output directory: train.jsonl, test.jsonl, test_{tool,text,mixed}.jsonl, manifest.json."
     ),
-    n: int = typer.Option(2000, min=1, help="Problems in train + test together."),
-    seed: int = typer.Option(0, help="Seed of the generator and of the split."),
-    test_fraction: float = typer.Option(0.2, min=0.0, max=1.0, help="Share of each family in test."),
-    train_limit: int | None = typer.Option(None, min=1, help="Keep only the first N training problems."),
+    given: dict | None = None,
 ) -> None:
-    """Write seeded train/test problem files of the synthetic world (test also split by group).
+    """Write seeded train/test problem files of the synthetic world (test also split by group). The
+    defaults and bounds are a recipe's ``world:`` section's.
 
     Example: dualdistill synthetic make --n 2000 --seed 0 --out data/synthetic
     """
@@ -34,11 +35,25 @@ def make(
         writable(out, directory=True)
     from dualdistill.synthetic.families import FAMILIES, write_world
 
+    world = _config(WorldConfig, given)
+    n, seed, test_fraction, train_limit = world.n, world.seed, world.test_fraction, world.train_limit
+
     train, test = write_world(out, n, seed, test_fraction, train_limit)
     manifest = provenance("synthetic make", n=n, seed=seed, test_fraction=test_fraction, train_limit=train_limit,
                           families={f.name: f.group for f in FAMILIES.values()}, train=train, test=test)  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     Console().print(f"wrote {train} train and {test} test problems to {out}")
+
+
+def _config(cls, given: dict | None):
+    """``cls`` from its defaults and the options given, checked as a recipe section is."""
+    from dualdistill.cli.app import option_overrides
+    from dualdistill.config import ConfigError, load_config
+
+    try:
+        return load_config(cls, None, option_overrides(given or {}))
+    except ConfigError as e:
+        fail(str(e))
 
 
 def _load_split(data: Path | None, split: str, n: int, seed: int, limit: int | None):
@@ -138,13 +153,11 @@ def _print_report(summary, markdown: bool) -> None:
 
 
 @app.command("tiny-model")
+@with_config_options(StudentConfig, {"size": None, "vocab_size": None, "corpus_n": None, "seed": None})
 def tiny_model(
     out: Path = typer.Option(..., help="Model directory to write (config, weights, tokenizer)."),
-    size: str = typer.Option("small", help="tiny, small or base."),
-    vocab_size: int = typer.Option(512, min=300, help="BPE vocabulary (tags and specials added)."),
-    corpus_n: int = typer.Option(700, min=1, help="Synthetic documents the tokenizer is trained on."),
     corpus_seed: int = typer.Option(0, help="Seed of that corpus (the recipes use the world's seed)."),
-    seed: int = typer.Option(0, help="Seed of the weight initialisation."),
+    given: dict | None = None,
 ) -> None:
     """Build a from-scratch Qwen2 student with a BPE tokenizer trained on the synthetic world.
 
@@ -155,10 +168,10 @@ def tiny_model(
     if out is not None:
         writable(out, directory=True)
     from dualdistill.synthetic.corpus import synthetic_corpus
-    from dualdistill.synthetic.student import SIZES, build_student
+    from dualdistill.synthetic.student import build_student
 
-    if size not in SIZES:
-        fail(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
+    student = _config(StudentConfig, given)
+    size, vocab_size, corpus_n, seed = student.size, student.vocab_size, student.corpus_n, student.seed
     corpus = synthetic_corpus(corpus_n, seed=corpus_seed)
     path = build_student(out, corpus=corpus, size=size, vocab_size=vocab_size, seed=seed)  # type: ignore[arg-type]
     manifest = provenance("tiny-model", size=size, vocab_size=vocab_size, seed=seed,

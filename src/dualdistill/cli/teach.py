@@ -9,9 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dualdistill.cli.app import app, fail, writable
+from dualdistill.cli.app import app, fail, option_overrides, writable
+from dualdistill.cli.options import with_config_options
 from dualdistill.config import ConfigError
+from dualdistill.recipe import WorldConfig
 from dualdistill.records import DataError
+from dualdistill.teach import TeachConfig
 
 TEACH_EXAMPLE = (
     "Example: dualdistill teach --problems synthetic --first-teacher-seed 0 --out runs/teach   |   "
@@ -33,6 +36,8 @@ def _problems(spec: str, fields: str | None, synthetic_n: int, synthetic_seed: i
 @app.command(
     "teach", help=f"Run the two teachers (y1, then y2 given y1) over problems; resumable.\n\n{TEACH_EXAMPLE}"
 )
+@with_config_options(TeachConfig, {"first_teacher_seed": None, "shard": None, "concurrency": None})
+@with_config_options(WorldConfig, {"n": "--synthetic-n", "seed": "--synthetic-seed"}, into="world")
 def teach_command(
     out: Path = typer.Option(
         ..., help="Output directory (records.jsonl, pairs.jsonl, teach.json); reruns resume."
@@ -41,37 +46,27 @@ def teach_command(
         "synthetic",
         help="Problem file (.jsonl/.json/.parquet), or 'synthetic' for the synthetic training split.",
     ),
-    first_teacher_seed: int | None = typer.Option(
-        None, help="Seed of the who-goes-first coin (overrides config)."
-    ),
     config: Path | None = typer.Option(None, help="TeachConfig YAML (teachers, concurrency, retries)."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     fields: str | None = typer.Option(None, help="Field map for the problem file: question=F,answer=F,id=F."),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems."),
-    shard: str | None = typer.Option(
-        None, help="Only the share I/N of the problems; `dualdistill merge` joins the shards."
-    ),
-    synthetic_n: int = typer.Option(500, min=1, help="Size of the synthetic world (train + test)."),
-    synthetic_seed: int = typer.Option(0),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     estimate: bool = typer.Option(
         False, "--estimate", help="Print upper bounds of the requests, tokens and cost; send nothing."
     ),
+    given: dict | None = None,
+    world: dict | None = None,
 ) -> None:
     if out is not None:
         writable(out, directory=True)
     from dualdistill.config import load_config
     from dualdistill.sandbox import SandboxUnavailable
-    from dualdistill.teach import TeachConfig, teach_from_config
+    from dualdistill.teach import teach_from_config
 
     try:
-        overrides = list(set_)
-        if first_teacher_seed is not None:
-            overrides.append(f"first_teacher_seed={first_teacher_seed}")
-        if shard is not None:
-            overrides.append(f"shard={shard}")
-        cfg = load_config(TeachConfig, config, overrides)
-        items = _problems(problems, fields, synthetic_n, synthetic_seed)[:limit]
+        cfg = load_config(TeachConfig, config, [*option_overrides(given or {}), *set_])
+        synthetic = load_config(WorldConfig, None, option_overrides(world or {}))
+        items = _problems(problems, fields, synthetic.n, synthetic.seed)[:limit]
         if estimate:
             return _print_estimate(items, cfg)
         report = asyncio.run(teach_from_config(items, cfg, out, progress=progress))

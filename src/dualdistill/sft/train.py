@@ -79,7 +79,7 @@ class SFTConfig:
     logging_steps: int = setting(10, ge=1, speed=True)
     # Loggers: "tensorboard", "wandb"; "auto" (the default) is tensorboard when it is installed, else none.
     # TensorBoard events go to OUTPUT_DIR/runs/<time>_<host> (tensorboard --logdir OUTPUT_DIR/runs).
-    report_to: list[str] = setting(default_factory=lambda: ["auto"], speed=True)  # noqa: RUF009
+    report_to: list[str] = setting(default_factory=lambda: ["auto"], speed=True)
     save_steps: int = setting(0, ge=0, speed=True)  # 0: save only at the end
     save_total_limit: int = setting(2, ge=1, speed=True)
     resume: bool = setting(True, speed=True)
