@@ -47,7 +47,12 @@ def test_embedded_recipe_has_all_four_students_and_the_paper_repair_ablation():
         "dualdistill_sd",
         "dualdistill_sd_text",
     ]
-    assert student_names(load_recipe("embedded", ["selfdistill.build.repair=text"]))[-1] == "dualdistill_sd"
+    # The paper's rule is both the text repair and the paper's selection; either departure shows its row.
+    paper = ["selfdistill.build.repair=text", "selfdistill.build.select=paper"]
+    assert student_names(load_recipe("embedded", paper))[-1] == "dualdistill_sd"
+    assert student_names(load_recipe("embedded", paper[:1]))[-1] == "dualdistill_sd_text"
+    (_, ablation) = load_recipe("embedded").selfdistill.variants()[1]
+    assert (ablation.repair, ablation.select) == ("text", "paper")
 
 
 def test_paper_repair_ablation_stages_share_the_samples(tmp_path):

@@ -173,11 +173,11 @@ def sd_sample_command(recipe: Recipe, L: Layout, dual: Path) -> Command:
     return Command(argv, {path: dataclasses.replace(sd.sample, max_batch=recipe.eval.max_batch)})
 
 
-def sd_build_command(recipe: Recipe, L: Layout, name: str, repair: str) -> Command:
+def sd_build_command(recipe: Recipe, L: Layout, name: str, build) -> Command:
     """Select and repair: the text teacher writes repairs (the paper), or the teachers' records do."""
     path = L.configs / f"sd-build{sd_stage_suffix(name)}.yaml"
-    files = {path: dataclasses.replace(recipe.selfdistill.build, repair=repair)}
-    if repair == "text":
+    files = {path: build}
+    if build.repair == "text":
         source = _args("--teacher-config", L.configs / "teach.yaml")
         files[L.configs / "teach.yaml"] = recipe.teach
     else:
@@ -258,13 +258,13 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
         stages.append(Stage("sd-sample", sd_sample_command(recipe, L, dual), inputs=[dual, L.train],
                             outputs=[samples],
                             description=f"K={sd.sample.k} samples per problem", state=[L.sd / "samples"]))  # fmt: skip
-        for name, repair in sd.variants():
+        for name, build in sd.variants():
             suffix = sd_stage_suffix(name)
             data, sd_model = sd_data(L, name), L.model(name)
             stages += [
-                Stage(f"sd-build{suffix}", sd_build_command(recipe, L, name, repair),
-                      inputs=[samples, *([L.pairs] if repair != "text" else [])], outputs=[data],
-                      description=f"select and repair ({repair} solutions)"),
+                Stage(f"sd-build{suffix}", sd_build_command(recipe, L, name, build),
+                      inputs=[samples, *([L.pairs] if build.repair != "text" else [])], outputs=[data],
+                      description=f"select ({build.select} rule) and repair ({build.repair} solutions)"),
                 Stage(f"sd-train{suffix}", sd_train_command(recipe, L, f"sd-train{suffix}", data, dual, sd_model),
                       inputs=[data, dual], outputs=[sd_model],
                       description="retrain", state=[sd_model.parent]),

@@ -7,6 +7,7 @@ recipe into stages and runs them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -69,18 +70,19 @@ class SelfDistillConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
-    # With build.repair other than "text": also build, train and evaluate the paper's text-teacher
-    # repair from the same samples (student "dualdistill_sd_text"), so the departure is measured.
+    # When build departs from the paper (repair other than "text", or select other than "paper"): also
+    # build, train and evaluate the paper's rule with its text-teacher repair from the same samples
+    # (student "dualdistill_sd_text"), so the departure is measured.
     paper_ablation: bool = False
 
     def __post_init__(self) -> None:
         check_bounds(self)
 
-    def variants(self) -> list[tuple[str, str]]:
-        """``(student name, repair source)`` of each self-distilled student, the recipe's first."""
-        out = [("dualdistill_sd", self.build.repair)]
-        if self.paper_ablation and self.build.repair != "text":
-            out.append(("dualdistill_sd_text", "text"))
+    def variants(self) -> list[tuple[str, BuildConfig]]:
+        """``(student name, build settings)`` of each self-distilled student, the recipe's first."""
+        out = [("dualdistill_sd", self.build)]
+        if self.paper_ablation and (self.build.repair != "text" or self.build.select != "paper"):
+            out.append(("dualdistill_sd_text", dataclasses.replace(self.build, repair="text", select="paper")))
         return out
 
 
