@@ -12,7 +12,8 @@ import asyncio
 from dualdistill.backends.openai_api import OpenAIBackend
 from dualdistill.backends.ratelimit import RateLimitedBackend, RateLimiter
 from dualdistill.config import load_config
-from dualdistill.teach import TeachConfig, _backend
+from dualdistill.teach import TeachConfig
+from dualdistill.teachers import spec_backend as _backend
 from fake_openai_server import FakeOpenAIServer, Outcome
 
 

@@ -8,6 +8,7 @@ the answer), so the tool loop really runs over HTTP. The same directory is evalu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -92,18 +93,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """``(model_dir, url)``: the memorizing student, and ``transformers serve`` hosting it."""
-    from dualdistill.base.pretrain import shipped_base
-
-    model_dir = tmp_path_factory.mktemp("served") / "student"
-    shutil.copytree(shipped_base(), model_dir)
-    _memorize(model_dir)
+@contextlib.contextmanager
+def _serve(model_dir: Path, log_path: Path):
+    """``transformers serve`` hosting ``model_dir`` on a free port; yields ``(url, process)``."""
     port = _free_port()
     exe = Path(sys.executable).with_name("transformers")
     cmd = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-    log = open(model_dir.parent / "serve.log", "w")  # noqa: SIM115 (closed below)
+    log = open(log_path, "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
@@ -115,11 +111,9 @@ def served(tmp_path_factory):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"transformers serve did not come up: {(model_dir.parent / 'serve.log').read_text()[-2000:]}"
-                )
+                pytest.fail(f"transformers serve did not come up: {log_path.read_text()[-2000:]}")
             time.sleep(0.5)
-        yield model_dir, f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}/v1", proc
     finally:
         proc.terminate()
         try:
@@ -127,6 +121,18 @@ def served(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """``(model_dir, url)``: the memorizing student, and ``transformers serve`` hosting it."""
+    from dualdistill.base.pretrain import shipped_base
+
+    model_dir = tmp_path_factory.mktemp("served") / "student"
+    shutil.copytree(shipped_base(), model_dir)
+    _memorize(model_dir)
+    with _serve(model_dir, model_dir.parent / "serve.log") as (url, _):
+        yield model_dir, url
 
 
 def _eval(tmp_path: Path, name: str, model: str, *extra: str) -> tuple[int, str, list[dict]]:
@@ -183,3 +189,43 @@ def test_the_chat_path_over_transformers_serve(served, tmp_path):
     code, output, records = _eval(tmp_path, "chat-tools", url, "--api", "chat")
     assert code != 0 and records == []
     assert "continue_final_message" in output and "api completions" in output
+
+
+def test_two_servers_serve_one_eval_and_one_can_die_mid_run(served, tmp_path):
+    """Two real servers behind one --model: requests spread over both; killing one mid-run leaves the
+    other to finish, with the records of a one-server run and no duplicates."""
+    model_dir, url_a = served
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(json.dumps({"id": f"p{i}", "question": QUESTION, "answer": "408"}) + "\n"
+                                for i in range(16)))  # fmt: skip
+    common = ["eval", "--bench", problems, "--template", "compact", "--temperature", "0", "--budget", "96",
+              "--concurrency", "2", "--tokenizer", model_dir, "--no-progress"]  # fmt: skip
+    cli = [sys.executable, "-c", "from dualdistill.cli import main; main()"]
+    one = subprocess.run([*cli, *map(str, common), "--model", url_a, "--out", tmp_path / "one"],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    log_b = tmp_path / "serve-b.log"
+    with _serve(model_dir, log_b) as (url_b, proc_b):
+        run = subprocess.Popen([*cli, *map(str, common), "--model", f"{url_a},{url_b}", "--out", tmp_path / "two"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        records = tmp_path / "two" / "records.jsonl"
+        deadline = time.monotonic() + 300
+        while not (records.exists() and len(records.read_text().splitlines()) >= 4):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-2000:]
+            time.sleep(0.2)
+        served_by_b = log_b.read_text().count("/v1/completions")
+        proc_b.kill()  # mid-run: its requests in flight fail and go to the other server
+        _, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err[-2000:]
+    assert served_by_b > 0  # both servers took requests
+    served_by_a = (model_dir.parent / "serve.log").read_text().count("/v1/completions")
+    assert served_by_a > 0
+
+    def rows(d):
+        return [json.loads(x) for x in (d / "records.jsonl").read_text().splitlines()]
+
+    two, single = rows(tmp_path / "two"), rows(tmp_path / "one")
+    keys = [(r["problem_id"], r["sample_index"]) for r in two]
+    assert len(keys) == len(set(keys)) == 16  # nothing lost, nothing twice
+    by_id = {r["problem_id"]: r["response"] for r in single}
+    assert all(r["response"] == by_id[r["problem_id"]] and r["correct"] for r in two)

@@ -47,8 +47,8 @@ _OPS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
 
 
 def setting(
-    default: Any = dataclasses.MISSING, *, help: str = "", speed: bool = False, finite: bool = True,
-    default_factory: Any = dataclasses.MISSING, **bounds: float,
+    default: Any = dataclasses.MISSING, *, help: str = "", speed: bool = False, scope: bool = False,
+    finite: bool = True, default_factory: Any = dataclasses.MISSING, **bounds: float,
 ) -> Any:  # fmt: skip
     """A dataclass field and what is known about it, stated once, on the field:
 
@@ -57,12 +57,14 @@ def setting(
       ``finite=False`` lets a float hold ``inf`` (every other float field must be finite);
     - ``speed``: the field changes how fast something runs (concurrency, batch size, retries, request
       timeouts, progress, device), never what it produces. Resume identities and the pipeline's stage keys
-      leave such fields out (``speed_free``), so changing one re-runs nothing.
+      leave such fields out (``speed_free``), so changing one re-runs nothing;
+    - ``scope``: the field says which records a job makes (benchmarks, samples per problem, a limit), not
+      what a record holds: a resume may widen it (``identity`` leaves it out; a stage key keeps it).
     """
     unknown = set(bounds) - set(_OPS)
     if unknown:
         raise TypeError(f"unknown bound {sorted(unknown)[0]!r}")
-    meta = {"bounds": bounds, "finite": finite, "help": help, "speed": speed}
+    meta = {"bounds": bounds, "finite": finite, "help": help, "speed": speed, "scope": scope}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -73,23 +75,28 @@ def bounded(default: Any, *, finite: bool = True, **bounds: float) -> Any:
     return setting(default, finite=finite, **bounds)
 
 
-def speed_free(config: Any) -> dict:
+def speed_free(config: Any, *, drop: tuple[str, ...] = ("speed",)) -> dict:
     """``to_dict(config)`` without the fields marked ``speed`` (at every depth): what a result depends on."""
     out = {}
     for f in dataclasses.fields(config):
-        if f.metadata.get("speed"):
+        if any(f.metadata.get(mark) for mark in drop):
             continue
-        out[f.name] = _plain(getattr(config, f.name))
+        out[f.name] = _plain(getattr(config, f.name), drop)
     return out
 
 
-def _plain(value: Any) -> Any:
+def identity(config: Any) -> dict:
+    """What a record of a resumable job depends on: no ``speed`` and no ``scope`` field (at every depth)."""
+    return speed_free(config, drop=("speed", "scope"))
+
+
+def _plain(value: Any, drop: tuple[str, ...]) -> Any:
     if dataclasses.is_dataclass(value):
-        return speed_free(value)
+        return speed_free(value, drop=drop)
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_plain(v, drop) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, drop) for k, v in value.items()}
     return value
 
 

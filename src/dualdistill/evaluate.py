@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dualdistill.agent import AgentConfig, make_pool, read_agent_records, record_key, run_many
-from dualdistill.config import ConfigError, check_bounds, from_dict, save_config, setting
+from dualdistill.config import ConfigError, check_bounds, from_dict, identity, save_config, setting
 from dualdistill.problems import Problem, load_benchmark
 from dualdistill.records import DataError, locked, provenance, unique_records, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
@@ -48,12 +48,6 @@ from dualdistill.trajectory import strategy_facts
 
 DEFAULT_BENCHES = ("math500", "aime2025", "amc", "combinatorics300")
 RECORDS, CONFIG = "records.jsonl", "config.yaml"
-# Settings that change what a record contains; a resumed run must match them.
-GENERATION_KEYS = ("model", "seed", "api", "shard")
-AGENT_GENERATION_KEYS = (
-    "tools", "template", "max_tool_calls", "budget", "temperature", "top_p",
-    "executor_output_limit", "executor_timeout_s", "executor_limit",
-)  # fmt: skip
 
 
 @dataclass
@@ -61,14 +55,14 @@ class EvalConfig:
     model: str = setting(
         "", help="Local HF model directory, or an http(s) URL of an OpenAI-compatible server."
     )
-    benches: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHES))
+    benches: list[str] = setting(default_factory=lambda: list(DEFAULT_BENCHES), scope=True)
     # Only this share of the problems, I/N (0 <= I < N), chosen by a hash of each id; `merge` joins the
     # N shards' outputs. Empty: all problems.
     shard: str = setting(
         "", help="Only the share I/N of the problems (by a hash of each id); merge joins the N shards."
     )
-    samples: int = setting(1, ge=1, help="Samples per problem.")
-    limit: int | None = setting(None, ge=1, help="Only the first N problems of each benchmark.")
+    samples: int = setting(1, ge=1, scope=True, help="Samples per problem.")
+    limit: int | None = setting(None, ge=1, scope=True, help="Only the first N problems of each benchmark.")
     seed: int = setting(0, help="Sampling seed.")
     served_model_name: str | None = setting(
         None, help="Model name sent to the server (default: its first model)."
@@ -295,64 +289,47 @@ def model_identity(config: dict) -> str:
     return model
 
 
+def eval_identity(config: EvalConfig) -> dict:
+    """What an eval record depends on: every setting but the speed and scope ones, the model by
+    ``model_identity`` (a server's name, not its address)."""
+    ident = identity(config)
+    ident.pop("served_model_name")
+    ident["model"] = model_identity(dataclasses.asdict(config))
+    return ident
+
+
 def check_resume(out_dir: Path, config: EvalConfig) -> None:
-    """Refuse to append to records made with different generation settings."""
+    """Refuse to append to records made with settings that change what a record holds."""
     path = out_dir / CONFIG
     if not path.exists() or not (out_dir / RECORDS).exists():
         return
-    import yaml
+    from dualdistill.config import flat_differences, load_config
 
-    try:
-        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {e}") from None
-    new = dataclasses.asdict(config)
-    defaults = dataclasses.asdict(EvalConfig())  # a key older records lack had its default
-    pairs = [(k, old.get(k, defaults[k]), new[k]) for k in GENERATION_KEYS]
-    pairs[0] = ("model", model_identity(old), model_identity(new))
-    agent_defaults = defaults["agent"]
-    pairs += [(f"agent.{k}", (old.get("agent") or {}).get(k, agent_defaults[k]), new["agent"][k])
-              for k in AGENT_GENERATION_KEYS]  # fmt: skip
-    for key, was, now in pairs:
-        if was != now:
-            raise ConfigError(
-                f"{path}: key '{key}' was {was!r}, now {now!r}; these records came from other settings "
-                "(use a new --out, or the old settings to resume)"
-            )
+    old = eval_identity(load_config(EvalConfig, path))  # keys older files lack take their defaults
+    new = eval_identity(config)
+    for key in flat_differences(old, new):
+        was, now = _at(old, key), _at(new, key)
+        raise ConfigError(
+            f"{path}: key '{key}' was {was!r}, now {now!r}; these records came from other settings "
+            "(use a new --out, or the old settings to resume)"
+        )
+
+
+def _at(node: dict, dotted: str):
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def make_backend(config: EvalConfig) -> Any:
-    """HFBackend for a local directory, OpenAIBackend for an http(s) URL, VLLMBackend for ``vllm:PATH``."""
-    from dualdistill.backends import make_backend as pick
+    """The evaluated model's backend (``backends.open_backend``, the one way every command opens one)."""
+    from dualdistill.backends import open_backend
 
-    model = config.model
-    if model.startswith(("http://", "https://")):
-        if config.served_model_name and "#" not in model:
-            model = f"{model}#{config.served_model_name}"
-        return pick(
-            model, api_key_env=config.api_key_env, max_retries=config.max_retries,
-            request_timeout=config.request_timeout_s, tokenizer=config.tokenizer,
-            **server_api(config.api, config.agent.template),
-        )  # fmt: skip
-    if config.api != "completions":
-        raise ConfigError(f"api: {config.api} needs a server URL as the model, not {model!r}")
-    if model.startswith("vllm:"):
-        return pick(model)
-    if not Path(model).exists():
-        raise DataError(model, "model not found: give a local model directory, an http(s) URL or vllm:PATH")
-    return pick(model, device=config.device, max_batch=config.max_batch)
-
-
-def server_api(api: str, template: str) -> dict:
-    """``OpenAIBackend`` options for ``api``: over chat, the prompt's user turn ends at the template's
-    assistant marker."""
-    from dualdistill.prompts import assistant_marker
-
-    if api == "chat" and template == "chat":
-        raise ConfigError(
-            "api: chat applies the server's chat template; use agent.template paper, plain or compact"
-        )
-    return {"api": api, "assistant_marker": assistant_marker(template)} if api == "chat" else {}
+    return open_backend(
+        config.model, api=config.api, template=config.agent.template, served_model_name=config.served_model_name,
+        tokenizer=config.tokenizer, api_key_env=config.api_key_env, max_retries=config.max_retries,
+        request_timeout=config.request_timeout_s, device=config.device, max_batch=config.max_batch,
+    )  # fmt: skip
 
 
 def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, progress: bool = True) -> dict:

@@ -82,7 +82,9 @@ class SelfDistillConfig:
         """``(student name, build settings)`` of each self-distilled student, the recipe's first."""
         out = [("dualdistill_sd", self.build)]
         if self.paper_ablation and (self.build.repair != "text" or self.build.select != "paper"):
-            out.append(("dualdistill_sd_text", dataclasses.replace(self.build, repair="text", select="paper")))
+            out.append(
+                ("dualdistill_sd_text", dataclasses.replace(self.build, repair="text", select="paper"))
+            )
         return out
 
 
@@ -129,6 +131,7 @@ SHIPPED_FILES = {
     **{n: f"{n}.yaml" for n in SHIPPED},
     "sft_tiny": "sft_tiny.yaml",
     "sft_r1_distill_qwen7b": "sft_r1_distill_qwen7b.yaml",
+    "sft_r1_distill_qwen7b_lora": "sft_r1_distill_qwen7b_lora.yaml",
     "deepspeed_zero3": "accelerate/deepspeed_zero3.yaml",
     "fsdp": "accelerate/fsdp.yaml",
 }

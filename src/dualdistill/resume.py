@@ -78,7 +78,8 @@ def check_identity(
     file holds nothing, the identity is (re)written, so a run that failed before its first record
     (a typo in a URL, say) does not bind the next one; once records exist, runs must match key by key.
     A key the stored identity lacks (written before the setting existed) counts as its value in
-    ``defaults``, so older records still resume under the default.
+    ``defaults``, so older records still resume under the default; a key only the stored identity has (a
+    setting that no longer decides what a record holds) is ignored.
     """
     path = Path(out_dir) / f".{name}-identity.json"
     now = json.loads(json.dumps(identity, sort_keys=True, default=str))
@@ -90,7 +91,7 @@ def check_identity(
             raise DataError(path, f"corrupt resume identity ({e}); move the directory aside") from None
         fill = _flat(json.loads(json.dumps(defaults or {}, sort_keys=True, default=str)))
         was, now = _flat(was), _flat(now)
-        for key in sorted(set(was) | set(now)):
+        for key in sorted(now):
             if was.get(key, fill.get(key)) != now.get(key):
                 raise ResumeMismatch(
                     path,

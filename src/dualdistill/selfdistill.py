@@ -47,7 +47,7 @@ from dualdistill.agent import AgentConfig, read_agent_records
 # How samples are cut and joined lives with composition (one module for every cut and join).
 from dualdistill.compose import cut_after_reasoning, cut_before_answer
 from dualdistill.compose import join_self_distilled as join
-from dualdistill.config import bounded, check_bounds, save_config, setting, speed_free, to_dict
+from dualdistill.config import bounded, check_bounds, identity, save_config, setting, to_dict
 from dualdistill.examples import SFTExample
 from dualdistill.problems import Problem, load_problems, write_problems
 from dualdistill.records import DataError, locked, provenance, read_jsonl, write_jsonl
@@ -85,7 +85,9 @@ class SampleConfig:
     """Sampling settings; the defaults are the paper's. How each trajectory is generated is the one
     generation config (``agent.AgentConfig``), as in ``eval`` and the teachers."""
 
-    k: int = bounded(16, ge=1)  # samples per problem
+    k: int = setting(
+        16, ge=1, scope=True, help="Samples per problem (the paper's 16); may grow between runs."
+    )
     seed: int = 0
     # Only this share of the problems, I/N (0 <= I < N), chosen by a hash of each id; `merge` joins the
     # N shards' outputs. Empty: all problems.
@@ -155,11 +157,9 @@ def sample(
 
 
 def sample_identity(config: SampleConfig, model: str) -> dict:
-    """What the samples depend on: every setting but the speed ones and ``k`` (which may grow between
-    runs; the first K are used), and the model's weights."""
-    same = speed_free(config)
-    same.pop("k")
-    return {**same, "model": model_fingerprint(model)}
+    """What the samples depend on: every setting but the speed ones and the scope ``k`` (which may grow
+    between runs; the first K are used), and the model's weights."""
+    return {**identity(config), "model": model_fingerprint(model)}
 
 
 def _sample(

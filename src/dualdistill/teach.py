@@ -28,14 +28,13 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from dualdistill.agent import AgentConfig, run_all
 from dualdistill.backends.usage import usage_scope
@@ -44,7 +43,7 @@ from dualdistill.config import check_bounds, setting
 from dualdistill.problems import Problem
 from dualdistill.records import DataError, JsonlAppender, locked, provenance, read_jsonl, write_jsonl
 from dualdistill.resume import check_identity
-from dualdistill.teachers import Teacher, TeacherError
+from dualdistill.teachers import Teacher, TeacherError, build_teacher, secrets_of
 
 Role = Literal["first", "second"]
 
@@ -334,15 +333,15 @@ async def teach(
         return await _teach(problems, code_teacher, text_teacher, out_dir, config, progress, secrets)
 
 
-# Settings that decide what a record holds; the rest (concurrency, retries) only how fast it comes.
-IDENTITY_KEYS = ("code_teacher", "text_teacher", "first_teacher_seed", "shard")
 IDENTITY_FILE = ".teach-identity.json"  # what check_identity(out_dir, "teach", ...) writes
 
 
 def teach_identity(config: TeachConfig) -> dict:
-    from dualdistill.config import to_dict
+    """Settings that decide what a record holds; the rest (concurrency, retries, prices, rate limits)
+    only how fast or how dear it comes (fields marked speed)."""
+    from dualdistill.config import identity
 
-    return {k: v for k, v in to_dict(config).items() if k in IDENTITY_KEYS}
+    return identity(config)
 
 
 async def _teach(
@@ -419,91 +418,6 @@ class _progress:
 
 
 # ----------------------------------------------------------------------------- building teachers
-def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: Any) -> Teacher:
-    """The teacher a spec names, for the given role's strategy."""
-    from dualdistill.teachers import AgenticTeacher, DatasetTeacher, TextTeacher
-
-    name = spec.name or f"{spec.kind}-{strategy}" + (f":{spec.model}" if spec.model else "")
-    if spec.kind == "programmatic":
-        from dualdistill.synthetic import teachers as synthetic
-
-        if strategy == "code":
-            return synthetic.ProgrammaticAgenticTeacher(pool=pool, name=spec.name or "synthetic-agentic")
-        return synthetic.ProgrammaticTextTeacher(name=spec.name or "synthetic-text")
-    if spec.kind == "dataset":
-        if not spec.path:
-            raise ValueError(f"{strategy}_teacher.path: a dataset teacher needs a file")
-        return DatasetTeacher(spec.path, spec.field, name=spec.name or None, strategy=strategy)
-    if strategy == "code" and spec.api == "chat" and spec.tool_calls != "native":
-        from dualdistill.config import ConfigError
-
-        raise ConfigError(
-            "code_teacher.api: chat cannot continue a trajectory after a <code> block; use tool_calls: native "
-            "(the chat tools API) or api: completions"
-        )
-    backend = _backend(spec)
-    if strategy == "code" and spec.tool_calls == "native":
-        if spec.kind not in ("openai", "anthropic"):
-            from dualdistill.config import ConfigError
-
-            raise ConfigError(
-                f"code_teacher.tool_calls: native needs kind openai or anthropic, not {spec.kind}"
-            )
-        from dualdistill.tool_teacher import NativeToolTeacher
-
-        return NativeToolTeacher(backend, pool, spec.generation, name=name)
-    if strategy == "code":
-        return AgenticTeacher(backend, pool, dataclasses.replace(spec.generation, tools=True), name=name)
-    return TextTeacher(backend, dataclasses.replace(spec.generation, tools=False), name=name)
-
-
-def _backend(spec: TeacherSpec) -> Any:
-    """The spec's backend, behind its rate limits when it sets any."""
-    backend = _open_backend(spec)
-    if spec.max_requests_per_minute or spec.max_tokens_per_minute:
-        from dualdistill.backends.ratelimit import RateLimitedBackend, RateLimiter
-
-        limiter = RateLimiter(spec.max_requests_per_minute, spec.max_tokens_per_minute)
-        return RateLimitedBackend(backend, limiter)
-    return backend
-
-
-def _open_backend(spec: TeacherSpec) -> Any:
-    from dualdistill.config import ConfigError
-
-    if spec.kind == "anthropic":
-        from dualdistill.backends.anthropic import AnthropicBackend, AnthropicConfig
-        from dualdistill.prompts import assistant_marker
-
-        marker = assistant_marker(spec.generation.template)
-        return AnthropicBackend(AnthropicConfig(
-            model=spec.model or AnthropicConfig.model, api_key_env=spec.api_key_env or "ANTHROPIC_API_KEY",
-            base_url=spec.url or None, assistant_marker=marker,
-        ))  # fmt: skip
-    from dualdistill.backends.openai_api import OpenAIBackend
-
-    if not spec.url:
-        raise ConfigError("an openai teacher needs 'url' (the server's …/v1 base URL)")
-    if spec.api_key_env and not os.environ.get(spec.api_key_env):
-        raise ConfigError(f"environment variable {spec.api_key_env} is not set (API key of {spec.url})")
-    # Local servers (vLLM, SGLang) need no key: OpenAIBackend then sends a placeholder.
-    from dualdistill.prompts import assistant_marker
-
-    return OpenAIBackend(spec.url, spec.model or None, api_key_env=spec.api_key_env or "OPENAI_API_KEY",
-                         api=spec.api, assistant_marker=assistant_marker(spec.generation.template))  # fmt: skip
-
-
-def secrets_of(config: TeachConfig) -> list[str]:
-    """Values of the API-key variables the config names (masked out of failure details)."""
-    names = set()
-    for spec in (config.code_teacher, config.text_teacher):
-        if spec.kind == "anthropic":
-            names.add(spec.api_key_env or "ANTHROPIC_API_KEY")
-        elif spec.kind == "openai":
-            names.add(spec.api_key_env or "OPENAI_API_KEY")
-    return [os.environ[n] for n in sorted(names) if os.environ.get(n)]
-
-
 async def teach_from_config(
     problems: Sequence[Problem], config: TeachConfig, out_dir: str | Path, *, progress: bool = True
 ) -> TeachReport:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from dualdistill.problems import FieldMap, Problem, load_problems
 from dualdistill.prompts import build_prompt, generation_prefix
@@ -48,6 +48,9 @@ PREVIOUS_TEMPLATE = (
     "<<<\n{previous}\n>>>\n"
     "Solve the problem yourself, using your own approach. The attempt above may be wrong."
 )
+
+if TYPE_CHECKING:
+    from dualdistill.teach import TeachConfig, TeacherSpec
 
 
 class Teacher(Protocol):
@@ -204,3 +207,89 @@ class DatasetTeacher:
 
 def _norm(question: str) -> str:
     return " ".join(question.split())
+
+
+# ----------------------------------------------------------------------------- teachers from specs
+def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: Any) -> Teacher:
+    """The teacher a spec names, for the given role's strategy."""
+    from dualdistill.teachers import AgenticTeacher, DatasetTeacher, TextTeacher
+
+    name = spec.name or f"{spec.kind}-{strategy}" + (f":{spec.model}" if spec.model else "")
+    if spec.kind == "programmatic":
+        from dualdistill.synthetic import teachers as synthetic
+
+        if strategy == "code":
+            return synthetic.ProgrammaticAgenticTeacher(pool=pool, name=spec.name or "synthetic-agentic")
+        return synthetic.ProgrammaticTextTeacher(name=spec.name or "synthetic-text")
+    if spec.kind == "dataset":
+        if not spec.path:
+            raise ValueError(f"{strategy}_teacher.path: a dataset teacher needs a file")
+        return DatasetTeacher(spec.path, spec.field, name=spec.name or None, strategy=strategy)
+    if strategy == "code" and spec.api == "chat" and spec.tool_calls != "native":
+        from dualdistill.config import ConfigError
+
+        raise ConfigError(
+            "code_teacher.api: chat cannot continue a trajectory after a <code> block; use tool_calls: native "
+            "(the chat tools API) or api: completions"
+        )
+    backend = spec_backend(spec)
+    if strategy == "code" and spec.tool_calls == "native":
+        if spec.kind not in ("openai", "anthropic"):
+            from dualdistill.config import ConfigError
+
+            raise ConfigError(
+                f"code_teacher.tool_calls: native needs kind openai or anthropic, not {spec.kind}"
+            )
+        from dualdistill.tool_teacher import NativeToolTeacher
+
+        return NativeToolTeacher(backend, pool, spec.generation, name=name)
+    if strategy == "code":
+        return AgenticTeacher(backend, pool, replace(spec.generation, tools=True), name=name)
+    return TextTeacher(backend, replace(spec.generation, tools=False), name=name)
+
+
+def spec_backend(spec: TeacherSpec) -> Any:
+    """The spec's backend, behind its rate limits when it sets any."""
+    backend = _open_backend(spec)
+    if spec.max_requests_per_minute or spec.max_tokens_per_minute:
+        from dualdistill.backends.ratelimit import RateLimitedBackend, RateLimiter
+
+        limiter = RateLimiter(spec.max_requests_per_minute, spec.max_tokens_per_minute)
+        return RateLimitedBackend(backend, limiter)
+    return backend
+
+
+def _open_backend(spec: TeacherSpec) -> Any:
+    from dualdistill.config import ConfigError
+
+    if spec.kind == "anthropic":
+        from dualdistill.backends.anthropic import AnthropicBackend, AnthropicConfig
+        from dualdistill.prompts import assistant_marker
+
+        marker = assistant_marker(spec.generation.template)
+        return AnthropicBackend(AnthropicConfig(
+            model=spec.model or AnthropicConfig.model, api_key_env=spec.api_key_env or "ANTHROPIC_API_KEY",
+            base_url=spec.url or None, assistant_marker=marker,
+        ))  # fmt: skip
+    from dualdistill.backends import open_backend
+
+    if not spec.url:
+        raise ConfigError(
+            "an openai teacher needs 'url' (the server's …/v1 base URL, or several, comma-separated)"
+        )
+    if spec.api_key_env and not os.environ.get(spec.api_key_env):
+        raise ConfigError(f"environment variable {spec.api_key_env} is not set (API key of {spec.url})")
+    # Local servers (vLLM, SGLang) need no key: OpenAIBackend then sends a placeholder.
+    return open_backend(spec.url, api=spec.api, template=spec.generation.template, served_model_name=spec.model or None,
+                        api_key_env=spec.api_key_env or "OPENAI_API_KEY")  # fmt: skip
+
+
+def secrets_of(config: TeachConfig) -> list[str]:
+    """Values of the API-key variables the config names (masked out of failure details)."""
+    names = set()
+    for spec in (config.code_teacher, config.text_teacher):
+        if spec.kind == "anthropic":
+            names.add(spec.api_key_env or "ANTHROPIC_API_KEY")
+        elif spec.kind == "openai":
+            names.add(spec.api_key_env or "OPENAI_API_KEY")
+    return [os.environ[n] for n in sorted(names) if os.environ.get(n)]

@@ -116,7 +116,9 @@ def make_backend(model: str, **options: Any) -> Backend:
     """Pick a backend from a model spec, as ``dualdistill eval --model PATH_OR_URL`` does.
 
     - ``http://…`` or ``https://…``: ``OpenAIBackend``; ``URL#name`` selects the served model name
-      (otherwise the server's first listed model).
+      (otherwise the server's first listed model). Several comma-separated URLs: one ``ServerSet``
+      over them (the least busy first; a server that fails is left out for a while, its requests go to
+      the others); each server's own retries are cut to one, since another server takes over.
     - ``vllm:PATH``: ``VLLMBackend`` on a local model directory.
     - anything else: a local model directory for ``HFBackend``.
 
@@ -125,6 +127,14 @@ def make_backend(model: str, **options: Any) -> Backend:
     if model.startswith(("http://", "https://")):
         from dualdistill.backends.openai_api import OpenAIBackend
 
+        urls = [u.strip() for u in model.split(",") if u.strip()]
+        if len(urls) > 1:
+            from dualdistill.backends.servers import ServerSet
+
+            each = {**options, "max_retries": min(int(options.get("max_retries", 1)), 1)}
+            return ServerSet(
+                [OpenAIBackend(u.partition("#")[0], u.partition("#")[2] or None, **each) for u in urls]
+            )
         url, _, name = model.partition("#")
         return OpenAIBackend(url, name or None, **options)
     if model.startswith("vllm:"):
@@ -135,6 +145,44 @@ def make_backend(model: str, **options: Any) -> Backend:
 
     check_model_dir(model)
     return HFBackend(model, **options)
+
+
+def open_backend(
+    model: str, *, api: str = "completions", template: str = "paper", served_model_name: str | None = None,
+    tokenizer: str | None = None, api_key_env: str = "OPENAI_API_KEY", max_retries: int = 5,
+    request_timeout: float = 600.0, device: str = "auto", max_batch: int = 64,
+) -> Backend:  # fmt: skip
+    """The backend of a model spec, opened the one way eval, solve, self-distill sample and the API
+    teachers open it (``make_backend`` picks the class):
+
+    - a server URL (or several, comma-separated): ``served_model_name`` names the model on each URL
+      without its own ``#name``; ``api`` is ``completions``, or ``chat`` (the prompt's user turn then ends
+      at ``template``'s assistant marker); ``tokenizer`` counts executor text exactly; a key from
+      ``api_key_env``; ``max_retries`` and ``request_timeout`` per request;
+    - ``vllm:PATH``: vLLM's offline engine; a local directory: ``HFBackend`` on ``device`` with
+      ``max_batch`` sequences per forward pass. ``api`` must stay ``completions`` for both.
+    """
+    from dualdistill.config import ConfigError
+
+    if model.startswith(("http://", "https://")):
+        if served_model_name:
+            model = ",".join(u if "#" in u else f"{u}#{served_model_name}" for u in model.split(","))
+        options: dict[str, Any] = {}
+        if api == "chat":
+            if template == "chat":
+                raise ConfigError(
+                    "api: chat applies the server's chat template; use template paper, plain or compact"
+                )
+            from dualdistill.prompts import assistant_marker
+
+            options = {"api": api, "assistant_marker": assistant_marker(template)}
+        return make_backend(model, api_key_env=api_key_env, max_retries=max_retries,
+                            request_timeout=request_timeout, tokenizer=tokenizer, **options)  # fmt: skip
+    if api != "completions":
+        raise ConfigError(f"api: {api} needs a server URL as the model, not {model!r}")
+    if model.startswith("vllm:"):
+        return make_backend(model)
+    return make_backend(model, device=device, max_batch=max_batch)
 
 
 def __getattr__(name: str):

@@ -74,7 +74,6 @@ def solve_command(
     from dualdistill.backends import BackendError
     from dualdistill.sandbox import SandboxUnavailable
     from dualdistill.solve import Printer, solve
-    from dualdistill.trajectory import extract_answer
 
     text = _question(question, file)
     if not text:
@@ -106,7 +105,12 @@ def solve_command(
     if as_json:
         typer.echo(json.dumps(record.to_dict(), ensure_ascii=False))
         return
-    seconds = time.perf_counter() - started
+    _print_solved(record, time.perf_counter() - started)
+
+
+def _print_solved(record, seconds: float) -> None:
+    from dualdistill.trajectory import extract_answer
+
     answer = extract_answer(record.response)
     console = Console(highlight=False)
     console.print()

@@ -44,21 +44,15 @@ def sample_command(
     if out is not None:
         writable(out, directory=True)
     from dualdistill import selfdistill as sd
-    from dualdistill.backends import BackendError, make_backend
-    from dualdistill.evaluate import server_api
+    from dualdistill.backends import BackendError, open_backend
     from dualdistill.problems import load_benchmark
 
     backend = None
     try:
         cfg = load_config(sd.SampleConfig, config, [*option_overrides(given or {}), *set_])
         chosen = load_benchmark(problems, limit=limit)
-        local = not model.startswith(("http://", "https://"))  # a server batches for itself
-        if local and cfg.api != "completions":
-            fail(f"--api {cfg.api} needs a server URL as --model")
-        options = {"max_batch": cfg.max_batch} if local else {}
-        if not local:
-            options = {"tokenizer": cfg.tokenizer, **server_api(cfg.api, cfg.agent.template)}
-        backend = make_backend(model, **options)
+        backend = open_backend(model, api=cfg.api, template=cfg.agent.template, tokenizer=cfg.tokenizer,
+                               max_batch=cfg.max_batch)  # fmt: skip
         path = sd.sample(chosen, backend, out, cfg, model=model, progress=progress)
         scores = sd.load_samples(out, k=cfg.k)
     except (DataError, ConfigError, BackendError) as e:

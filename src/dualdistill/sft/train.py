@@ -40,6 +40,7 @@ from dualdistill.config import ConfigError, bounded, check_bounds, save_config, 
 from dualdistill.examples import read_examples
 from dualdistill.prompts import PromptTemplate
 from dualdistill.records import DataError, provenance
+from dualdistill.sft.lora import LoraSettings
 from dualdistill.sft.masking import MaskConfig, MaskStats, encode_example
 
 CONFIG_FILE = "sft_config.yaml"
@@ -55,6 +56,7 @@ class SFTConfig:
     template: PromptTemplate = "paper"
     tools: bool = True
     masking: MaskConfig = field(default_factory=MaskConfig)
+    peft: LoraSettings = field(default_factory=LoraSettings)  # r > 0: a LoRA student (sft/lora.py)
     max_length: int = bounded(16384, ge=8)
     truncation: Literal["drop", "truncate"] = "drop"
     epochs: float = bounded(4.0, gt=0)
@@ -308,10 +310,20 @@ def load_model(config: SFTConfig, init_model: str, *, bf16: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
 
+    extra = {}
+    if config.peft.load_in_4bit:  # QLoRA: the frozen base in 4 bits
+        if not torch.cuda.is_available():
+            raise ConfigError("peft.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
+        from transformers import BitsAndBytesConfig
+
+        extra["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
     model = AutoModelForCausalLM.from_pretrained(
         init_model,
         dtype=torch.bfloat16 if bf16 else torch.float32,
         attn_implementation=config.attn_implementation,
+        **extra,
     )
     model.config.use_cache = False
     return model
@@ -330,12 +342,18 @@ def build_trainer(
         from dualdistill.sft.loss import sequence_mean_trainer
 
         trainer_class = sequence_mean_trainer()
+    lora = {}
+    if config.peft.enabled:
+        from dualdistill.sft.lora import peft_config
+
+        lora = {"peft_config": peft_config(config.peft)}
     trainer = trainer_class(
         model=model,
         args=_trl_args(config, output_dir, bf16),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=_callbacks(config),
+        **lora,
     )
     if config.progress:
         trainer.remove_callback(PrinterCallback)  # the rich bar shows progress and loss
@@ -379,7 +397,13 @@ def train_run(
     seconds = time.monotonic() - started
 
     model_dir = output_dir / "model"
-    trainer.save_model(str(model_dir))
+    lora_facts: dict = {}
+    if config.peft.enabled:
+        from dualdistill.sft import lora
+
+        lora_facts = lora.save(trainer, output_dir, model_dir, config.peft)
+    else:
+        trainer.save_model(str(model_dir))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(model_dir)
         cfg_path = model_dir / "config.json"
@@ -397,17 +421,28 @@ def train_run(
             seconds=round(seconds, 2),
             stats=to_dict(stats),
             log_history=trainer.state.log_history,
+            **lora_facts,
         )
         (model_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
         _write_card(
-            config, data_path, init_model, model_dir, trainer.state.global_step, out.training_loss, stats
+            config,
+            data_path,
+            init_model,
+            model_dir,
+            trainer.state.global_step,
+            out.training_loss,
+            stats,
+            lora_facts,
         )
     return TrainResult(model_dir, trainer.state.global_step, out.training_loss, stats, seconds, resume)
 
 
-def _write_card(config: SFTConfig, data_path, init_model, model_dir: Path, steps: int, loss, stats) -> None:
+def _write_card(
+    config: SFTConfig, data_path, init_model, model_dir: Path, steps: int, loss, stats, lora_facts: dict
+) -> None:
     from dualdistill.modelcard import training_facts, write_card
+    from dualdistill.sft.lora import card_lines
 
+    made = training_facts(config, data_path, str(init_model), steps, loss, stats)
     write_card(model_dir, title=f"DualDistill student: {model_dir.parent.name}",
-               made=training_facts(config, data_path, str(init_model), steps, loss, stats),
-               base_model=str(init_model))  # fmt: skip
+               made=made + (card_lines(lora_facts) if lora_facts else []), base_model=str(init_model))  # fmt: skip
