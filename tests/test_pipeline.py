@@ -151,9 +151,9 @@ def test_dry_run_matches_the_recipe_where_it_had_drifted(tmp_path):
     recipe = load_recipe("embedded_quick", ["student.init=tiny", "eval.agent.top_p=0.9", "world.seed=3"])
     text = "\n".join(dry_run(recipe, tmp_path))
     assert "--vocab-size 512" in text and "--corpus-seed 3" in text
-    assert "--limit 60" in text  # selfdistill.problems_limit
+    assert f"--limit {recipe.selfdistill.problems_limit}" in text
     eval_cfg = yaml.safe_load((tmp_path / "configs" / "eval.yaml").read_text())
-    assert (eval_cfg["seed"], eval_cfg["limit"], eval_cfg["agent"]["top_p"]) == (3, 40, 0.9)
+    assert (eval_cfg["seed"], eval_cfg["limit"], eval_cfg["agent"]["top_p"]) == (3, recipe.eval.limit, 0.9)
     assert eval_cfg["benches"] == [
         str(tmp_path / "world" / f"test_{g}.jsonl") for g in ("tool", "text", "mixed")
     ]
@@ -164,7 +164,7 @@ def test_dry_run_matches_the_recipe_where_it_had_drifted(tmp_path):
     )
     for group in ("tool", "text", "mixed"):
         assert (out / f"test_{group}.jsonl").stat().st_size > 0
-    assert sum(1 for _ in (out / "train.jsonl").open()) == 300  # world.train_limit
+    assert sum(1 for _ in (out / "train.jsonl").open()) == recipe.world.train_limit
 
 
 def test_tiny_model_options_are_the_student_configs_fields():
