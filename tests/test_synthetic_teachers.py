@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 
 import pytest
@@ -140,3 +141,31 @@ def test_cli_teachers_report_runs_both_teachers(tmp_path):
 def test_cli_teachers_bad_split_fails_cleanly():
     result = CliRunner().invoke(app, ["synthetic", "teachers", "--split", "dev"])
     assert result.exit_code == 2 and "--split must be" in result.output
+
+
+def test_teach_shapes_its_sandbox_from_the_code_teachers_generation_settings(tmp_path, monkeypatch):
+    """The code teacher's executor limit and session count reach the sandbox that ``teach`` opens (they
+    were once ignored for separate teach-level copies): text problems' naive programs run past a 0.05 s
+    CPU limit, so each block stops far below the 3 s default."""
+    import dualdistill.sandbox as sandbox
+    from dualdistill.agent import AgentConfig
+    from dualdistill.teach import TeachConfig, TeacherSpec, teach_from_config
+
+    opened = []
+
+    class Recording(sandbox.SandboxPool):
+        def __init__(self, config, max_concurrency, **kw):
+            opened.append((config, max_concurrency))
+            super().__init__(config, max_concurrency=max_concurrency, **kw)
+
+    monkeypatch.setattr(sandbox, "SandboxPool", Recording)
+    generation = AgentConfig(executor_timeout_s=0.05, executor_limit="cpu", sandbox_concurrency=3)
+    config = TeachConfig(code_teacher=TeacherSpec(kind="programmatic", generation=generation))
+    text_problems = [p for p in generate(200, seed=5) if FAMILIES[p.metadata["family"]].group == "text"]
+    asyncio.run(teach_from_config(text_problems[:3], config, tmp_path, progress=False))
+
+    [(used, sessions)] = opened
+    assert (used.timeout_s, used.limit, sessions) == (0.05, "cpu", 3)
+    records = [json.loads(x) for x in (tmp_path / "records.jsonl").open()]
+    codes = [r["response"] for r in records if r["strategy"] == "code"]
+    assert codes and all("timed out. (limit: 0.05 s of CPU time)" in r for r in codes), codes
