@@ -11,12 +11,7 @@ short documents, each drawn from its own seeded generator:
 - ``code``: Python snippets that print expressions over random numbers, in ``<code>`` with the exact
   output in ``<executor>`` (computed here, in-process, on numbers this module drew; nothing is
   executed from outside), sometimes followed by a boxed value;
-- ``tags``: the trajectory tags in varied, meaningless arrangements around the above;
-- ``drill``: small-number arithmetic a small model can only learn by seeing it often: one-digit sums
-  (also one unit at a time, ``6 + 3 = 7 + 2 = 8 + 1 = 9 + 0 = 9``), remainders of small numbers (``-1``
-  included), one-digit products and their tens, two-digit numbers mod 4, neighbours (``17 = 18 - 1``);
-- ``restate``: an expression met inside a sentence, written out again on its own, and its last digits
-  read off the copy; and lookups in a small table by an exact key (``3 → 2``).
+- ``tags``: the trajectory tags in varied, meaningless arrangements around the above.
 
 Guarantees:
 - ``pretrain_corpus(n, seed)`` is a pure function of its arguments.
@@ -223,103 +218,13 @@ def tags_doc(rng: random.Random) -> str:
     return "".join(parts).strip()
 
 
-# ----------------------------------------------------------------------------- drill
-def _drill_sum(rng):
-    a, b = rng.randint(-1, 9), rng.randint(0, 9)
-    if rng.random() < 0.5:
-        return f"{a} + {b} = {a + b}"
-    return " = ".join(f"{a + i} + {b - i}" for i in range(b + 1)) + f" = {a + b}"
-
-
-def _drill_remainder(rng):
-    m = rng.randint(2, 20)
-    x = rng.randint(-1, 3 * m)
-    return rng.choice(("{x} mod {m} = {r}", "{x} - {m} = {d}, so {x} mod {m} = {r}")).format(
-        x=x, m=m, r=x % m, d=x - m
-    )
-
-
-def _drill_product(rng):
-    a, b = rng.randint(1, 9), rng.randint(2, 9)
-    if rng.random() < 0.5:
-        return f"{a} * {b} = {a * b}"
-    return f"{10 * a} * {b} = {10 * a * b}, as {a} * {b} = {a * b}"
-
-
-def _drill_mod4(rng):
-    x = rng.randint(0, 99)
-    k = rng.choice((2, 4))
-    return f"{x:02d} mod {k} = {x % k}"
-
-
-def _drill_neighbour(rng):
-    m = rng.randint(3, 40)
-    a = m + rng.choice((-1, 1))
-    sign = "+" if a > m else "-"
-    return rng.choice(("{a} = {m} {s} 1", "Take {a} and {m}: {a} = {m} {s} 1.")).format(a=a, m=m, s=sign)
-
-
-DRILLS: tuple[Callable[[random.Random], str], ...] = (
-    _drill_sum, _drill_remainder, _drill_product, _drill_mod4, _drill_neighbour,
-)  # fmt: skip
-
-
-def drill_doc(rng: random.Random) -> str:
-    return "\n".join(rng.choice(DRILLS)(rng) for _ in range(rng.randint(4, 8)))
-
-
-# ----------------------------------------------------------------------------- restate
-_NOUNS = ("the board", "a note", "the log", "a card", "the list", "page two", "the ticket", "a slide")
-
-
-def _expression(rng: random.Random) -> tuple[str, int | None]:
-    """An expression and its exponent (None for a product)."""
-    a, n = rng.randint(2, 999), _num(rng, 1, 15)
-    kind = rng.randrange(3)
-    if kind == 0:
-        return f"{a}^{n} + {rng.randint(0, 99)} mod {rng.randint(2, 9999)}", n
-    if kind == 1:
-        return f"{_num(rng, 1, 4)} * {_num(rng, 1, 4)}", None
-    return f"{a}^{n} mod {rng.randint(2, 99)}", n
-
-
-def restate_doc(rng: random.Random) -> str:
-    """An expression inside a sentence, written out again on its own line, then the exponent copied
-    once more with its last digits read right after it; sometimes a lookup in a small table."""
-    lines = []
-    for _ in range(rng.randint(1, 3)):
-        expr, n = _expression(rng)
-        where = rng.choice(_NOUNS)
-        intro = rng.choice(
-            ("On {w} someone wrote {e} and left.", "{e} appears on {w}.", "Look at {e} from {w}, please.")
-        ).format(w=where, e=expr)
-        lines += [intro, rng.choice(("Again: {e}.", "Written out: {e}.", "That is {e}.")).format(e=expr)]
-        if n is not None:
-            lines.append(
-                rng.choice(
-                    (f"The exponent {n} ends in {n % 10}.",
-                     f"The last two digits of {n} are {n % 100:02d}, and {n % 100:02d} mod 4 = {n % 100 % 4}.",
-                     f"{n} ends in {n % 10}, and {n % 10} mod 2 = {n % 2}.")
-                )
-            )  # fmt: skip
-    if rng.random() < 0.5:
-        keys = rng.sample(range(10), rng.randint(2, 5))
-        table = {k: rng.randint(0, 9) for k in keys}
-        key = rng.choice(keys)
-        lines.append("Table: " + ", ".join(f"{k} → {v}" for k, v in table.items()) + ".")
-        lines.append(f"{key} → {table[key]}.")
-    return "\n".join(lines)
-
-
 # Copying is the slowest skill for a tiny model to pick up (it needs an induction head), so it gets
 # the largest share.
 KINDS: dict[str, tuple[Callable[[random.Random], str], float]] = {
-    "copy": (copy_doc, 0.30),
-    "facts": (facts_doc, 0.15),
-    "code": (code_doc, 0.25),
-    "tags": (tags_doc, 0.05),
-    "drill": (drill_doc, 0.12),
-    "restate": (restate_doc, 0.13),
+    "copy": (copy_doc, 0.40),
+    "facts": (facts_doc, 0.20),
+    "code": (code_doc, 0.30),
+    "tags": (tags_doc, 0.10),
 }
 
 
