@@ -211,7 +211,7 @@ def _records(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3200)  # five runs of the quick demo (kill, resume, skip, fresh, shell) on 2 cores
+@pytest.mark.timeout(3600)  # five runs of the quick demo (kill, resume, skip, fresh under load, shell)
 def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     workdir = tmp_path / "demo"
     cmd = [sys.executable, "-m", "dualdistill.cli", "demo", "--quick", "--workdir", str(workdir)]
@@ -278,15 +278,25 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("up to date, skipped") == n_stages
-    # 4. Deterministic: a fresh, uninterrupted run with the same seed writes the same results.
+    # 4. Deterministic, with load beside it: a fresh, uninterrupted run with the same seed, next to two
+    # busy processes, writes the same results (executor limits count CPU time, not wall time).
     fresh = tmp_path / "fresh"
     cmd_fresh = [*cmd[:-1], str(fresh)]
-    done = subprocess.run(cmd_fresh, capture_output=True, text=True, env=env, timeout=900)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        done = subprocess.run(cmd_fresh, capture_output=True, text=True, env=env, timeout=1500)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
     assert done.returncode == 0, done.stderr[-3000:]
     first, second = (_without_timings(json.loads((w / "results.json").read_text())) for w in (workdir, fresh))
     assert first["results"]["dualdistill"]["overall"]["accuracy"] is not None
-    if first != second:  # only a code block near the executor's time limit may tell the runs apart
-        _same_but_for_timing(workdir, fresh, list(first["results"]))
+    assert first == second
+    for student in first["results"]:
+        a, b = (_records(w / "eval" / student / "records.jsonl") for w in (workdir, fresh))
+        key = lambda r: (r["source"], r["problem_id"], r["sample_index"])  # noqa: E731
+        assert {key(r): r["response"] for r in a} == {key(r): r["response"] for r in b}, student
     # 5. The dry run is the run: its printed commands, executed in order in a plain shell, give the same
     # evaluation reports.
     shell = tmp_path / "shell"
@@ -298,53 +308,10 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (shell / "manifest.json").exists()  # the commands alone, no pipeline
-    students = list(first["results"])
-    reports = [{s: _without_timings(json.loads((w / "eval" / s / "report.json").read_text())["benchmarks"])
-                for s in students} for w in (workdir, shell)]  # fmt: skip
-    if reports[0] != reports[1]:
-        _same_but_for_timing(workdir, shell, students)
-
-
-TIMED_OUT = "Error: Code execution timed out."
-
-
-def _same_but_for_timing(a: Path, b: Path, students: list[str]) -> None:
-    """Two runs of one recipe agree, except downstream of a code block that hit the 0.5 s executor limit
-    in one run only (timing on a shared CPU, not the seed). Such a block in the teachers' records or the
-    self-distillation samples changes what is trained after it, so the students trained from there are
-    not compared; every other difference fails."""
-    exempt: set[str] = set()
-    for rel, key, text in (("teach/pairs.jsonl", lambda r: r["id"], lambda r: json.dumps(r)),
-                           ("selfdistill/samples/samples.jsonl", lambda r: (r["problem_id"], r["sample_index"]),
-                            lambda r: r["response"])):  # fmt: skip
-        ra, rb = ({key(r): r for r in _records(w / rel)} for w in (a, b))
-        assert ra.keys() == rb.keys(), rel
-        differ = [k for k in ra if text(ra[k]) != text(rb[k])]
-        for k in differ:
-            assert TIMED_OUT in text(ra[k]) + text(rb[k]), (rel, k)
-        if differ:
-            downstream = students if rel.startswith("teach") else [s for s in students if "_sd" in s]
-            exempt |= set(downstream)
-    kept = [s for s in students if s not in exempt]
-    if kept:
-        _same_but_for_timeouts(a, b, kept)
-
-
-def _same_but_for_timeouts(a: Path, b: Path, students: list[str]) -> None:
-    """Every trajectory is identical in both runs, except ones where a block timed out in either run
-    (0.5 s on a shared CPU is timing, not the seed); those are at most 2% of all."""
-    timing = total = 0
-    for student in students:
-        ra, rb = ({(r["source"], r["problem_id"]): r for r in _records(w / "eval" / student / "records.jsonl")}
-                  for w in (a, b))  # fmt: skip
-        assert ra.keys() == rb.keys()
-        for key in ra:
-            total += 1
-            if any(c["status"] == "timeout" for r in (ra[key], rb[key]) for c in r["tool_calls"]):
-                timing += ra[key]["response"] != rb[key]["response"]
-                continue
-            assert (ra[key]["response"], ra[key]["correct"]) == (rb[key]["response"], rb[key]["correct"]), key
-    assert timing <= 0.02 * total, (timing, total)
+    for student in first["results"]:
+        a, b = (_without_timings(json.loads((w / "eval" / student / "report.json").read_text())["benchmarks"])
+                for w in (workdir, shell))  # fmt: skip
+        assert a == b, student
 
 
 TIMING_KEYS = ("stage_seconds", "gen_time_s", "tool_time_s", "tool_time_share")
