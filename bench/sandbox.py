@@ -111,8 +111,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--isolation", default="auto")
+    parser.add_argument(
+        "--limit", default="wall", choices=("wall", "cpu"), help="what the block limit counts"
+    )
     args = parser.parse_args()
-    config = SandboxConfig(timeout_s=30.0, isolation=args.isolation)
+    config = SandboxConfig(timeout_s=30.0, isolation=args.isolation, limit=args.limit)
 
     t = time.perf_counter()
     Session(config).close()  # the template is started once per process; reported separately
@@ -128,6 +131,7 @@ def main() -> None:
 
     result = {
         "bench": "sandbox",
+        "limit": args.limit,
         "template_start_s": round(template_start, 3),
         "trivial_block_p50_ms": round(1000 * statistics.median(latency), 3),
         "trivial_block_p99_ms": round(1000 * pct(latency, 0.99), 3),
