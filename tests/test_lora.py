@@ -4,14 +4,13 @@ peft, the merged weights a plain model that evaluates through the tool loop, the
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from test_sft_train import RECIPES, _records
+from test_sft_train import _records, accelerate_train
 
 CLI = [sys.executable, "-c", "from dualdistill.cli import main; main()"]
 LORA = ["peft.r=4", "peft.alpha=8", "max_steps=6", "progress=false", "report_to=[]"]
@@ -65,13 +64,7 @@ def test_the_merged_weights_are_a_plain_model_that_evaluates_with_tools(trained,
 
 @pytest.mark.slow
 def test_lora_under_accelerate_launch_on_one_cpu_process(tmp_path, tiny_model_dir, data):
-    if shutil.which("accelerate") is None:
-        pytest.skip("needs the accelerate CLI")
-    cmd = ["accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "dualdistill.sft", "train", "--config", str(RECIPES / "sft_tiny.yaml"),
-           "--data", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "acc"), *LORA]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+    accelerate_train(data, tiny_model_dir, tmp_path / "acc", *LORA, timeout=600)
     assert (tmp_path / "acc" / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "acc" / "model" / "config.json").is_file()
 

@@ -23,6 +23,21 @@ from dualdistill.trajectory import CODE_TO_TEXT, executor_block
 RECIPES = shipped_file("sft_tiny").parent
 
 
+def accelerate_train(data: Path, model: Path, out: Path, *overrides: str, timeout: int = 300):
+    """`accelerate launch -m dualdistill.sft train` with the tiny SFT recipe on one CPU process."""
+    import shutil
+    import subprocess
+
+    if shutil.which("accelerate") is None:
+        pytest.skip("needs the accelerate CLI")
+    cmd = ["accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "dualdistill.sft", "train", "--config", str(RECIPES / "sft_tiny.yaml"),
+           "--data", str(data), "--model", str(model), "--out", str(out), *overrides]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res
+
+
 def _records(n: int = 16) -> list[dict]:
     rng = random.Random(0)
     out = []
@@ -237,17 +252,7 @@ def test_cli_errors_are_clean(tmp_path, tiny_model_dir, data_path):
 @pytest.mark.slow
 def test_accelerate_launch_single_process(tmp_path, tiny_model_dir, data_path):
     """The multi-GPU entry point (accelerate launch -m dualdistill.sft) runs the same code on one CPU process."""
-    import shutil
-    import subprocess
-
-    if shutil.which("accelerate") is None:
-        pytest.skip("needs the accelerate CLI")
-    cmd = ["accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "dualdistill.sft", "train", "--config", str(RECIPES / "sft_tiny.yaml"),
-           "--data", str(data_path), "--model", str(tiny_model_dir), "--out", str(tmp_path / "acc"),
-           "max_steps=2", "progress=false"]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
+    res = accelerate_train(data_path, tiny_model_dir, tmp_path / "acc", "max_steps=2", "progress=false")
     assert "after 2 steps" in res.stdout
     assert (tmp_path / "acc" / "model" / CONFIG_FILE).is_file()
 
