@@ -415,7 +415,9 @@ async def run_many(
     out_path = Path(out_path)
     done = done_keys(out_path, record_key)
     todo = [(p, i) for p in problems for i in range(samples) if (p.source, p.id, i) not in done]
-    tracker = _Tracker(problems, samples, done, enabled=progress)
+    from dualdistill.agent_progress import Tracker
+
+    tracker = Tracker(problems, samples, done, enabled=progress)
     # One grading thread: the grader need not be thread-safe, and generation goes on meanwhile.
     grader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grade")
     limit = asyncio.Semaphore(config.concurrency)
@@ -446,67 +448,6 @@ async def run_many(
     records = [r for r in records if record_key(r)[:2] in wanted]
     records = [r for r in records if r["sample_index"] < samples]
     return sorted(records, key=lambda r: (order[record_key(r)[:2]], r["sample_index"]))
-
-
-def _waiting_column():
-    """A progress column that says how long no record has come (a slow or hung server shows itself)."""
-    from rich.progress import ProgressColumn
-    from rich.text import Text
-
-    class Waiting(ProgressColumn):
-        def render(self, task) -> Text:
-            idle = time.monotonic() - task.fields.get("last", time.monotonic())
-            return Text(f"waiting {idle:.0f}s for the model" if idle >= 10 else "", style="yellow")
-
-    return Waiting()
-
-
-class _Tracker:
-    """Rich progress: problems whose samples are all done, accuracy so far, generated tokens/s."""
-
-    def __init__(self, problems, samples: int, done: set, *, enabled: bool):
-        self.samples = samples
-        self.remaining = {(p.source, p.id): samples for p in problems}
-        for key in done:
-            if key[:2] in self.remaining and key[2] < samples:
-                self.remaining[key[:2]] -= 1
-        self.correct = self.graded = self.tokens = 0
-        self.start = time.perf_counter()
-        self.enabled = enabled
-        self.progress = None
-        self.task = None
-
-    def __enter__(self) -> _Tracker:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]problems"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), _waiting_column(),
-            )  # fmt: skip
-            self.progress.start()
-            done = sum(1 for v in self.remaining.values() if v <= 0)
-            self.task = self.progress.add_task(
-                "", total=len(self.remaining), completed=done, stats="", last=time.monotonic()
-            )
-        return self
-
-    def finished(self, record: AgentRecord) -> None:
-        key = (record.source, record.problem_id)
-        self.remaining[key] -= 1
-        self.graded += 1
-        self.correct += bool(record.correct)
-        self.tokens += record.n_generated
-        if self.progress is not None:
-            elapsed = max(time.perf_counter() - self.start, 1e-9)
-            stats = f"acc {self.correct / self.graded:.1%} ({self.graded} new)  {self.tokens / elapsed:,.0f} tok/s"
-            self.progress.update(
-                self.task, advance=int(self.remaining[key] == 0), stats=stats, last=time.monotonic()
-            )
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def _chat_tokenizer(backend: Any, config: AgentConfig) -> Any:
