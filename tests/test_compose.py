@@ -93,6 +93,42 @@ def test_right_right_modes(code_first):
     assert (texts["paper"].text == last.text) == (not code_first)
 
 
+@pytest.mark.parametrize("code_first", [True, False])
+def test_first_strategy_names_what_the_text_opens_with(code_first):
+    """After tool_last puts the text attempt first, the record says so (it named the teachers' y1)."""
+    p = pair(CODE, TEXT) if code_first else pair(TEXT, CODE, s1="text", s2="code", t1="r1", t2="agentic")
+    for mode in ("paper", "first", "tool_last", "code"):
+        c = compose_pair(p, True, True, right_right=mode)
+        opens = tj.strategy_facts(c.text).first_strategy
+        assert c.first_strategy == opens, mode
+        assert c.first_teacher == ("agentic" if opens == "code" else "r1"), mode
+        assert (c.g1, c.g2) == (True, True)
+
+
+def test_a_right_guess_after_failed_code_is_wrong_in_compose_and_singles(tmp_path):
+    """One rule: a code attempt whose answer is a guess after a timeout is not a right attempt."""
+    from dualdistill.compose import singles
+
+    guess = (
+        "<code>\nwhile 1: pass\n</code>\n<executor>\nError: Code execution timed out.\n</executor>\n"
+        "<answer>\nThe code did not finish; a guess: \\boxed{42}\n</answer>"
+    )
+    pairs = [pair(guess, TEXT, pid="a"), pair(guess, TEXT_WRONG, pid="b"), pair(CODE, TEXT, pid="c")]
+    records, report = compose(pairs, ComposeConfig(decontaminate=False), exact_grader)
+    assert report.guessed == 2
+    by_id = {r.id: r for r in records}
+    assert by_id["a"].case == "wrong_right" and by_id["a"].g1 is False  # the guess is y1, switched from
+    assert "b" not in by_id  # a guess and a wrong text: dropped
+    assert by_id["c"].case == "right_right"
+    sets = singles(
+        pairs,
+        exact_grader([(q.first.response, "42") for q in pairs] + [(q.second.response, "42") for q in pairs]),
+    )
+    assert [e.id for e in sets["code"]] == ["c"]
+    assert sorted(e.id for e in sets["union"]) == ["a", "c", "c"]
+    assert all(guess not in e.text for e in sets["union"])
+
+
 def test_right_right_mode_is_a_compose_setting():
     pairs = [pair(CODE, TEXT, pid="a"), pair(CODE_WRONG, TEXT, pid="b")]
     records, _ = compose(pairs, ComposeConfig(decontaminate=False, right_right="tool_last"), exact_grader)

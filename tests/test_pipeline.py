@@ -43,16 +43,51 @@ def test_embedded_recipe_has_all_four_students_and_the_paper_repair_ablation():
     assert student_names(recipe) == [
         "text_only",
         "code_only",
+        "code_from_text",
+        "union",
+        "dualdistill_paper",
         "dualdistill",
+        "dualdistill_more",
         "dualdistill_sd",
         "dualdistill_sd_text",
     ]
+    assert student_names(load_recipe("embedded", ["controls=false"])) == [
+        "text_only", "code_only", "dualdistill", "dualdistill_sd", "dualdistill_sd_text"
+    ]  # fmt: skip
     # The paper's rule is both the text repair and the paper's selection; either departure shows its row.
     paper = ["selfdistill.build.repair=text", "selfdistill.build.select=paper"]
     assert student_names(load_recipe("embedded", paper))[-1] == "dualdistill_sd"
     assert student_names(load_recipe("embedded", paper[:1]))[-1] == "dualdistill_sd_text"
     (_, ablation) = load_recipe("embedded").selfdistill.variants()[1]
     assert (ablation.repair, ablation.select) == ("text", "paper")
+
+
+def test_controls_train_the_dualdistill_stages_steps_from_the_text_only_student(tmp_path):
+    """Each control starts where DualDistill starts and trains as many steps (``--steps-of``); the
+    self-distillation control trains on from DualDistill as many steps as the retrain, at its settings."""
+    recipe = load_recipe("embedded")
+    stages = {s.name: s for s in build_stages(recipe, tmp_path)}
+    text, dual = tmp_path / "models" / "text_only" / "model", tmp_path / "models" / "dualdistill" / "model"
+    data = {"train-code-from-text": "code_only.jsonl", "train-union": "union.jsonl",
+            "train-dualdistill-paper": "composed_paper.jsonl"}  # fmt: skip
+    for name, file in data.items():
+        argv = stages[name].run.argv
+        assert argv[argv.index("--model") + 1] == str(text) and argv[argv.index("--steps-of") + 1] == str(
+            dual
+        )
+        assert argv[argv.index("--data") + 1] == str(tmp_path / "data" / file)
+        assert dual in stages[name].inputs
+        (config,) = stages[name].run.files.values()
+        assert config == recipe.sft  # the DualDistill stage's settings: batch, schedule, rate
+    (paper,) = stages["compose-paper"].run.files.values()
+    assert paper.right_right == "paper" and recipe.compose.right_right != "paper"
+    more = stages["train-dual-more"].run.argv
+    sd = tmp_path / "models" / "dualdistill_sd" / "model"
+    assert more[more.index("--model") + 1] == str(dual) and more[more.index("--steps-of") + 1] == str(sd)
+    assert more[more.index("--data") + 1] == str(tmp_path / "data" / "composed.jsonl")
+    assert list(stages["train-dual-more"].run.files.values()) == [recipe.selfdistill.sft]
+    with pytest.raises(Exception, match="controls: true needs baselines"):
+        load_recipe("embedded", ["baselines=false"])
 
 
 def test_paper_repair_ablation_stages_share_the_samples(tmp_path):
@@ -66,7 +101,7 @@ def test_paper_repair_ablation_stages_share_the_samples(tmp_path):
 
 @pytest.mark.parametrize("base", ["text_only", "code_only"])
 def test_teacher_distillation_starts_from_the_chosen_baseline(base, tmp_path):
-    recipe = load_recipe("embedded", [f"dual_init={base}"])
+    recipe = load_recipe("embedded", [f"dual_init={base}", "controls=false"])
     stage = next(s for s in build_stages(recipe, tmp_path) if s.name == "train-dual")
     assert tmp_path / "models" / base / "model" in stage.inputs
     line = next(
@@ -241,13 +276,14 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     # every stage produced its outputs, and the report holds all four students
     manifest = json.loads((workdir / "manifest.json").read_text())
     n_stages = len(build_stages(load_recipe("embedded_quick"), workdir))
-    assert len(manifest["stages"]) == n_stages == 17
+    assert len(manifest["stages"]) == n_stages == 26
     for stage in manifest["stages"].values():
         for output in stage["outputs"]:
             assert not Path(output).is_absolute(), output  # named relative to the workdir
             assert (workdir / output).exists(), output
     results = json.loads((workdir / "results.json").read_text())["results"]
-    assert list(results) == ["text_only", "code_only", "dualdistill", "dualdistill_sd", "dualdistill_sd_text"]
+    assert list(results) == student_names(load_recipe("embedded_quick"))
+    assert "code_from_text" in results and "dualdistill_more" in results
     for by_split in results.values():
         assert set(by_split) == {"test_tool", "test_text", "test_mixed", "overall"}
         overall = by_split["overall"]

@@ -150,3 +150,22 @@ def test_executor_block_and_errors() -> None:
     assert is_executor_error("  File x\nSyntaxError: invalid syntax")
     assert is_executor_error("Error: Code execution timed out.")
     assert not is_executor_error("42")
+
+
+# ----------------------------------------------------------------------------- the guess rule
+def test_a_right_answer_after_failed_code_is_a_guess_and_a_clean_retry_is_not():
+    from dualdistill.trajectory import CODE_TO_TEXT, guessed_after_failed_code
+
+    timeout = "<executor>\nError: Code execution timed out.\n</executor>\n"
+    guess = f"<code>\nwhile 1: pass\n</code>\n{timeout}<answer>\nThe code did not finish; a guess: \\boxed{{4}}\n</answer>"
+    retry = f"<code>\nwhile 1: pass\n</code>\n{timeout}<code>\nprint(4)\n</code>\n<executor>\n4\n</executor>\n<answer>\\boxed{{4}}</answer>"
+    reasoned = f"<code>\nwhile 1: pass\n</code>\n{timeout}<think>\n2 + 2 = 4\n</think>\n<answer>\\boxed{{4}}</answer>"
+    assert guessed_after_failed_code(guess)
+    assert not guessed_after_failed_code(retry)
+    assert not guessed_after_failed_code(reasoned)
+    assert not guessed_after_failed_code("<think>\n2 + 2 = 4\n</think>\n<answer>\\boxed{4}</answer>")
+    # after a switch, only the last attempt counts: a guess that was switched away from is not one
+    assert not guessed_after_failed_code(
+        f"{guess[: guess.index('<answer>')]}\n{CODE_TO_TEXT}\n\n{reasoned[-60:]}"
+    )
+    assert guessed_after_failed_code(f"<think>\nhm\n</think>\n{CODE_TO_TEXT}\n\n{guess}")

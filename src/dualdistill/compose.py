@@ -123,6 +123,10 @@ class ComposeConfig:
         check_bounds(self)
 
 
+# The single-attempt sets that ``compose --singles DIR`` writes, by key of ``singles``.
+SINGLES_FILES = {"text": "text_only.jsonl", "code": "code_only.jsonl", "union": "union.jsonl"}
+
+
 # ----------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class Attempt:
@@ -276,9 +280,10 @@ def compose_pair(
     """Apply the paper's table to one graded pair (``case == "dropped"`` has an empty text)."""
     t = transitions or Transitions()
     transition: str | None = None
+    first, second = pair.first, pair.second
     if g1 and g2:
         case: Case = "right_right"
-        text, transition = _right_right(pair, right_right, t)
+        text, transition, first, second = _right_right(pair, right_right, t)
     elif g2:
         case = "wrong_right"
         transition = transition_for(pair.first.strategy, pair.second.strategy, wrong_first=True, t=t)
@@ -287,24 +292,29 @@ def compose_pair(
         case, text = "right_only", pair.first.response
     else:
         case, text = "dropped", ""
+    # first_teacher and first_strategy name what the text opens with (after a tool_last swap, the text
+    # attempt); g1 and g2 stay the grades of the teachers' own y1 and y2.
     return Composed(
         pair.id, pair.problem, pair.answer, text, case,
-        pair.first.teacher, pair.second.teacher, pair.first.strategy, transition, g1, g2,
+        first.teacher, second.teacher, first.strategy, transition, g1, g2,
     )  # fmt: skip
 
 
-def _right_right(pair: Pair, mode: RightRight, t: Transitions) -> tuple[str, str | None]:
-    """The text of a right-right pair and its transition sentence (None when one attempt stands alone)."""
+def _right_right(
+    pair: Pair, mode: RightRight, t: Transitions
+) -> tuple[str, str | None, Attempt, Attempt]:
+    """The text of a right-right pair, its transition sentence (None when one attempt stands alone),
+    and the attempts in the order the text holds them (the second unused when one stands alone)."""
     first, second = pair.first, pair.second
-    code = first if first.strategy == "code" else second
     if mode == "first":
-        return first.response, None
+        return first.response, None, first, second
     if mode == "code":
-        return code.response, None
+        code, other = (first, second) if first.strategy == "code" else (second, first)
+        return code.response, None, code, other
     if mode == "tool_last" and first.strategy == "code":
         first, second = second, first  # the text attempt first, the code attempt as the check
     transition = transition_for(first.strategy, second.strategy, wrong_first=False, t=t)
-    return join(first.response, transition, second.response), transition
+    return join(first.response, transition, second.response), transition, first, second
 
 
 def default_grader(timeout_s: float) -> Grader:
@@ -368,6 +378,7 @@ def cell_counts(records: list[Composed]) -> dict[str, int]:
 @dataclass
 class ComposeReport:
     pairs: int
+    guessed: int  # right answers that were guesses after failed code, counted as wrong (``trusted``)
     cases: dict[str, int]  # all four cases, before cleaning
     cleaned: list[dict]  # {id, case, reason}
     contaminated: list[dict]  # Contamination.to_dict()
@@ -390,9 +401,20 @@ def grade_pairs(pairs: list[Pair], config: ComposeConfig, grader: Grader | None 
     return list(verdicts)
 
 
+def trusted(pairs: list[Pair], verdicts: list[bool]) -> tuple[list[bool], int]:
+    """``grade_pairs``'s verdicts with every right answer that is a guess after failed code turned wrong
+    (``trajectory.guessed_after_failed_code``), and how many were turned."""
+    responses = [p.first.response for p in pairs] + [p.second.response for p in pairs]
+    out = [v and not tj.guessed_after_failed_code(r) for v, r in zip(verdicts, responses, strict=True)]
+    return out, sum(v and not t for v, t in zip(verdicts, out, strict=True))
+
+
 def singles(pairs: list[Pair], verdicts: list[bool]) -> dict[str, list[SFTExample]]:
-    """Each teacher's correct responses alone, by strategy: the data of the single-strategy students.
-    ``verdicts`` are ``grade_pairs``'s, so the single sets and the composed set share one grading."""
+    """Each teacher's correct responses alone, by strategy: the data of the single-strategy students,
+    and both together (``union``: every correct attempt as a single attempt, no composition).
+    ``verdicts`` are ``grade_pairs``'s, so the single sets and the composed set share one grading and
+    one rule for guesses (``trusted``)."""
+    verdicts, _ = trusted(pairs, verdicts)
     n = len(pairs)
     out: dict[str, list[SFTExample]] = {"text": [], "code": []}
     for i, p in enumerate(pairs):
@@ -400,6 +422,7 @@ def singles(pairs: list[Pair], verdicts: list[bool]) -> dict[str, list[SFTExampl
             if correct:
                 out[a.strategy].append(SFTExample(p.problem, a.response, id=p.id, answer=p.answer, case="single",
                                                   meta={"first_teacher": a.teacher}))  # fmt: skip
+    out["union"] = [*out["text"], *out["code"]]
     return out
 
 
@@ -413,6 +436,7 @@ def compose(
     """Grade (unless ``verdicts`` are given), compose, clean, decontaminate and balance; returns the
     records to write and a report."""
     verdicts = grade_pairs(pairs, config, grader) if verdicts is None else verdicts
+    verdicts, guessed = trusted(pairs, verdicts)
     n = len(pairs)
     composed = [
         compose_pair(p, verdicts[i], verdicts[n + i], config.transitions, config.right_right)
@@ -445,6 +469,7 @@ def compose(
     kept = balance(kept, config.balance)
     report = ComposeReport(
         pairs=n,
+        guessed=guessed,
         cases=dict(cases),
         cleaned=cleaned,
         contaminated=[x.to_dict() for x in contaminated],
@@ -478,7 +503,7 @@ def compose_file(
     write_jsonl(out_path, [r.to_dict() for r in records])
     if singles_dir is not None:
         for strategy, examples in singles(pairs, verdicts).items():
-            write_examples(Path(singles_dir) / f"{strategy}_only.jsonl", examples)
+            write_examples(Path(singles_dir) / SINGLES_FILES[strategy], examples)
     meta = provenance("compose", config=to_dict(config), pairs_file=str(pairs_path), **report.to_dict())
     Path(str(out_path) + ".report.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return report

@@ -18,24 +18,52 @@ import json
 import statistics
 from pathlib import Path
 
+from dualdistill.paired import Paired, paired, sample_sd
 from dualdistill.pipeline import Layout, Recipe, load_recipe, run, seed_overrides, student_names
 
 ROW_NAMES = {
     "text_only": "Text-only student (≈ DeepSeek-R1-Distill)",
     "code_only": "Code-only student (≈ tool-using instruct model)",
-    "dualdistill": "DualDistill student (≈ Agentic-R1)",
-    "dualdistill_sd": "DualDistill + self-distillation (≈ Agentic-R1-SD)",
-    "dualdistill_sd_text": "DualDistill + self-distillation, paper repair (text teacher only)",
+    "code_from_text": "Control: code-only data from the text-only student, DualDistill's steps",
+    "union": "Control: both teachers' right attempts, uncomposed, DualDistill's steps",
+    "dualdistill_paper": "Control: DualDistill with the paper's right-right order",
+    "dualdistill": "DualDistill student (≈ Agentic-R1), right-right pairs end with the tool",
+    "dualdistill_more": "Control: DualDistill trained on, as many steps as self-distillation",
+    "dualdistill_sd": "DualDistill + self-distillation (strategy rule, best-teacher repair)",
+    "dualdistill_sd_text": "DualDistill + self-distillation, paper rule and text repair (≈ Agentic-R1-SD)",
 }
 SPLITS = (("test_tool", "tool-favoured"), ("test_text", "text-favoured"), ("test_mixed", "mixed"))
 
 
 OVERALL = "overall"
+BUDGET = "budget"
 COLUMNS = (*SPLITS, (OVERALL, "overall"))
 
 
+def budget(model_dir: Path) -> dict:
+    """What a student cost, from the ``train_summary.json`` of its model and of every model it started
+    from: ``start`` (the model it started from), and over the whole chain of training runs ``steps``
+    (optimizer steps), ``example_passes`` (examples × epochs run) and ``trained_tokens`` (loss-bearing
+    tokens × epochs run)."""
+    out = {"start": None, "steps": 0, "example_passes": 0, "trained_tokens": 0}
+    path = Path(model_dir) / "train_summary.json"
+    while path.exists():
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        init = Path(summary["init_model"])
+        if not init.exists():  # a relative path from another working directory: the sibling student
+            init = path.parents[2] / init.parent.name / init.name
+        out["start"] = out["start"] or (init.parent.name if init.name == "model" else init.name)
+        epochs = max((e.get("epoch", 0.0) for e in summary.get("log_history", [])), default=0.0)
+        out["steps"] += summary["steps"]
+        out["example_passes"] += round(summary["stats"]["kept"] * epochs)
+        out["trained_tokens"] += round(summary["stats"]["trained_tokens"] * epochs)
+        path = init / "train_summary.json"
+    return out
+
+
 def collect(workdir: Path, students: list[str]) -> dict[str, dict]:
-    """``{student: {split: summary}}`` from the evaluation reports, plus ``overall`` over all records."""
+    """``{student: {split: summary}}`` from the evaluation reports, plus ``overall`` over all records
+    and the student's ``budget``."""
     from dualdistill.agent import read_agent_records
     from dualdistill.evaluate import RECORDS, summarize
 
@@ -44,7 +72,7 @@ def collect(workdir: Path, students: list[str]) -> dict[str, dict]:
     for name in students:
         report = json.loads((layout.eval_dir(name) / "report.json").read_text(encoding="utf-8"))
         records = [r.to_dict() for _, r in read_agent_records(layout.eval_dir(name) / RECORDS)]
-        out[name] = {**report["benchmarks"], OVERALL: summarize(records)}
+        out[name] = {**report["benchmarks"], OVERALL: summarize(records), BUDGET: budget(layout.model(name))}
     return out
 
 
@@ -55,16 +83,30 @@ def _acc(summary: dict) -> str:
 
 def table_markdown(results: dict[str, dict]) -> str:
     head = ["Student", *(f"{label} acc % [95% CI]" for _, label in COLUMNS),
-            "tool use % (tool / text / mixed)", "switch %"]  # fmt: skip
+            "tool use % (tool / text / mixed)", "switch %", *BUDGET_HEAD]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, by_split in results.items():
         splits = [by_split[s] for s, _ in SPLITS]
         tool_use = " / ".join(f"{100 * s['tool_use_rate']:.0f}" for s in splits)
         switch = by_split[OVERALL]["strategy_switch_rate"]
         cells = [ROW_NAMES.get(name, name), *(_acc(by_split[s]) for s, _ in COLUMNS), tool_use,
-                 f"{100 * switch:.1f}"]  # fmt: skip
+                 f"{100 * switch:.1f}", *budget_cells(by_split.get(BUDGET))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+BUDGET_HEAD = ("starts from", "optimizer steps", "example passes", "trained tokens (M)")
+
+
+def budget_cells(b: dict | None) -> list[str]:
+    if not b:
+        return ["—"] * len(BUDGET_HEAD)
+    return [
+        b["start"] or "—",
+        f"{b['steps']:,}",
+        f"{b['example_passes']:,}",
+        f"{b['trained_tokens'] / 1e6:.2f}",
+    ]
 
 
 def plot(results: dict[str, dict], out_dir: Path) -> list[Path]:
@@ -155,38 +197,75 @@ def accuracies(run: dict) -> dict[str, dict[str, float]]:
     return {n: {s: 100 * r[s]["accuracy"] for s, _ in COLUMNS} for n, r in run["results"].items()}
 
 
-def targets(runs: list[dict]) -> list[tuple[str, bool, str]]:
-    """The demo's expected shape (issue 25), as ``(target, met, the numbers)``: on the mean over the runs,
-    and at every seed."""
+# The comparisons the demo reports seed by seed, as (a, b): a - b, and what each asks.
+COMPARISONS = (
+    ("dualdistill", "code_only", "DualDistill against the code-only student (unequal budgets)"),
+    ("dualdistill", "code_from_text", "DualDistill against the single strategy at its start and steps"),
+    ("union", "dualdistill", "both strategies' data, uncomposed, against composition"),
+    ("dualdistill_paper", "dualdistill", "the paper's right-right order against ours"),
+    ("dualdistill_more", "dualdistill", "more training alone"),
+    ("dualdistill_sd", "dualdistill", "self-distillation"),
+    ("dualdistill_sd", "dualdistill_more", "self-distillation against as much more training"),
+    ("dualdistill_sd_text", "dualdistill", "the paper's self-distillation rule"),
+)
+
+
+def comparisons(runs: list[dict]) -> list[tuple[str, str, str, Paired]]:
+    """Overall accuracy, ``a - b`` seed by seed, for every comparison whose students all runs have."""
     accs = [accuracies(r) for r in runs]
-    mean = {n: {s: statistics.mean(a[n][s] for a in accs) for s, _ in COLUMNS} for n in accs[0]}
-
-    def best_single(a):
-        return max(a["text_only"][OVERALL], a["code_only"][OVERALL])
-
-    dual, sd, best = (
-        mean["dualdistill"][OVERALL],
-        mean.get("dualdistill_sd", {}).get(OVERALL),
-        best_single(mean),
-    )
-    tool = [{s: 100 * r["results"]["dualdistill"][s]["tool_use_rate"] for s, _ in SPLITS} for r in runs]
-    out = [
-        ("mean: DualDistill >= best single + 5", dual >= best + 5, f"{dual:.1f} vs {best:.1f}"),
-        ("every seed: DualDistill > best single",
-         all(a["dualdistill"][OVERALL] > best_single(a) for a in accs),
-         ", ".join(f"{a['dualdistill'][OVERALL]:.1f} vs {best_single(a):.1f}" for a in accs)),
-        ("mean: text-only >= 60 on text-favoured", mean["text_only"]["test_text"] >= 60,
-         f"{mean['text_only']['test_text']:.1f}"),
-        ("mean: code-only >= 80 on tool-favoured", mean["code_only"]["test_tool"] >= 80,
-         f"{mean['code_only']['test_tool']:.1f}"),
-        ("every seed: DualDistill tool use >= 90 tool / <= 15 text",
-         all(t["test_tool"] >= 90 and t["test_text"] <= 15 for t in tool),
-         ", ".join(f"{t['test_tool']:.0f}/{t['test_text']:.0f}" for t in tool)),
-    ]  # fmt: skip
-    if sd is not None:
-        out[1:1] = [("mean: SD >= DualDistill", sd >= dual, f"{sd:.1f} vs {dual:.1f}"),
-                    ("mean: SD >= best single + 5", sd >= best + 5, f"{sd:.1f} vs {best:.1f}")]  # fmt: skip
+    out = []
+    for a, b, what in COMPARISONS:
+        if all(a in x and b in x for x in accs):
+            out.append((a, b, what, paired([x[a][OVERALL] for x in accs], [x[b][OVERALL] for x in accs])))
     return out
+
+
+def targets(runs: list[dict]) -> list[tuple[str, bool, str]]:
+    """The demo's expected shape (issue 32), as ``(target, met, the numbers)``: on the mean over the runs,
+    and at every seed. A target whose students a run lacks is left out."""
+    accs = [accuracies(r) for r in runs]
+    have = set.intersection(*(set(a) for a in accs))
+    mean = {n: {s: statistics.mean(a[n][s] for a in accs) for s, _ in COLUMNS} for n in have}
+    out: list[tuple[str, bool, str]] = []
+
+    def gap(a: str, b: str, margin: float, every: str = ">") -> None:
+        if a not in have or b not in have:
+            return
+        m = mean[a][OVERALL] - mean[b][OVERALL]
+        out.append(
+            (
+                f"mean: {a} >= {b} + {margin:g}",
+                m >= margin,
+                f"{mean[a][OVERALL]:.1f} vs {mean[b][OVERALL]:.1f}",
+            )
+        )
+        ok = [x[a][OVERALL] > x[b][OVERALL] if every == ">" else x[a][OVERALL] >= x[b][OVERALL] for x in accs]
+        out.append((f"every seed: {a} {every} {b}", all(ok),
+                    ", ".join(f"{x[a][OVERALL]:.1f} vs {x[b][OVERALL]:.1f}" for x in accs)))  # fmt: skip
+
+    gap("dualdistill", "code_from_text", 3)
+    gap("dualdistill", "code_only", 5)
+    gap("dualdistill_sd", "dualdistill", 2, every=">=")
+    gap("dualdistill_sd", "dualdistill_more", 0, every=">=")
+    if "text_only" in have:
+        v = mean["text_only"]["test_text"]
+        out.append(("mean: text-only >= 60 on text-favoured", v >= 60, f"{v:.1f}"))
+    if "code_only" in have:
+        v = mean["code_only"]["test_tool"]
+        out.append(("mean: code-only >= 80 on tool-favoured", v >= 80, f"{v:.1f}"))
+    tool = [{s: 100 * r["results"]["dualdistill"][s]["tool_use_rate"] for s, _ in SPLITS} for r in runs]
+    out.append(("every seed: DualDistill tool use >= 90 tool / <= 15 text",
+                all(t["test_tool"] >= 90 and t["test_text"] <= 15 for t in tool),
+                ", ".join(f"{t['test_tool']:.0f}/{t['test_text']:.0f}" for t in tool)))  # fmt: skip
+    return out
+
+
+def mean_budget(budgets: list[dict | None]) -> dict | None:
+    """The mean of each count over runs (None when a run has no budget: one made before budgets)."""
+    if not budgets or any(b is None for b in budgets):
+        return None
+    keys = ("steps", "example_passes", "trained_tokens")
+    return {"start": budgets[0]["start"], **{k: round(statistics.mean(b[k] for b in budgets)) for k in keys}}
 
 
 def spread(workdirs: list[str | Path]) -> str:
@@ -194,24 +273,34 @@ def spread(workdirs: list[str | Path]) -> str:
     and the targets, as markdown."""
     runs = [json.loads((Path(w) / "results.json").read_text(encoding="utf-8")) for w in workdirs]
     accs = [accuracies(r) for r in runs]
-    head = ["Student", *(f"{label} acc %" for _, label in COLUMNS), "tool use % (tool / text / mixed)"]
-    lines = [f"Seeds {[r['seed'] for r in runs]}: mean ± standard deviation over {len(runs)} runs", "",
+    head = ["Student", *(f"{label} acc %" for _, label in COLUMNS), "tool use % (tool / text / mixed)",
+            *BUDGET_HEAD]  # fmt: skip
+    lines = [f"Seeds {[r['seed'] for r in runs]}: mean ± sample standard deviation over {len(runs)} runs "
+             "(budgets: the mean over the runs)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
     for name in runs[0]["results"]:
         cells = [ROW_NAMES.get(name, name)]
         for split, _ in COLUMNS:
             vals = [a[name][split] for a in accs]
-            cells.append(f"{statistics.mean(vals):.1f} ± {statistics.pstdev(vals):.1f}")
+            cells.append(f"{statistics.mean(vals):.1f} ± {sample_sd(vals):.1f}")
         tool = [
             statistics.mean(100 * r["results"][name][s]["tool_use_rate"] for r in runs) for s, _ in SPLITS
         ]
         cells.append(" / ".join(f"{t:.0f}" for t in tool))
+        cells += budget_cells(mean_budget([r["results"][name].get(BUDGET) for r in runs]))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Per seed (tool-favoured / text-favoured / mixed / overall accuracy %):", ""]
     for r, a in zip(runs, accs, strict=True):
         parts = [f"{n} " + "/".join(f"{a[n][s]:.1f}" for s, _ in COLUMNS) for n in a]
         minutes = sum(r["stage_seconds"].values()) / 60
         lines.append(f"- seed {r['seed']}: " + "; ".join(parts) + f" (stages {minutes:.1f} min)")
+    pairs = comparisons(runs)
+    if pairs:
+        lines += ["", "Paired differences in overall accuracy (points; a − b per seed; mean, 95% t-interval):",
+                  "", "| a − b | what it asks | per seed | mean [95% CI], seeds > 0 |", "|---|---|---|---|"]  # fmt: skip
+        for a, b, what, p in pairs:
+            per = ", ".join(f"{d:+.1f}" for d in p.diffs)
+            lines.append(f"| {a} − {b} | {what} | {per} | {p.describe()} |")
     lines += ["", "Targets:", ""]
     lines += [f"- {name}: {'met' if ok else 'MISSED'} ({numbers})" for name, ok, numbers in targets(runs)]
     return "\n".join(lines)

@@ -31,6 +31,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from dualdistill.compose import SINGLES_FILES
 from dualdistill.config import ConfigError, save_config
 from dualdistill.recipe import (  # noqa: F401  (the recipe types are part of this module's API)
     SHIPPED,
@@ -73,8 +74,14 @@ class Layout:
     def composed(self) -> Path:
         return self.root / "data" / "composed.jsonl"
 
-    def single(self, strategy: str) -> Path:
-        return self.root / "data" / f"{strategy}_only.jsonl"
+    def single(self, key: str) -> Path:
+        """A single-attempt set of ``compose --singles``: ``text``, ``code`` or ``union`` (both)."""
+        return self.root / "data" / SINGLES_FILES[key]
+
+    @property
+    def composed_paper(self) -> Path:
+        """The composed set in the paper's right-right order (the ``dualdistill_paper`` control)."""
+        return self.root / "data" / "composed_paper.jsonl"
 
     def model(self, name: str) -> Path:
         return self.root / "models" / name / "model"
@@ -143,11 +150,14 @@ def student_command(recipe: Recipe, L: Layout) -> Command:
 
 
 def train_command(
-    recipe: Recipe, L: Layout, stage: str, config: SFTConfig, data: Path, init, out: Path
-) -> Command:
-    """Teacher distillation with the SFT trainer, in-process or under ``accelerate launch``."""
+    recipe: Recipe, L: Layout, stage: str, config: SFTConfig, data: Path, init, out: Path,
+    steps_of: Path | None = None,
+) -> Command:  # fmt: skip
+    """Teacher distillation with the SFT trainer, in-process or under ``accelerate launch``; with
+    ``steps_of``, as many optimizer steps as that model was trained (a budget-matched control)."""
     path = L.configs / f"{stage}.yaml"
-    args = _args("train", "--config", path, "--data", data, "--model", init, "--out", out.parent)
+    args = _args("train", "--config", path, "--data", data, "--model", init, *_opt("--steps-of", steps_of),
+                 "--out", out.parent)  # fmt: skip
     if recipe.launch.train == "accelerate":
         launch = _args("accelerate", "launch", "--config_file", shipped_file(recipe.launch.accelerate_config),
                        "--num_processes", recipe.launch.num_processes, "-m", "dualdistill.cli")  # fmt: skip
@@ -224,7 +234,7 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
     singles = _args("--singles", L.single("text").parent) if recipe.baselines else []
     compose = Command(_args(DD, "compose", "--pairs", L.pairs, "--config", C / "compose.yaml", *singles,
                             "--out", L.composed), {C / "compose.yaml": recipe.compose})  # fmt: skip
-    singles_out = [L.single("text"), L.single("code")] if recipe.baselines else []
+    singles_out = [L.single(k) for k in SINGLES_FILES] if recipe.baselines else []
     stages += [
         Stage("teach", teach, inputs=[L.train], outputs=[L.pairs],
               description="both teachers on the training problems", state=[L.pairs.parent]),
@@ -251,6 +261,7 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
     stages.append(Stage("train-dual", train_command(recipe, L, "train-dual", recipe.sft, L.composed, dual_init, dual),
                         inputs=dual_inputs, outputs=[dual],
                         description="teacher distillation", state=[dual.parent]))  # fmt: skip
+    students += _control_stages(recipe, L, stages, dual)
     students.append(("dualdistill", dual))
     sd = recipe.selfdistill
     if sd.enabled:
@@ -270,12 +281,55 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
                       description="retrain", state=[sd_model.parent]),
             ]  # fmt: skip
             students.append((name, sd_model))
+            if name == "dualdistill_sd" and recipe.controls:
+                more = L.model("dualdistill_more")
+                stages.append(Stage("train-dual-more",
+                                    train_command(recipe, L, "train-dual-more", sd.sft, L.composed, dual, more,
+                                                  steps_of=sd_model),
+                                    inputs=[L.composed, dual, sd_model], outputs=[more],
+                                    description="control: DualDistill trained on, as many steps as the retrain",
+                                    state=[more.parent]))  # fmt: skip
+                students.insert(-1, ("dualdistill_more", more))
     for name, model in students:
         out = L.eval_dir(name)
         stages.append(Stage(f"eval-{name}", eval_command(recipe, L, model, out),
                             inputs=[model, *sets, *bench_files], outputs=[out / "report.json"],
                             description=f"evaluate {name}", state=[out]))  # fmt: skip
     return stages
+
+
+# The budget-matched controls (``controls: true``), each a row of the demo; docs/RESULTS.md says what
+# question each answers. All start from the text-only student and train the DualDistill stage's steps.
+CONTROLS = ("code_from_text", "union", "dualdistill_paper")
+
+
+def _control_stages(recipe: Recipe, L: Layout, stages: list[Stage], dual: Path) -> list[tuple[str, Path]]:
+    """Append the control stages to ``stages``; return their ``(student, model)``."""
+    if not (recipe.baselines and recipe.controls):
+        return []
+    text_model = L.model("text_only")
+    data = {
+        "code_from_text": L.single("code"),
+        "union": L.single("union"),
+        "dualdistill_paper": L.composed_paper,
+    }
+    C = L.configs
+    paper = dataclasses.replace(recipe.compose, right_right="paper")
+    stages.append(Stage("compose-paper",
+                        Command(_args(DD, "compose", "--pairs", L.pairs, "--config", C / "compose-paper.yaml",
+                                      "--out", L.composed_paper), {C / "compose-paper.yaml": paper}),
+                        inputs=[L.pairs], outputs=[L.composed_paper],
+                        description="compose with the paper's right-right order"))  # fmt: skip
+    out = []
+    for name in CONTROLS:
+        stage, model = "train-" + name.replace("_", "-"), L.model(name)
+        stages.append(Stage(stage, train_command(recipe, L, stage, recipe.sft, data[name], text_model, model,
+                                                 steps_of=dual),
+                            inputs=[data[name], text_model, dual], outputs=[model],
+                            description=f"control {name}: from text_only, the DualDistill stage's steps",
+                            state=[model.parent]))  # fmt: skip
+        out.append((name, model))
+    return out
 
 
 def _shipped_base() -> Path:
@@ -290,9 +344,14 @@ def _shipped_base() -> Path:
 
 
 def student_names(recipe: Recipe) -> list[str]:
+    """Every student of a run, in the order of its stages and of the demo's rows."""
     names = ["text_only", "code_only"] if recipe.baselines else []
-    sd = [n for n, _ in recipe.selfdistill.variants()] if recipe.selfdistill.enabled else []
-    return [*names, "dualdistill", *sd]
+    controls = recipe.baselines and recipe.controls
+    names += [*CONTROLS, "dualdistill"] if controls else ["dualdistill"]
+    if recipe.selfdistill.enabled:
+        names += ["dualdistill_more"] if controls else []
+        names += [n for n, _ in recipe.selfdistill.variants()]
+    return names
 
 
 # ----------------------------------------------------------------------------- entry points

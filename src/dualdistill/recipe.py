@@ -110,6 +110,11 @@ class Recipe:
     # reasoner (R1-Distill); from-scratch tiny students first have to learn to copy digits, which the
     # code-only student already does (docs/RESULTS.md has both).
     dual_init: Literal["text_only", "code_only"] = "text_only"
+    # With baselines: also the budget-matched controls, each a row of the demo (pipeline.CONTROLS):
+    # code_from_text (code-only data) and union (both teachers' right attempts, uncomposed) from the
+    # text-only student at the DualDistill stage's steps; dualdistill_paper (the paper's right-right
+    # order); with self-distillation, dualdistill_more (trained on, as many steps as the retrain).
+    controls: bool = False
     text_sft: SFTConfig = field(default_factory=SFTConfig)  # the text-only student, with baselines
     code_sft: SFTConfig = field(default_factory=SFTConfig)  # the code-only student, with baselines
     sft: SFTConfig = field(default_factory=SFTConfig)  # teacher distillation
@@ -122,6 +127,8 @@ class Recipe:
             raise ValueError("world.train_file is required when world.kind is 'files'")
         if self.world.kind == "files" and not self.world.eval_benches:
             raise ValueError("world.eval_benches is required when world.kind is 'files'")
+        if self.controls and not (self.baselines and self.dual_init == "text_only"):
+            raise ValueError("controls: true needs baselines: true and dual_init: text_only (they start there)")
 
 
 SHIPPED = ("embedded", "embedded_quick", "paper")  # whole-run recipes (``dualdistill run NAME``)

@@ -69,6 +69,7 @@ from dualdistill.trajectory import (
     TEXT_TO_CODE,
     WRONG_TO_RIGHT,
     check_format,
+    guessed_after_failed_code,
     strategy_facts,
 )
 
@@ -254,7 +255,9 @@ def load_samples(samples_dir: str | Path, *, k: int | None = None) -> list[Probl
             raise DataError(path, f"problem '{pid}' is not in {PROBLEMS_FILE}", line=line)
         if idx in by_id[pid]:
             raise DataError(path, f"duplicate sample {idx} of problem '{pid}'", line=line)
-        by_id[pid][idx] = Sample(pid, idx, str(r.response), bool(r.correct))
+        # A right answer that is a guess after failed code counts as wrong (the rule compose shares).
+        right = bool(r.correct) and not guessed_after_failed_code(str(r.response))
+        by_id[pid][idx] = Sample(pid, idx, str(r.response), right)
     scores = []
     for p in problems:
         got = by_id[p.id]

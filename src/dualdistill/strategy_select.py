@@ -30,13 +30,12 @@ from collections import Counter
 from dualdistill.examples import SFTExample
 from dualdistill.selfdistill import BuildConfig, BuildResult, ProblemScore, Sample, _exact, candidates, join
 from dualdistill.teacher_solutions import TeacherSolutions, solution_strategy
-from dualdistill.trajectory import CODE_TO_TEXT, SWITCH_PHRASES, TEXT_TO_CODE, check_format
+from dualdistill.trajectory import CODE_TO_TEXT, TEXT_TO_CODE, check_format, last_attempt
 
 
 def sample_strategy(response: str) -> str:
     """``code`` or ``text``: the strategy of the last attempt, the one whose answer is boxed."""
-    cuts = [i + len(p) for p in SWITCH_PHRASES for i in [response.rfind(p)] if i != -1]
-    return solution_strategy(response[max(cuts, default=0) :])
+    return solution_strategy(last_attempt(response))
 
 
 def best_correct(score: ProblemScore) -> Sample | None:

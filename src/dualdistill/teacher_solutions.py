@@ -10,10 +10,10 @@ Repair sources (``RepairSource``):
 - ``text``: text-teacher solutions only, the paper's choice "given the student's limited code ability";
 - ``agentic``: agentic-teacher (code) solutions only;
 - ``best``: per problem, the graded-correct solution of the teacher whose strategy suits it: the code
-  one when the agentic teacher's program ran cleanly to the right answer, else the text one.
+  one when the agentic teacher's program ran to the right answer (not a guess), else the text one.
 
-A code solution whose runs errored or timed out (and then guessed) is never used: it is right by luck,
-not by its strategy.
+A solution whose answer is a guess after failed code (``trajectory.guessed_after_failed_code``, the one
+rule that composition and sampling share) is never used: it is right by luck, not by its strategy.
 
 Not guaranteed: that a solution agrees with the student reasoning it will follow.
 """
@@ -31,7 +31,7 @@ from typing import Literal
 from dualdistill.problems import Problem
 from dualdistill.records import DataError, read_jsonl
 from dualdistill.teachers import Teacher
-from dualdistill.trajectory import check_format, parse, strategy_facts
+from dualdistill.trajectory import check_format, guessed_after_failed_code, parse
 
 RepairSource = Literal["text", "agentic", "best"]
 # Strategies a source accepts, most preferred first.
@@ -58,8 +58,8 @@ def _solution_problem(solution: str, source: RepairSource) -> str | None:
     if strategy not in PREFERENCE[source]:
         # the repair sentence promises the other strategy
         return "teacher_not_text" if source == "text" else "teacher_not_code"
-    if strategy == "code" and strategy_facts(solution).executor_errors:
-        return "teacher_code_failed"
+    if guessed_after_failed_code(solution):
+        return "teacher_guessed"
     return None
 
 

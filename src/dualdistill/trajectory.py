@@ -225,6 +225,25 @@ def first_attempt(text: str, phrases: tuple[str, ...] = SWITCH_PHRASES) -> str:
     return text[: min(cuts)] if cuts else text
 
 
+def last_attempt(text: str, phrases: tuple[str, ...] = SWITCH_PHRASES) -> str:
+    """The text after the last of ``phrases``: the attempt whose answer is boxed (the whole text when none)."""
+    cuts = [i + len(p) for p in phrases for i in [text.rfind(p)] if i != -1]
+    return text[max(cuts, default=0) :]
+
+
+def guessed_after_failed_code(text: str) -> bool:
+    """Whether the boxed answer is a guess: in the last attempt, the block right before the first
+    ``<answer>`` (or the end) is an executor error (a timeout or a traceback). Such an answer rests on no
+    run and on no reasoning, so it is right only by luck. The one rule for trustworthy training data:
+    composition, the single-teacher sets, self-distillation's samples and its teacher solutions all treat
+    such an attempt as not right. A code block that failed and was followed by a clean run, or by
+    reasoning, is not a guess."""
+    blocks = [s for s in parse(last_attempt(text)) if s.kind != "text"]
+    answer = next((i for i, s in enumerate(blocks) if s.kind == "answer"), len(blocks))
+    before = blocks[:answer]
+    return bool(before) and before[-1].kind == "executor" and is_executor_error(before[-1].body)
+
+
 def strategy_facts(text: str) -> StrategyFacts:
     segments = parse(text)
     code = [s for s in segments if s.kind == "code"]

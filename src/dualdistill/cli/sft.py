@@ -45,6 +45,12 @@ def train_cmd(
         "--restart",
         help="Move checkpoints of another run (other data or settings) aside and start over.",
     ),
+    steps_of: Path = typer.Option(
+        None,
+        "--steps-of",
+        help="Train as many optimizer steps as the model in this directory was trained "
+        "(its train_summary.json): a budget-matched control. Overrides epochs and max_steps.",
+    ),
     overrides: list[str] = typer.Argument(
         None, help="key=value overrides, e.g. lr=1e-5 masking.executor=false"
     ),
@@ -56,11 +62,18 @@ def train_cmd(
 
     Example: dualdistill train --config sft_tiny --data composed.jsonl --model student/ --out runs/sft max_steps=50
 
+    A control at another student's budget: dualdistill train --config sft_tiny --data code_only.jsonl --model student/ --steps-of runs/dual/model --out runs/control
+
     Multi-GPU: accelerate launch --config_file $(dualdistill config-path deepspeed_zero3) -m dualdistill.sft train --config sft_r1_distill_qwen7b
     """
-    from dualdistill.sft.train import train_run
+    from dualdistill.sft.train import train_run, trained_steps
 
     cfg = _config(config, overrides)
+    if steps_of is not None:
+        try:
+            cfg.max_steps = trained_steps(steps_of)
+        except DataError as e:
+            fail(str(e))
     data, model, out = data or cfg.data, model or cfg.model, out or cfg.output_dir
     for name, value in (("data", data), ("model", model), ("output_dir", out)):
         if not value:

@@ -115,6 +115,20 @@ class TrainResult:
     resumed_from: str | None = None
 
 
+def trained_steps(model_dir: str | Path) -> int:
+    """The optimizer steps the model in ``model_dir`` was trained, from its ``train_summary.json``."""
+    path = Path(model_dir) / "train_summary.json"
+    try:
+        steps = json.loads(path.read_text(encoding="utf-8"))["steps"]
+    except FileNotFoundError:
+        raise DataError(path, "not found: the model was not trained by `dualdistill train`") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(path, f"no step count ({type(e).__name__}: {e})") from None
+    if not isinstance(steps, int) or steps < 1:
+        raise DataError(path, f"key 'steps' must be a positive integer, got {steps!r}")
+    return steps
+
+
 def load_examples(config: SFTConfig, data_path: str | Path, tokenizer) -> tuple[list[dict], MaskStats]:
     """Tokenize and label every record; bad records raise DataError naming file and line."""
     stats = MaskStats()
