@@ -86,3 +86,38 @@ def test_build_writes_the_strategy_rule_from_a_pairs_file(tmp_path):
     result = sd.build(samples, None, out, sd.BuildConfig(select="strategy", repair="best"), pairs=pairs)
     assert [r["kind"] for r in result.records] == ["repaired_wrong"]
     assert json.loads(out.read_text().splitlines()[0])["select"] == "strategy"
+
+
+def test_keep_solved_false_keeps_only_problems_the_student_sometimes_misses(tmp_path):
+    table = {
+        "solved": [(CODE_RIGHT, True), (CODE_RIGHT, True)],
+        "unsure": [(CODE_RIGHT, True), (CODE_WRONG, False)],
+    }
+    every = {r["problem_id"] for r in build(tmp_path, table).records if r["kind"] == "kept_correct"}
+    unsure = build(tmp_path, table, name="s2", keep_solved=False).records
+    assert every == {"solved", "unsure"}
+    assert {r["problem_id"] for r in unsure if r["kind"] == "kept_correct"} == {"unsure"}
+
+
+def test_replay_writes_the_distillation_data_after_the_selected_records(tmp_path):
+    """With --replay the retrain's set is the selected records, then every composed example (kind replay)."""
+    composed = tmp_path / "composed.jsonl"
+    rows = [
+        {"problem": f"q{i}", "text": TEXT_SOLUTION, "id": f"c{i}", "case": "right_only"} for i in range(3)
+    ]
+    composed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = make_dir(tmp_path, {"p": [(CODE_RIGHT, True), (CODE_WRONG, False)]})
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"id": "p", "problem": "q", "answer": "42",
+                                 "first": {"teacher": "a", "strategy": "code", "response": CODE_SOLUTION},
+                                 "second": {"teacher": "t", "strategy": "text", "response": TEXT_SOLUTION}}) + "\n")  # fmt: skip
+    out = tmp_path / "sd.jsonl"
+    result = sd.build(
+        samples, None, out, sd.BuildConfig(select="strategy", repair="best"), pairs=pairs, replay=composed
+    )
+    written = sd.load_built(out)
+    assert [r["kind"] for r in written[: len(result.records)]] == [r["kind"] for r in result.records]
+    replayed = written[len(result.records) :]
+    assert [r["id"] for r in replayed] == ["c0", "c1", "c2"] and {r["kind"] for r in replayed} == {"replay"}
+    assert result.counts["replayed"] == 3
+    assert sd.report(written)["by_kind"]["replay"] == 3

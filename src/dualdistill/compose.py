@@ -300,9 +300,7 @@ def compose_pair(
     )  # fmt: skip
 
 
-def _right_right(
-    pair: Pair, mode: RightRight, t: Transitions
-) -> tuple[str, str | None, Attempt, Attempt]:
+def _right_right(pair: Pair, mode: RightRight, t: Transitions) -> tuple[str, str | None, Attempt, Attempt]:
     """The text of a right-right pair, its transition sentence (None when one attempt stands alone),
     and the attempts in the order the text holds them (the second unused when one stands alone)."""
     first, second = pair.first, pair.second

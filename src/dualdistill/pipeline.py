@@ -192,8 +192,9 @@ def sd_build_command(recipe: Recipe, L: Layout, name: str, build) -> Command:
         files[L.configs / "teach.yaml"] = recipe.teach
     else:
         source = _args("--pairs", L.pairs)
+    replay = _opt("--replay", L.composed if recipe.selfdistill.replay else None)
     argv = _args(DD, "self-distill", "build", "--samples", L.sd / "samples", "--config", path, *source,
-                 "--out", sd_data(L, name))  # fmt: skip
+                 *replay, "--out", sd_data(L, name))  # fmt: skip
     return Command(argv, files)
 
 
@@ -274,7 +275,8 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
             data, sd_model = sd_data(L, name), L.model(name)
             stages += [
                 Stage(f"sd-build{suffix}", sd_build_command(recipe, L, name, build),
-                      inputs=[samples, *([L.pairs] if build.repair != "text" else [])], outputs=[data],
+                      inputs=[samples, *([L.pairs] if build.repair != "text" else []),
+                              *([L.composed] if sd.replay else [])], outputs=[data],
                       description=f"select ({build.select} rule) and repair ({build.repair} solutions)"),
                 Stage(f"sd-train{suffix}", sd_train_command(recipe, L, f"sd-train{suffix}", data, dual, sd_model),
                       inputs=[data, dual], outputs=[sd_model],

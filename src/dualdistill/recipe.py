@@ -74,6 +74,8 @@ class SelfDistillConfig:
     # build, train and evaluate the paper's rule with its text-teacher repair from the same samples
     # (student "dualdistill_sd_text"), so the departure is measured.
     paper_ablation: bool = False
+    # Replay the teacher-distillation data (the composed set) in every retrain, after the selected records.
+    replay: bool = False
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -128,7 +130,9 @@ class Recipe:
         if self.world.kind == "files" and not self.world.eval_benches:
             raise ValueError("world.eval_benches is required when world.kind is 'files'")
         if self.controls and not (self.baselines and self.dual_init == "text_only"):
-            raise ValueError("controls: true needs baselines: true and dual_init: text_only (they start there)")
+            raise ValueError(
+                "controls: true needs baselines: true and dual_init: text_only (they start there)"
+            )
 
 
 SHIPPED = ("embedded", "embedded_quick", "paper")  # whole-run recipes (``dualdistill run NAME``)

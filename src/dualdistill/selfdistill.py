@@ -118,6 +118,10 @@ class BuildConfig:
     # "paper": the rules above; "strategy": per problem the student's better strategy over its K samples
     # is kept whole, and a wrong sample of the other strategy is repaired (strategy_select.py).
     select: Literal["paper", "strategy"] = "paper"
+    # select "strategy": also keep a sample of the problems solved on all K samples (rejection-sampling
+    # fine-tuning over every solved problem); false: only problems the student sometimes misses, as the
+    # paper's rule takes part.
+    keep_solved: bool = True
     seed: int = 0
     teacher_concurrency: int = setting(
         8, ge=1, speed=True, help="Teacher calls at once (a Teacher object only)."
@@ -370,8 +374,13 @@ def build(
     config: BuildConfig | None = None,
     *,
     pairs: str | Path | None = None,
+    replay: str | Path | None = None,
 ) -> BuildResult:
     """Select and repair from a sampling directory.
+
+    With ``replay`` (an SFT set, the teacher-distillation data), the written set also holds every example
+    of it after the selected records (kind ``replay``), so the retrain keeps seeing what the student was
+    trained on (RFT and ToRA retrain on their corpus plus the samples).
 
     Solutions come from ``pairs`` (the teachers' records, ``teach``'s pairs file) when given, else from
     ``teacher``: a solutions file or a Teacher. ``config.repair`` says which strategies may repair.
@@ -397,11 +406,23 @@ def build(
         result = select_by_strategy(scores, solutions, config)
     else:
         result = select(scores, solutions, config)
-    write_jsonl(out_path, result.records)
+    replayed = _replayed(replay) if replay is not None else []
+    result.counts["replayed"] += len(replayed)
+    write_jsonl(out_path, [*result.records, *replayed])
     Path(f"{out_path}.report.json").write_text(
         json.dumps(report(result.records, result.scores, result.counts, config), indent=2), encoding="utf-8"
     )
     return result
+
+
+def _replayed(path: str | Path) -> list[dict]:
+    from dualdistill.examples import read_examples
+
+    out = []
+    for _, example in read_examples(path):
+        record = example.to_dict()
+        out.append({**record, "kind": "replay", "replay_case": record.get("case")})
+    return out
 
 
 def _needed(scores: list[ProblemScore], config: BuildConfig) -> list[Problem]:
@@ -449,6 +470,9 @@ def report(
         buckets[bucket_of(s.s_bar)]["problems"] += 1
     kinds: dict[str, Counter] = {k: Counter() for k in names}
     for r in records:
+        if r["kind"] == "replay":  # the teacher-distillation data, replayed: no s̄
+            kinds["replay"][r.get("first_strategy", "none")] += 1
+            continue
         buckets[bucket_of(Fraction(r["n_correct"], r["n_samples"]))][r["kind"]] += 1
         kinds[r["kind"]][r.get("first_strategy", "none")] += 1
     out = {
@@ -467,7 +491,7 @@ def load_built(path: str | Path) -> list[dict]:
     records = []
     for line, r in read_jsonl(path):
         for key in ("kind", "n_correct", "n_samples", "problem", "text"):
-            if key not in r:
+            if key not in r and not (r.get("kind") == "replay" and key.startswith("n_")):
                 raise DataError(path, f"record has no '{key}' field (not a self-distill build?)", line=line)
         records.append(r)
     return records

@@ -66,7 +66,7 @@ def select_by_strategy(
     records: list[dict] = []
     for score in scores:
         counts["solved" if score.s_bar == 1 else "eligible"] += 1
-        if score.s_bar > _exact(config.beta1):
+        if score.s_bar > _exact(config.beta1) and (config.keep_solved or score.s_bar < 1):
             kept = best_correct(score)
             if kept is None:
                 counts["no_candidate_kept_correct"] += 1

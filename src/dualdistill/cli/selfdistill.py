@@ -79,6 +79,9 @@ def build_command(
         None, help="Or a TeachConfig YAML: its text_teacher writes the repairs (as in the paper)."
     ),
     pairs: Path | None = typer.Option(None, help="Or the teachers' records: `teach`'s pairs.jsonl."),
+    replay: Path | None = typer.Option(
+        None, help="An SFT set (the composed data) written after the selected records, for the retrain."
+    ),
     config: Path | None = typer.Option(None, help="BuildConfig YAML; options and --set win over it."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
     repair: str | None = typer.Option(
@@ -114,7 +117,7 @@ def build_command(
 
             spec = load_config(TeachConfig, teacher_config).text_teacher
             teacher = build_teacher(spec, "text", pool=None)
-        result = sd.build(samples, teacher, out, cfg, pairs=pairs)
+        result = sd.build(samples, teacher, out, cfg, pairs=pairs, replay=replay)
     except (DataError, ConfigError, ValueError) as e:
         fail(str(e))
     _show(sd.report(result.records, result.scores, result.counts, cfg), as_json)
