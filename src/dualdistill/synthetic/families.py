@@ -18,8 +18,9 @@ family             group    what it asks (same phrasings as its siblings, differ
 Guarantees:
 - ``generate(n, seed)`` is a pure function of its arguments; questions are unique; answers are exact
   integers (computed with closed forms here and re-checked by an independent computation in tests).
-- ``make_splits`` gives fixed, seeded train/test splits with no question in both, each family in
-  both splits in proportion.
+- ``make_splits`` gives fixed, seeded train/test splits with no exact question string in both, each
+  family in both splits in proportion. Not guaranteed: that no test problem has a twin with the same
+  numbers in another family's phrasing in the training split (world 0 has 10 such test questions).
 - ``parse_question`` reads every question this module writes back into its numbers; the programmatic
   teachers use it, so they see only the question text, never the family or group.
 
@@ -265,7 +266,8 @@ def generate(n: int, seed: int = 0, families: tuple[str, ...] | None = None) -> 
 def make_splits(
     n: int, seed: int = 0, test_fraction: float = 0.2, families: tuple[str, ...] | None = None
 ) -> tuple[list[Problem], list[Problem]]:
-    """Fixed seeded (train, test) split, stratified by family; no question appears in both."""
+    """Fixed seeded (train, test) split, stratified by family; no exact question string is in both (a
+    same-numbers twin in another phrasing can be)."""
     if not 0.0 <= test_fraction <= 1.0:
         raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}")
     problems = generate(n, seed, families)
