@@ -190,8 +190,10 @@ def test_sessions_cannot_talk_over_the_network_or_unix_sockets():
     with Session(CFG) as a, Session(CFG) as b:
         a.run(serve)
         assert b.run(reach).output.strip() == "['no', 'no']"
-        # Each session has its own network namespace: a loopback only, and down.
-        assert a.run("import socket\nprint(socket.if_nameindex())").output.strip() == "[(1, 'lo')]"
+        # Each session has its own network namespace: a loopback only (netlink, which if_nameindex uses,
+        # is refused by the seccomp filter, so the interfaces are read from /proc).
+        devs = "print([l.split(':')[0].strip() for l in open('/proc/net/dev').read().splitlines()[2:]])"
+        assert a.run(devs).output.strip() == "['lo']"
 
 
 def test_no_user_namespaces():
@@ -211,6 +213,66 @@ def test_no_user_namespaces():
         assert s.run("import threading, subprocess\nt = threading.Thread(target=print, args=('t',))\n"
                      "t.start(); t.join()\nprint(subprocess.run(['echo', 'p'], capture_output=True, text=True).stdout)"
                      ).output.split() == ["t", "p"]  # fmt: skip
+
+
+def test_no_kernel_keyrings_carry_data_between_sessions():
+    """add_key, request_key and keyctl are refused (EPERM), as in Docker's default profile: a uid's
+    keyrings outlive its session, so a later session could read what an earlier one stored."""
+    code = (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "nr = {'x86_64': (248, 249, 250), 'aarch64': (217, 218, 219)}[__import__('os').uname().machine]\n"
+        "out = []\n"
+        "out.append((libc.syscall(nr[0], b'user', b'dd-secret', b'leak', 4, -3), ctypes.get_errno()))\n"  # add_key
+        "out.append((libc.syscall(nr[1], b'user', b'dd-secret', None, 0), ctypes.get_errno()))\n"  # request_key
+        "out.append((libc.syscall(nr[2], 0, -3, 0, 0), ctypes.get_errno()))\n"  # keyctl(GET_KEYRING_ID)
+        "print(out)"
+    )
+    with Session(CFG) as s:
+        assert s.run(code).output.strip() == "[(-1, 1), (-1, 1), (-1, 1)]"
+
+
+def test_only_unix_and_inet_sockets_can_be_made():
+    code = (
+        "import socket\nout = []\n"
+        "for fam in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, socket.AF_PACKET, 40):\n"
+        "    try:\n        socket.socket(fam, socket.SOCK_DGRAM).close(); out.append('ok')\n"
+        "    except OSError as e:\n        out.append(e.errno)\n"
+        "try:\n    socket.socketpair(socket.AF_UNIX).__len__(); out.append('pair')\n"
+        "except OSError as e:\n    out.append(e.errno)\n"
+        "print(out)"
+    )
+    with Session(CFG) as s:
+        assert s.run(code).output.strip() == "['ok', 'ok', 'ok', 97, 97, 97, 'pair']"  # 97: EAFNOSUPPORT
+
+
+def test_a_closed_session_raises_and_a_pool_never_exceeds_max_open():
+    from dualdistill.sandbox import SessionClosed
+
+    s = Session(CFG)
+    s.close()
+    with pytest.raises(SessionClosed, match="closed"):
+        s.run("print(1)")
+    with pytest.raises(SessionClosed):
+        s.reset()
+
+    async def go():
+        pool = SandboxPool(CFG, max_concurrency=2, max_open=3)
+        handed = [await pool.open() for _ in range(3)]
+        for a in handed:
+            await a.close()
+        errors = 0
+        for a in handed:  # a caller that keeps using sessions it closed
+            try:
+                await a.run("print(1)")
+            except SessionClosed:
+                errors += 1
+        more = [await pool.open() for _ in range(3)]
+        live = sum(a.session._proc is not None for a in [*handed, *more])
+        await pool.close()
+        return errors, live, sum(a.session._proc is not None for a in [*handed, *more])
+
+    assert asyncio.run(go()) == (3, 3, 0)
 
 
 def test_less_host_detail_is_visible():

@@ -32,7 +32,10 @@ Guarantees (with bubblewrap or unshare, as root, i.e. this project's machines an
   capabilities, so one session cannot signal, ptrace or read the files of another session, of the
   template, or of the host's root.
 - No user namespaces: a seccomp filter (x86_64, aarch64) refuses ``unshare``/``clone`` with
-  CLONE_NEWUSER and ``setns``, so the code cannot regain capabilities in a namespace of its own.
+  CLONE_NEWUSER and ``setns``, so the code cannot regain capabilities in a namespace of its own. The
+  same filter refuses the kernel keyrings (``add_key``, ``request_key``, ``keyctl``: shared by uid, they
+  would outlive a session) and every socket family but Unix and IP.
+- A closed session stays closed: ``run`` and ``reset`` raise ``SessionClosed``.
 - Nothing runs between blocks: after every block the monitor (outside the code's reach) kills every
   other process of the session's uid, whatever the code did to itself (hooks, a disabled subreaper,
   siblings made with CLONE_PARENT).
@@ -60,7 +63,14 @@ Not guaranteed:
 """
 
 from dualdistill.sandbox.pool import AsyncSession, SandboxPool
-from dualdistill.sandbox.session import TIMEOUT_MESSAGE, ExecResult, SandboxConfig, Session, truncate
+from dualdistill.sandbox.session import (
+    TIMEOUT_MESSAGE,
+    ExecResult,
+    SandboxConfig,
+    Session,
+    SessionClosed,
+    truncate,
+)
 from dualdistill.sandbox.template import SandboxUnavailable
 
 __all__ = [
@@ -71,5 +81,6 @@ __all__ = [
     "SandboxPool",
     "SandboxUnavailable",
     "Session",
+    "SessionClosed",
     "truncate",
 ]

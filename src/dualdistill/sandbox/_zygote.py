@@ -147,45 +147,82 @@ def _setup_child(cfg: dict, spec: dict, sock_fd: int, out_fd: int, cgroup_fds: l
     sys.argv = [""]
 
 
-# Syscall numbers: (audit arch, unshare, clone, clone3, setns). Other machines get no filter (documented).
-_SECCOMP_ARCH = {"x86_64": (0xC000003E, 272, 56, 435, 308), "aarch64": (0xC00000B7, 97, 220, 435, 268)}
+# Syscall numbers by machine; other machines get no filter (documented).
+_SECCOMP_ARCH = {
+    "x86_64": {"arch": 0xC000003E, "unshare": 272, "clone": 56, "clone3": 435, "setns": 308,
+               "add_key": 248, "request_key": 249, "keyctl": 250, "socket": 41, "socketpair": 53},
+    "aarch64": {"arch": 0xC00000B7, "unshare": 97, "clone": 220, "clone3": 435, "setns": 268,
+                "add_key": 217, "request_key": 218, "keyctl": 219, "socket": 198, "socketpair": 199},
+}  # fmt: skip
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+def _assemble(program: list[tuple]) -> bytes:
+    """Classic BPF from ``(label, op, k, jump_true, jump_false)`` rows; jumps name later labels."""
+    codes = {"ld": 0x20, "jeq": 0x15, "jge": 0x35, "jset": 0x45, "ret": 0x06}
+    where = {row[0]: i for i, row in enumerate(program) if row[0]}
+
+    def offset(target, i: int) -> int:
+        return 0 if target is None else where[target] - i - 1
+
+    return b"".join(
+        struct.pack("HBBI", codes[op], offset(jt, i), offset(jf, i), k)
+        for i, (_, op, k, jt, jf) in enumerate(program)
+    )
+
+
 def forbid_user_namespaces() -> bool:
-    """A seccomp filter, inherited by every child and never removable: ``unshare`` and ``clone`` with
-    CLONE_NEWUSER and every ``setns`` fail with EPERM; ``clone3`` (whose flags a filter cannot read) and
-    the 32-bit ABIs fail with ENOSYS, so the C library falls back to ``clone``. A user namespace would
-    give the code full capabilities inside it, the kernel surface most container escapes go through.
+    """A seccomp filter, inherited by every child and never removable:
+
+    - ``unshare`` and ``clone`` with CLONE_NEWUSER and every ``setns`` fail with EPERM; ``clone3`` (whose
+      flags a filter cannot read) and the 32-bit ABIs fail with ENOSYS, so the C library falls back to
+      ``clone``. A user namespace would give the code full capabilities inside it, the kernel surface
+      most container escapes go through.
+    - ``add_key``, ``request_key`` and ``keyctl`` fail with EPERM, as in Docker's default profile: the
+      kernel keyrings are shared by uid and outlive a session, so they would carry data between sessions.
+    - ``socket`` and ``socketpair`` of any family but AF_UNIX, AF_INET and AF_INET6 fail with
+      EAFNOSUPPORT (netlink, packet, vsock and the rest are kernel surface no model code needs).
+
     Returns False (no filter) on other machines."""
     machine = os.uname().machine  # no import: after the uid switch the session may not read the stdlib
     if machine not in _SECCOMP_ARCH:
         return False
-    arch, unshare, clone, clone3, setns = _SECCOMP_ARCH[machine]
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
-
-    def op(code: int, jt: int, jf: int, k: int) -> bytes:
-        return struct.pack("HBBI", code, jt, jf, k)
-
-    prog = b"".join([
-        op(ld, 0, 0, 4),  # 0 arch
-        op(jeq, 1, 0, arch),  # 1 native -> 3
-        op(ret, 0, 0, enosys),  # 2 a compat ABI (int 0x80)
-        op(ld, 0, 0, 0),  # 3 syscall number
-        op(jge, 7, 0, 0x40000000),  # 4 x32 numbers -> 12
-        op(jeq, 3, 0, unshare),  # 5 -> 9
-        op(jeq, 2, 0, clone),  # 6 -> 9
-        op(jeq, 4, 0, clone3),  # 7 -> 12
-        op(jeq, 2, 4, setns),  # 8 -> 11, else 13
-        op(ld, 0, 0, 16),  # 9 args[0], its low 32 bits (the flags)
-        op(jset, 0, 2, CLONE_NEWUSER),  # 10 -> 11, else 13
-        op(ret, 0, 0, eperm),  # 11
-        op(ret, 0, 0, enosys),  # 12
-        op(ret, 0, 0, allow),  # 13
+    n = _SECCOMP_ARCH[machine]
+    err = 0x00050000  # SECCOMP_RET_ERRNO
+    allow, eperm, enosys, eafnosupport = (
+        0x7FFF0000,
+        err | errno.EPERM,
+        err | errno.ENOSYS,
+        err | errno.EAFNOSUPPORT,
+    )
+    prog = _assemble([
+        (None, "ld", 4, None, None),  # arch
+        (None, "jeq", n["arch"], "native", "enosys"),  # a compat ABI (int 0x80): ENOSYS
+        ("native", "ld", 0, None, None),  # syscall number
+        (None, "jge", 0x40000000, "enosys", None),  # x32 numbers
+        (None, "jeq", n["unshare"], "flags", None),
+        (None, "jeq", n["clone"], "flags", None),
+        (None, "jeq", n["clone3"], "enosys", None),
+        (None, "jeq", n["setns"], "eperm", None),
+        (None, "jeq", n["add_key"], "eperm", None),
+        (None, "jeq", n["request_key"], "eperm", None),
+        (None, "jeq", n["keyctl"], "eperm", None),
+        (None, "jeq", n["socket"], "family", None),
+        (None, "jeq", n["socketpair"], "family", "allow"),
+        ("flags", "ld", 16, None, None),  # args[0], its low 32 bits (the clone/unshare flags)
+        (None, "jset", CLONE_NEWUSER, "eperm", "allow"),
+        ("family", "ld", 16, None, None),  # args[0]: the socket's address family
+        (None, "jeq", AF_UNIX, "allow", None),
+        (None, "jeq", AF_INET, "allow", None),
+        (None, "jeq", AF_INET6, "allow", "eafnosupport"),
+        ("eperm", "ret", eperm, None, None),
+        ("enosys", "ret", enosys, None, None),
+        ("eafnosupport", "ret", eafnosupport, None, None),
+        ("allow", "ret", allow, None, None),
     ])  # fmt: skip
     buf = ctypes.create_string_buffer(prog)
     fprog = _SockFprog(len(prog) // 8, ctypes.addressof(buf))

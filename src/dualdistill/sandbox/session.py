@@ -176,6 +176,10 @@ class _Output:
         )
 
 
+class SessionClosed(RuntimeError):
+    """``run`` or ``reset`` on a session after ``close``."""
+
+
 class Session:
     """One stateful, isolated Python session. Use as a context manager; ``close`` kills its processes."""
 
@@ -187,6 +191,7 @@ class Session:
         self._out: int | None = None
         self._lost_reason: str | None = None
         self._cgroup: SessionCgroup | None = None
+        self._closed = False
         self.start()
 
     @property
@@ -213,6 +218,7 @@ class Session:
 
     def start(self) -> None:
         """Fork a fresh session process from the template (no-op if one is running)."""
+        self._check_open()
         if self._proc is not None:
             return
         c = self.config
@@ -265,13 +271,22 @@ class Session:
             self._out = None
         return info
 
+    def _check_open(self) -> None:
+        # A closed session never comes back: a pool counts it as gone, so a restart would run a
+        # session outside the pool's bound (and outlive pool.close()).
+        if self._closed:
+            raise SessionClosed("this sandbox session is closed; open a new one")
+
     def reset(self) -> None:
         """Drop all state: kill the session process and start a fresh one."""
+        self._check_open()
         self._kill()
         self._lost_reason = None
         self.start()
 
     def close(self) -> None:
+        """Kill every process of the session; ``run`` and ``reset`` then raise ``SessionClosed``."""
+        self._closed = True
         self._kill()
 
     def __enter__(self) -> Session:
@@ -288,6 +303,7 @@ class Session:
 
     def run(self, code: str) -> ExecResult:
         """Run one block in this session's globals; see the module docstring for what can happen."""
+        self._check_open()
         start = time.monotonic()
         notice = ""
         lost = self._lost_reason is not None
