@@ -120,3 +120,38 @@ def test_eval_in_three_shards_merges_into_the_one_run(tmp_path):
     merged = json.loads((tmp_path / "merged" / "report.json").read_text())["benchmarks"]
     one = json.loads((tmp_path / "one" / "report.json").read_text())["benchmarks"]
     assert merged["bench"]["accuracy"] == one["bench"]["accuracy"] == 16 / 24
+    # A shard whose last record was cut by a kill is refused, naming it; --allow-incomplete merges and says so.
+    torn = tmp_path / "s1-torn"
+    shutil.copytree(tmp_path / "s1", torn)
+    lines = (torn / "records.jsonl").read_text().splitlines(keepends=True)
+    (torn / "records.jsonl").write_text("".join(lines[:-1]) + lines[-1][:20])
+    shards = [tmp_path / "s0", torn, tmp_path / "s2"]
+    with pytest.raises(DataError, match=r"s1-torn: 1 records missing"):
+        merge(shards, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    merge(shards, tmp_path / "partial", allow_incomplete=True)
+    assert len(json.loads((tmp_path / "partial" / "merge.json").read_text())["missing"]) == 1
+    # --out may not be an input; a damaged marker is named
+    with pytest.raises(DataError, match="input shard"):
+        merge([tmp_path / f"s{i}" for i in range(3)], tmp_path / "s0")
+    (torn / "shard.json").write_text('{"shard": "1/3"}')
+    with pytest.raises(DataError, match=r"shard.json: damaged shard marker"):
+        merge(shards, tmp_path / "damaged")
+
+
+SHARDED = {
+    "eval": ["eval", "--model", "MODEL", "--bench", "math500"],
+    "sample": ["self-distill", "sample", "--model", "MODEL", "--problems", "math500"],
+    "teach": ["teach", "--problems", "synthetic"],
+}
+
+
+@pytest.mark.parametrize("command", list(SHARDED))
+@pytest.mark.parametrize("bad", ["0/0", "3/2", "a/b"])
+def test_a_bad_shard_is_one_clear_line_and_nothing_is_written(command, bad, tmp_path):
+    argv = [str(tmp_path) if a == "MODEL" else a for a in SHARDED[command]]
+    r = subprocess.run([*CLI, *argv, "--shard", bad, "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1000:]
+    assert "shard" in r.stderr and bad in r.stderr
+    assert not (tmp_path / "out").exists()

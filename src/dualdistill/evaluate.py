@@ -44,6 +44,7 @@ from dualdistill.config import ConfigError, check_bounds, from_dict, identity, s
 from dualdistill.problems import Problem, load_benchmark
 from dualdistill.records import DataError, locked, provenance, unique_records, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
+from dualdistill.shards import check_shard, mark, take
 from dualdistill.trajectory import strategy_facts
 
 DEFAULT_BENCHES = ("math500", "aime2025", "amc", "combinatorics300")
@@ -95,6 +96,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        check_shard(self.shard)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -340,19 +342,15 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
 
         if importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("log_dir: tensorboard is not installed (pip install tensorboard)")
-    problems = load_benches(config.benches, limit=config.limit)
-    if config.shard:
-        from dualdistill.shards import Shard, in_shard, mark
-
-        shard = Shard.parse(config.shard)
-        mark(out_dir, shard, [str(p.id) for ps in problems.values() for p in ps])
-        problems = {b: [p for p in ps if in_shard(p.id, shard)] for b, ps in problems.items()}
+    everything = load_benches(config.benches, limit=config.limit)
+    problems = {b: take(ps, config.shard) for b, ps in everything.items()}
     with locked(out_dir, "eval"):
         check_resume(out_dir, config)
         # The weights, not the path: retrained weights at the same path must not be mixed in.
         local = Path(config.model).is_dir()
         weights = model_fingerprint(config.model) if local else model_identity(dataclasses.asdict(config))
         check_identity(out_dir, "eval", {"model_weights": weights}, RECORDS)
+        mark(out_dir, config.shard, [p for ps in everything.values() for p in ps])
         return _run_eval(config, out_dir, problems, backend, progress)
 
 

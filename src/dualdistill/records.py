@@ -105,6 +105,7 @@ def check_writable(path: str | os.PathLike, *, directory: bool = False) -> None:
             if not parent.is_dir():
                 raise DataError(path, f"{parent} is a file, not a directory")
             break
+    made = [p for p in [folder, *folder.parents] if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-check-{os.getpid()}"
@@ -112,6 +113,10 @@ def check_writable(path: str | os.PathLike, *, directory: bool = False) -> None:
         probe.unlink()
     except OSError as e:
         raise DataError(path, f"cannot write here: {e.strerror or e}") from None
+    finally:  # a check writes nothing: a command refused later (a bad setting) leaves no directory
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 def scalar_text(value: Any, key: str, path: str | os.PathLike, line: int | None = None) -> str:

@@ -52,6 +52,7 @@ from dualdistill.examples import SFTExample
 from dualdistill.problems import Problem, load_problems, write_problems
 from dualdistill.records import DataError, locked, provenance, read_jsonl, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
+from dualdistill.shards import check_shard, mark, take
 from dualdistill.teacher_solutions import (  # noqa: F401  (part of this module's API)
     RepairSource,
     Teacher,
@@ -104,6 +105,7 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        check_shard(self.shard)
 
 
 @dataclass
@@ -150,13 +152,11 @@ def sample(
     """
     config = config or SampleConfig()
     out_dir = Path(out_dir)
-    if config.shard:
-        from dualdistill.shards import take
-
-        problems = take(problems, config.shard, out_dir)
+    everything, problems = problems, take(problems, config.shard)
     with locked(out_dir, "self-distill sample"):
         identity, defaults = sample_identity(config, model), sample_identity(SampleConfig(), model)
         check_identity(out_dir, "sample", identity, SAMPLES_FILE, defaults)
+        mark(out_dir, config.shard, everything)
         _save_sampling_inputs(out_dir, problems, config, model)
         return _sample(problems, backend, out_dir, config, pool, progress)
 

@@ -14,7 +14,10 @@ of the whole problem set). ``merge`` combines the directories of all N shards in
 Guarantees: ``merge`` refuses, naming the shard directory and the key, shards made with different settings
 (anything but ``shard`` and speed settings), a missing or repeated shard, shards of different N, and a
 record present in two shards. It writes nothing until every check passed.
-Not guaranteed: that every shard finished (a shard's own output says; merge takes what is there).
+An eval or sample shard that lacks a record (killed, or its last line torn) is refused, naming the shard and
+the record, unless ``--allow-incomplete`` (then ``merge.json`` lists what is missing). ``--out`` may not be
+an input. A damaged ``shard.json`` is named.
+Not guaranteed: that a teach shard finished (a teacher may give up on a problem by design; its records say).
 """
 
 from __future__ import annotations
@@ -59,19 +62,27 @@ def in_shard(problem_id: str, shard: Shard | None) -> bool:
     return int.from_bytes(digest[:8], "big") % shard.count == shard.index
 
 
-def take(problems: Sequence, shard_text: str, out_dir: str | Path | None = None) -> list:
-    """The problems of the shard (all when ``shard_text`` is empty); with ``out_dir``, writes ``shard.json``
-    there: the shard and the id order of the whole set, which ``merge`` restores."""
+def take(problems: Sequence, shard_text: str) -> list:
+    """The problems of the shard (all when ``shard_text`` is empty). Writes nothing: the caller marks its
+    output directory (``mark``) only once its resume checks passed, so a refused run changes nothing."""
     shard = Shard.parse(shard_text)
-    if shard is not None and out_dir is not None:
-        mark(out_dir, shard, [str(p.id) for p in problems])
     return [p for p in problems if in_shard(p.id, shard)]
 
 
-def mark(out_dir: str | Path, shard: Shard, order: list[str]) -> None:
+def mark(out_dir: str | Path, shard_text: str, problems: Sequence) -> None:
+    """Write ``shard.json`` into ``out_dir`` (nothing when ``shard_text`` is empty): the shard and the id
+    order of the whole problem set, which ``merge`` restores."""
+    shard = Shard.parse(shard_text)
+    if shard is None:
+        return
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    marker = {"shard": str(shard), "order": order}
+    marker = {"shard": str(shard), "order": [str(p.id) for p in problems]}
     (Path(out_dir) / MARKER).write_text(json.dumps(marker), encoding="utf-8")
+
+
+def check_shard(text: str) -> None:
+    """A config's ``shard`` value, checked at load: ValueError naming the value when it is not I/N."""
+    Shard.parse(text)
 
 
 # ----------------------------------------------------------------------------- merge
@@ -91,8 +102,16 @@ def _markers(dirs: list[Path]) -> tuple[list[Shard], list[str]]:
         path = d / MARKER
         if not path.exists():
             raise DataError(d, f"no {MARKER}: not the output of a run with --shard")
-        marker = json.loads(path.read_text(encoding="utf-8"))
-        shards.append(Shard.parse(marker["shard"]))
+        try:
+            marker = json.loads(path.read_text(encoding="utf-8"))
+            shard = Shard.parse(marker["shard"])
+            if shard is None or not isinstance(marker["order"], list):
+                raise ValueError("no shard or no order")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise DataError(
+                path, f"damaged shard marker ({type(e).__name__}: {e}); rerun that shard"
+            ) from None
+        shards.append(shard)
         if order is None:
             order = marker["order"]
         elif marker["order"] != order:
@@ -137,11 +156,36 @@ def _merge_records(dirs: list[Path], name: str, key, position) -> list[dict]:
     return sorted(rows, key=position)
 
 
-def merge(dirs: Sequence[str | Path], out: str | Path) -> tuple[str, int]:
-    """Merge the output directories of all shards of one job into ``out``; returns (kind, records)."""
+def _check_out(dirs: list[Path], out: Path) -> None:
+    target = out.resolve()
+    for d in dirs:
+        if target == d.resolve() or d.resolve() in target.parents:
+            raise DataError(out, f"--out is (inside) the input shard {d}; give a new directory")
+
+
+def missing_records(dirs: list[Path], name: str, keys_of, expected) -> list[str]:
+    """What each shard lacks: ``expected(dir, shard)`` yields the keys its records must hold; returns
+    lines naming the shard, the problem and what is missing (a torn last record counts as missing)."""
+    lines = []
+    for d in dirs:
+        shard = Shard.parse(json.loads((d / MARKER).read_text(encoding="utf-8"))["shard"])
+        have = {keys_of(r) for _, r in read_jsonl(d / name, allow_torn_tail=True)}
+        lacking = [k for k in expected(d, shard) if k not in have]
+        if lacking:
+            lines.append(f"{d}: {len(lacking)} records missing, first {lacking[0]}")
+    return lines
+
+
+def merge(dirs: Sequence[str | Path], out: str | Path, *, allow_incomplete: bool = False) -> tuple[str, int]:
+    """Merge the output directories of all shards of one job into ``out``; returns (kind, records).
+
+    An eval or sample shard that lacks records (a killed shard, a torn last line) is refused, naming the
+    shard and the first missing record, unless ``allow_incomplete``: then ``out/merge.json`` lists what
+    is missing."""
     dirs = [Path(d) for d in dirs]
     if not dirs:
         raise ValueError("merge needs the shard directories")
+    _check_out(dirs, Path(out))
     kinds = {kind_of(d) for d in dirs}
     if len(kinds) > 1:
         raise DataError(dirs[0], f"the directories hold different outputs: {sorted(kinds)}")
@@ -149,7 +193,46 @@ def merge(dirs: Sequence[str | Path], out: str | Path) -> tuple[str, int]:
     _, order = _markers(dirs)
     index = {pid: i for i, pid in enumerate(order)}
     out = Path(out)
-    return kind, {"teach": _merge_teach, "eval": _merge_eval, "sample": _merge_sample}[kind](dirs, out, index)
+    missing = _missing(kind, dirs, order)
+    if missing and not allow_incomplete:
+        raise DataError(dirs[0], "incomplete shards (finish them, or merge with --allow-incomplete):\n  "
+                        + "\n  ".join(missing))  # fmt: skip
+    n = {"teach": _merge_teach, "eval": _merge_eval, "sample": _merge_sample}[kind](dirs, out, index)
+    (out / "merge.json").write_text(
+        json.dumps({"shards": [str(d) for d in dirs], "missing": missing}, indent=1)
+    )
+    return kind, n
+
+
+def _missing(kind: str, dirs: list[Path], order: list[str]) -> list[str]:
+    """Eval and sample shards: every problem of the shard, every sample of it (teach may give up on a
+    problem by design; its records say why)."""
+    if kind == "eval":
+        from dualdistill.evaluate import RECORDS, load_benches, load_eval_config
+
+        def expected(d: Path, shard: Shard):
+            config = load_eval_config(d)
+            for source, problems in load_benches(config.benches, limit=config.limit).items():
+                for p in problems:
+                    if in_shard(p.id, shard):
+                        yield from ((str(p.id), source, i) for i in range(config.samples))
+
+        keys = lambda r: (str(r["problem_id"]), r["source"], r["sample_index"])  # noqa: E731
+        return missing_records(dirs, RECORDS, keys, expected)
+    if kind == "sample":
+        from dualdistill.config import load_config
+        from dualdistill.selfdistill import CONFIG_FILE, SAMPLES_FILE, SampleConfig
+
+        def expected(d: Path, shard: Shard):
+            k = load_config(SampleConfig, d / CONFIG_FILE).k
+            for pid in order:
+                if in_shard(pid, shard):
+                    yield from ((pid, i) for i in range(k))
+
+        return missing_records(
+            dirs, SAMPLES_FILE, lambda r: (str(r["problem_id"]), r["sample_index"]), expected
+        )
+    return []
 
 
 def _merge_teach(dirs: list[Path], out: Path, index: dict) -> int:

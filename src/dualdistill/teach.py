@@ -43,6 +43,7 @@ from dualdistill.config import check_bounds, setting
 from dualdistill.problems import Problem
 from dualdistill.records import DataError, JsonlAppender, locked, provenance, read_jsonl, write_jsonl
 from dualdistill.resume import check_identity
+from dualdistill.shards import check_shard, mark, take
 from dualdistill.teachers import Teacher, TeacherError, build_teacher, secrets_of
 
 Role = Literal["first", "second"]
@@ -119,6 +120,7 @@ class TeachConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        check_shard(self.shard)
 
 
 def code_goes_first(problem_id: str, seed: int) -> bool:
@@ -318,8 +320,11 @@ def _pairs(problems: Sequence[Problem], state: _State) -> list[Pair]:
 async def teach(
     problems: Sequence[Problem], code_teacher: Teacher, text_teacher: Teacher, out_dir: str | Path,
     config: TeachConfig, *, progress: bool = True, secrets: Sequence[str] = (),
+    whole_set: Sequence[Problem] | None = None,
 ) -> TeachReport:  # fmt: skip
-    """Run both teachers over ``problems`` into ``out_dir`` (resuming what is there); write pairs.jsonl."""
+    """Run both teachers over ``problems`` into ``out_dir`` (resuming what is there); write pairs.jsonl.
+    With ``config.shard``, ``problems`` are the shard's and ``whole_set`` the set it was taken from
+    (its order goes into ``shard.json``, written once the resume checks passed)."""
     if code_teacher.strategy != "code" or text_teacher.strategy != "text":
         raise ValueError("teach needs a code teacher and a text teacher (check their strategy)")
     ids = [p.id for p in problems]
@@ -330,6 +335,7 @@ async def teach(
         check_identity(
             out_dir, "teach", teach_identity(config), "records.jsonl", teach_identity(TeachConfig())
         )
+        mark(out_dir, config.shard, problems if whole_set is None else whole_set)
         return await _teach(problems, code_teacher, text_teacher, out_dir, config, progress, secrets)
 
 
@@ -425,14 +431,10 @@ async def teach_from_config(
     settings: executor timeout and limit, output limit, sessions at once) and run ``teach``."""
     from dualdistill.agent import make_pool
 
-    if config.shard:
-        from dualdistill.shards import take
-
-        problems = take(problems, config.shard, out_dir)
+    everything, problems = problems, take(problems, config.shard)
     pool = make_pool(config.code_teacher.generation)
     async with pool:
         code = build_teacher(config.code_teacher, "code", pool)
         text = build_teacher(config.text_teacher, "text", pool)
-        return await teach(
-            problems, code, text, out_dir, config, progress=progress, secrets=secrets_of(config)
-        )
+        return await teach(problems, code, text, out_dir, config, progress=progress,
+                           secrets=secrets_of(config), whole_set=everything)  # fmt: skip

@@ -212,6 +212,9 @@ def import_released_command(
 def merge_command(
     shards: list[Path] = typer.Argument(..., help="The output directories of all N shards of one job."),
     out: Path = typer.Option(..., help="Directory to write the merged output to (what one run writes)."),
+    allow_incomplete: bool = typer.Option(
+        False, "--allow-incomplete", help="Merge shards that lack records; merge.json lists what is missing."
+    ),
 ) -> None:
     """Merge the outputs of a job run in shards (teach, eval or self-distill sample with --shard I/N).
 
@@ -222,7 +225,10 @@ def merge_command(
     from dualdistill.shards import merge
 
     try:
-        kind, n = merge(shards, out)
+        kind, n = merge(shards, out, allow_incomplete=allow_incomplete)
     except (DataError, ValueError) as e:
         fail(str(e))
+    missing = json.loads((out / "merge.json").read_text(encoding="utf-8"))["missing"]
     typer.echo(f"merged {len(shards)} {kind} shards: {n} records in {out}")
+    for line in missing:
+        typer.echo(f"incomplete: {line}")
