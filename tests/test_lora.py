@@ -80,3 +80,27 @@ def test_a_lora_run_of_the_quick_recipe_completes(tmp_path):
     # Self-distillation retrained from the merged student, and every student was evaluated.
     assert (work / "models" / "dualdistill_sd" / "model" / "config.json").is_file()
     assert (work / "eval" / "dualdistill_sd" / "report.json").is_file()
+
+
+def test_an_adapter_only_run_saves_a_loadable_adapter(tmp_path, tiny_model_dir, data):
+    """peft.merge: false (the common case) ends with the adapter in OUT/model, not a crash."""
+    out = tmp_path / "run"
+    r = subprocess.run([*CLI, "train", "--config", "sft_tiny", "--data", str(data), "--model", str(tiny_model_dir),
+                        "--out", str(out), *LORA, "peft.merge=false"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "model" / "adapter_config.json").exists() and not (out / "model" / "config.json").exists()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "model")
+
+
+@pytest.mark.parametrize(
+    ("targets", "says"), [("[]", "is empty"), ("[q_proj,nope_proj]", "nope_proj not in")]
+)
+def test_bad_target_modules_are_one_line_naming_the_setting(tmp_path, tiny_model_dir, data, targets, says):
+    r = subprocess.run([*CLI, "train", "--config", "sft_tiny", "--data", str(data), "--model", str(tiny_model_dir),
+                        "--out", str(tmp_path / "o"), *LORA, f"peft.target_modules={targets}"],
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "peft.target_modules" in r.stderr and says in r.stderr and "q_proj" in r.stderr

@@ -48,6 +48,21 @@ def peft_config(settings: LoraSettings):
     )  # fmt: skip
 
 
+def check_targets(model, settings: LoraSettings) -> None:
+    """``ConfigError`` naming the setting and the modules the model has, before peft's traceback would:
+    an empty ``target_modules``, or an entry that matches no module of the model."""
+    from dualdistill.config import ConfigError
+
+    leaves = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if not list(m.children())})
+    if not settings.target_modules:
+        raise ConfigError(f"peft.target_modules is empty; the model's modules: {', '.join(leaves)}")
+    missing = [t for t in settings.target_modules if t not in leaves]
+    if missing:
+        raise ConfigError(
+            f"peft.target_modules: {', '.join(missing)} not in the model; its modules: {', '.join(leaves)}"
+        )
+
+
 def trainable_share(model) -> tuple[int, int]:
     """(trained, all) parameters as peft counts them."""
     return tuple(model.get_nb_trainable_parameters())  # type: ignore[return-value]

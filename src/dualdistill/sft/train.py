@@ -358,8 +358,9 @@ def build_trainer(
         trainer_class = sequence_mean_trainer()
     lora = {}
     if config.peft.enabled:
-        from dualdistill.sft.lora import peft_config
+        from dualdistill.sft.lora import check_targets, peft_config
 
+        check_targets(model, config.peft)
         lora = {"peft_config": peft_config(config.peft)}
     trainer = trainer_class(
         model=model,
@@ -421,9 +422,10 @@ def train_run(
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(model_dir)
         cfg_path = model_dir / "config.json"
-        cfg = json.loads(cfg_path.read_text())
-        cfg["use_cache"] = True  # generation wants the cache back
-        cfg_path.write_text(json.dumps(cfg, indent=2))
+        if cfg_path.exists():  # an adapter-only directory (peft.merge: false) has adapter_config.json
+            cfg = json.loads(cfg_path.read_text())
+            cfg["use_cache"] = True  # generation wants the cache back
+            cfg_path.write_text(json.dumps(cfg, indent=2))
         save_config(config, model_dir / CONFIG_FILE)
         summary = provenance(
             "train",
