@@ -113,6 +113,22 @@ def test_train_refuses_a_checkpoint_of_another_run_unless_restarted(tmp_path, ti
     assert summary["resumed_from"] is None
 
 
+def test_train_refuses_to_replace_a_finished_model_made_with_other_settings(tmp_path, tiny_model_dir):
+    data = tmp_path / "composed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    out = tmp_path / "run"
+    base = ["train", "--config", "sft_tiny", "--data", data, "--model", tiny_model_dir, "--out", out,
+            "max_steps=2", "report_to=[]", "progress=false"]  # fmt: skip
+    assert run_cli(*base, timeout=300).returncode == 0
+    assert not list(out.glob("checkpoint-*"))  # no checkpoints: only the finished model binds
+    made = (out / "model" / "model.safetensors").read_bytes()
+    other = run_cli(*base, "lr=1e-5", timeout=300)
+    assert other.returncode == 2 and "lr=" in other.stderr and "--restart" in other.stderr
+    assert (out / "model" / "model.safetensors").read_bytes() == made  # untouched
+    assert run_cli(*base, "lr=1e-5", "--restart", timeout=300).returncode == 0
+    assert (next((out / "superseded").glob("*")) / "model" / "model.safetensors").read_bytes() == made
+
+
 # ----------------------------------------------------------------------------- bounded extraction
 def test_a_hundred_thousand_unclosed_boxes_grade_within_the_timeout():
     degenerate = "<answer>" + r"\boxed{" * 100_000 + "</answer>"

@@ -292,26 +292,32 @@ def train_identity(config: SFTConfig, data_path: str | Path, init_model: str) ->
 
 
 def check_resume(output_dir: Path, identity: dict, *, restart: bool = False) -> None:
-    """Checkpoints in ``output_dir`` resume only the run that made them: another run's are refused,
-    naming the first differing key, or with ``restart`` moved to ``output_dir/superseded/<time>/``."""
+    """Checkpoints in ``output_dir``, and a finished model in ``output_dir/model``, belong to the run that
+    made them: another run's are refused, naming the first differing key, or with ``restart`` moved to
+    ``output_dir/superseded/<time>/`` (a finished model is never silently replaced by other settings)."""
     from dualdistill.resume import ResumeMismatch, check_identity
 
     checkpoints = sorted(output_dir.glob("checkpoint-*")) if output_dir.is_dir() else []
+    finished = output_dir / "model" / "train_summary.json"
+    made = [*checkpoints, *([finished.parent] if finished.exists() else [])]
     marker = output_dir / IDENTITY_FILE
-    if checkpoints and restart:
+    if made and restart:
         aside = output_dir / "superseded" / time.strftime("%Y%m%d-%H%M%S")
         aside.mkdir(parents=True, exist_ok=True)
-        for c in checkpoints:
+        for c in made:
             c.rename(aside / c.name)
         marker.unlink(missing_ok=True)
-    elif checkpoints and not marker.exists():
-        raise DataError(output_dir, "holds checkpoints of unknown origin; pass --restart to move them aside")
+        made = []
+    elif made and not marker.exists():
+        raise DataError(
+            output_dir, "holds checkpoints or a model of unknown origin; pass --restart to move them aside"
+        )
     try:
-        # The marker binds as soon as a checkpoint exists; before that a rerun simply starts over.
-        check_identity(output_dir, "train", identity, marker.name if checkpoints else "checkpoint-0")
+        # The marker binds as soon as a checkpoint or the model exists; before that a rerun starts over.
+        check_identity(output_dir, "train", identity, marker.name if made else "checkpoint-0")
     except ResumeMismatch as e:
         why = str(e).removeprefix(f"{marker}: ")
-        raise ResumeMismatch(marker, f"{why}; or pass --restart to move the checkpoints aside") from None
+        raise ResumeMismatch(marker, f"{why}; or pass --restart to move what is there aside") from None
 
 
 def train(config: SFTConfig, data_path: str | Path, output_dir: str | Path, *, init_model: str) -> Path:
