@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 
 import openai
 import pytest
@@ -78,6 +79,19 @@ def test_make_backend_rejects_a_missing_directory(tmp_path):
 
 
 # -- HF backend ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [("http://127.0.0.1:8000/v1,127.0.0.1:8001/v1", "'127.0.0.1:8001/v1': needs http"),
+     ("http://127.0.0.1:99999/v1", "Port out of range"), ("https:///v1", "needs http")],
+)  # fmt: skip
+def test_every_server_url_of_a_list_is_checked_at_load(spec, says):
+    """A bad entry is named at once; it is never dropped while the job runs on the other servers."""
+    from dualdistill.backends import BackendError
+
+    with pytest.raises(BackendError, match=re.escape(says)):
+        make_backend(spec)
+
+
 def test_hf_generates_up_to_the_token_limit(hf):
     assert isinstance(hf, Backend)
     c = run(hf.complete(PROMPTS[0], max_new_tokens=12, stop=[], temperature=0.0))

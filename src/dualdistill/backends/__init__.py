@@ -112,6 +112,24 @@ def check_model_dir(model: str | os.PathLike, *, allow_hub_id: bool = False) -> 
         raise DataError(path, "not a model directory (no config.json; saved by save_pretrained?)")
 
 
+def check_url(url: str) -> None:
+    """``BackendError`` naming the entry when a server URL lacks its scheme, host or a valid port: one
+    bad entry of a list would otherwise fail only at its first request and leave the job on the rest."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when it is not a number in 0-65535
+    except ValueError as e:
+        raise BackendError(f"server URL {url!r}: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BackendError(
+            f"server URL {url!r}: needs http:// or https:// and a host (e.g. http://127.0.0.1:8000/v1)"
+        )
+    if port == 0:
+        raise BackendError(f"server URL {url!r}: port 0 is not a server's port")
+
+
 def make_backend(model: str, **options: Any) -> Backend:
     """Pick a backend from a model spec, as ``dualdistill eval --model PATH_OR_URL`` does.
 
@@ -128,6 +146,8 @@ def make_backend(model: str, **options: Any) -> Backend:
         from dualdistill.backends.openai_api import OpenAIBackend
 
         urls = [u.strip() for u in model.split(",") if u.strip()]
+        for u in urls:
+            check_url(u.partition("#")[0])
         if len(urls) > 1:
             from dualdistill.backends.servers import ServerSet
 
