@@ -102,3 +102,35 @@ def test_teacher_specs_set_the_limits():
         TeachConfig, overrides=["text_teacher.kind=openai", "text_teacher.url=http://127.0.0.1:9/v1"]
     )
     assert not isinstance(_backend(plain.text_teacher), RateLimitedBackend)
+
+
+def test_a_waiting_request_starts_as_soon_as_the_one_in_flight_gives_its_tokens_back():
+    """At 600 tokens a minute, a 500-token reservation blocks the next request for 50 s; when the first
+    request settles at 50 tokens used, the waiter wakes at once instead of sleeping the whole reservation."""
+    limiter = RateLimiter(tokens_per_minute=600)
+
+    async def go():
+        first = await limiter.acquire(500)
+        waiter = asyncio.ensure_future(limiter.acquire(100))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # it waits for tokens
+        limiter.settle(first, 50)  # 450 tokens back: 45 s of the token rate
+        await asyncio.wait_for(waiter, timeout=10)  # woken now, not after 50 s
+
+    asyncio.run(go())
+    assert limiter.waiting_s < 10
+
+
+def test_a_request_bigger_than_the_token_rate_is_refused_naming_both_numbers():
+    import pytest
+
+    from dualdistill.config import ConfigError
+
+    limiter = RateLimiter(tokens_per_minute=100)
+    with pytest.raises(ValueError, match=r"reserves 500 tokens, more than max_tokens_per_minute 100"):
+        asyncio.run(limiter.acquire(500))
+    spec = load_config(TeachConfig, None, ["code_teacher.kind=openai", "code_teacher.url=http://127.0.0.1:9/v1",
+                                            "code_teacher.model=m", "code_teacher.max_tokens_per_minute=1000",
+                                            "code_teacher.generation.budget=4096"]).code_teacher  # fmt: skip
+    with pytest.raises(ConfigError, match=r"max_tokens_per_minute 1000 is below .*budget 4096"):
+        _backend(spec)

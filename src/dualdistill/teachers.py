@@ -253,6 +253,13 @@ def spec_backend(spec: TeacherSpec) -> Any:
     backend = _open_backend(spec)
     if spec.max_requests_per_minute or spec.max_tokens_per_minute:
         from dualdistill.backends.ratelimit import RateLimitedBackend, RateLimiter
+        from dualdistill.config import ConfigError
+
+        if spec.max_tokens_per_minute and spec.generation.budget > spec.max_tokens_per_minute:
+            raise ConfigError(
+                f"max_tokens_per_minute {spec.max_tokens_per_minute:g} is below one request's token budget "
+                f"(generation.budget {spec.generation.budget}): no request could ever be sent in full"
+            )
 
         limiter = RateLimiter(spec.max_requests_per_minute, spec.max_tokens_per_minute)
         return RateLimitedBackend(backend, limiter)

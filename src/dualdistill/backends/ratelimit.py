@@ -7,6 +7,10 @@ prompt plus the completion budget, the most it can use) occupy the token rate fo
 tokens_per_minute`` seconds. Once the server answers, ``settle`` books what it really used, so an answer
 shorter than its budget gives the time back.
 
+A single request that reserves more than the token rate allows in a minute is refused (ValueError naming
+both numbers); ``teachers.spec_backend`` checks the generation budget against the limit at load. A request
+waiting for tokens wakes as soon as one in flight settles and gives its unused tokens back.
+
 Guarantees: requests start in arrival order; n requests at r per minute span at least ``(n - 1) * 60 / r``
 seconds (30 at 60 per minute: at least 29 s), with no burst; the tokens booked never run ahead of the
 token rate. 0 means no limit. ``waiting_s`` is the total time spent waiting so far (teach shows it in its
@@ -38,6 +42,7 @@ class RateLimiter:
         self._next_request = float("-inf")  # the earliest start of the next request
         self._tokens_free = float("-inf")  # when the tokens booked so far are paid off
         self._lock: asyncio.Lock | None = None
+        self._settled: asyncio.Event | None = None  # set when a request gives unused tokens back
         self.waiting_s = 0.0
         self.waits: list[float] = []  # each wait, in order (tests and reports)
 
@@ -49,27 +54,47 @@ class RateLimiter:
         """Wait until the next request may start, book it, and return its booking (for ``settle``)."""
         if not self.active:
             return [self._clock(), tokens]
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+        if self.tpm and tokens > self.tpm:
+            raise ValueError(
+                f"one request reserves {tokens} tokens, more than max_tokens_per_minute {self.tpm:g}: "
+                "raise the limit or lower the generation budget"
+            )
+        if self._lock is None or self._settled is None:
+            self._lock, self._settled = asyncio.Lock(), asyncio.Event()
         async with self._lock:  # one admission at a time, in arrival order
-            now = self._clock()
-            start = max(now, self._next_request, self._tokens_free if self.tpm else now)
-            if start > now:
-                self.waiting_s += start - now
-                self.waits.append(start - now)
-                await self._sleep(start - now)
+            began = now = self._clock()
+            start = self._start(now)
+            while start > now:
+                # Sleep until the booked time, or until a request in flight settles and gives tokens back.
+                self._settled.clear()
+                sleeper = asyncio.ensure_future(self._sleep(start - now))
+                woken = asyncio.ensure_future(self._settled.wait())
+                _, pending = await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+                now = self._clock()
+                start = self._start(now)
+            if now > began:
+                self.waiting_s += now - began
+                self.waits.append(now - began)
             if self.rpm:
                 self._next_request = start + 60.0 / self.rpm
             if self.tpm:
                 self._tokens_free = max(self._tokens_free, start) + 60.0 * tokens / self.tpm
             return [start, tokens]
 
+    def _start(self, now: float) -> float:
+        return max(now, self._next_request, self._tokens_free if self.tpm else now)
+
     def settle(self, booking: list, tokens: int | None) -> None:
-        """Book what a request really used instead of its reservation (when the server reported it)."""
+        """Book what a request really used instead of its reservation (when the server reported it); a
+        request waiting for tokens wakes at once to see whether it may start now."""
         if tokens is None or not self.tpm:
             return
         self._tokens_free -= 60.0 * (booking[1] - tokens) / self.tpm
         booking[1] = tokens
+        if self._settled is not None:
+            self._settled.set()
 
 
 class RateLimitedBackend:
