@@ -349,6 +349,56 @@ def test_openai_model_name_from_the_server_and_make_backend():
     assert make_backend("http://127.0.0.1:1/v1#other").model == "other"
 
 
+def test_a_busy_server_is_parked_and_its_requests_go_to_the_healthy_one_at_once():
+    """A 429 with Retry-After parks that server for the wait; the request moves to the other server at
+    once instead of sleeping 30 s with it, and the parked server is not asked again while parked."""
+    import time
+
+    busy = lambda body: Outcome(status=429, retry_after="30")  # noqa: E731
+    with (
+        FakeOpenAIServer(busy, model="m") as a,
+        FakeOpenAIServer(lambda body: Outcome(text="ok"), model="m") as b,
+    ):
+        backend = make_backend(f"{a.url}#m,{b.url}#m")
+
+        async def job():
+            return [
+                await backend.complete("p", max_new_tokens=2, stop=[], temperature=0.0) for _ in range(20)
+            ]
+
+        start = time.monotonic()
+        answers = run(job())
+        took = time.monotonic() - start
+    assert [x.text for x in answers] == ["ok"] * 20
+    assert took < 10  # the healthy server's pace, not 30 s per request
+    assert len([r for r in a.requests if "completions" in r.path]) == 1  # parked after its first 429
+    assert backend.served == [0, 20]
+
+
+def test_when_every_server_is_busy_the_request_waits_for_the_first_to_come_back():
+    from dualdistill.backends.servers import ServerSet
+
+    clock = [0.0]
+
+    async def sleep(s):
+        clock[0] += s
+
+    class Busy:
+        def __init__(self, answers):
+            self.answers = answers
+
+        async def complete(self, prompt, **kw):
+            from dualdistill.backends import ServerBusy
+
+            answer = self.answers.pop(0)
+            if isinstance(answer, float):
+                raise ServerBusy("http://x", answer)
+            return answer
+
+    servers = ServerSet([Busy([5.0, "late"]), Busy([9.0])], clock=lambda: clock[0], sleep=sleep)
+    assert run(servers.complete("p")) == "late" and servers.waited_s == 5.0
+
+
 def test_openai_server_down_names_the_url():
     with FakeOpenAIServer([]) as srv:
         url = srv.url

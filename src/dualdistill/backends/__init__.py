@@ -37,6 +37,7 @@ __all__ = [
     "Completion",
     "HFBackend",
     "OpenAIBackend",
+    "ServerBusy",
     "VLLMBackend",
     "cut_at_stop",
     "make_backend",
@@ -72,6 +73,16 @@ class Backend(Protocol):
 
 class BackendError(RuntimeError):
     """A backend could not produce a completion (server down after retries, bad request, model error)."""
+
+
+class ServerBusy(BackendError):
+    """A server answered 429 or 503 with ``Retry-After``: busy for ``retry_after`` seconds. Raised at once
+    (no wait) by a backend that is one server of a ``ServerSet``, which parks that server and sends the
+    request to another."""
+
+    def __init__(self, url: str, retry_after: float):
+        super().__init__(f"{url}: busy (Retry-After {retry_after:g} s)")
+        self.retry_after = retry_after
 
 
 class RefusalError(BackendError):
@@ -151,7 +162,7 @@ def make_backend(model: str, **options: Any) -> Backend:
         if len(urls) > 1:
             from dualdistill.backends.servers import ServerSet
 
-            each = {**options, "max_retries": min(int(options.get("max_retries", 1)), 1)}
+            each = {**options, "max_retries": min(int(options.get("max_retries", 1)), 1), "park_busy": True}
             return ServerSet(
                 [OpenAIBackend(u.partition("#")[0], u.partition("#")[2] or None, **each) for u in urls]
             )

@@ -43,7 +43,7 @@ import weakref
 
 import openai
 
-from dualdistill.backends import BackendError, Completion, cut_at_stop
+from dualdistill.backends import BackendError, Completion, ServerBusy, cut_at_stop
 from dualdistill.backends.usage import record_usage
 
 _RETRYABLE = (
@@ -75,6 +75,7 @@ class OpenAIBackend:
         tokenizer: str | None = None,
         api: str = "completions",
         assistant_marker: str = "\nAssistant: ",
+        park_busy: bool = False,
     ):
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', got {api!r}")
@@ -87,6 +88,7 @@ class OpenAIBackend:
         self.request_timeout = request_timeout
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.park_busy = park_busy
         self._concurrency = concurrency
         self._api_key_env = api_key_env
         # Per event loop: the client's connection pool and the semaphore belong to the loop that made
@@ -253,6 +255,9 @@ class OpenAIBackend:
                 await asyncio.sleep(self._delay(attempt, None))
             except _RETRYABLE as e:
                 last = _describe(e)
+                busy = self._retry_after(e) if self.park_busy else None
+                if busy:  # one server of several: the set parks this one and sends the request elsewhere
+                    raise ServerBusy(self.base_url, busy) from None
                 if attempt == self.max_retries:
                     break
                 await asyncio.sleep(self._delay(attempt, e))
@@ -269,13 +274,18 @@ class OpenAIBackend:
     def _delay(self, attempt: int, error: Exception | None) -> float:
         # jitter spreads out a crowd of retrying requests; a server's Retry-After is a floor, not jittered
         delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+        return max(delay, min(self.max_backoff_s, self._retry_after(error)))
+
+    @staticmethod
+    def _retry_after(error: Exception | None) -> float:
+        """The seconds of a 429's or 503's ``Retry-After`` header (0 when absent or an HTTP date)."""
         response = getattr(error, "response", None)
-        retry_after = response.headers.get("retry-after") if response is not None else None
+        if response is None or response.status_code not in (429, 503):
+            return 0.0
         try:
-            wait = float(retry_after) if retry_after else 0.0
+            return max(0.0, float(response.headers.get("retry-after") or 0))
         except ValueError:  # an HTTP date: rare from APIs; keep our backoff
-            wait = 0.0
-        return max(delay, min(self.max_backoff_s, wait))
+            return 0.0
 
     async def _default_model(self) -> str:
         if self._model_lock is None:
