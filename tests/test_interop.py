@@ -99,6 +99,28 @@ def test_hf_export_loads_with_datasets_and_round_trips(name, tmp_path):
     assert export.import_file(out, "hf") == EXAMPLES
 
 
+def test_an_hf_dataset_directory_appears_only_when_complete(tmp_path, monkeypatch):
+    """A kill while the dataset is written leaves nothing under the final name (and a rerun replaces an
+    earlier export whole)."""
+    import datasets
+
+    out = tmp_path / "composed_hf"
+
+    def killed(self, path, **kw):
+        (Path(path) / "data-00000-of-00001.arrow").parent.mkdir(parents=True, exist_ok=True)
+        raise KeyboardInterrupt  # the kill, mid-write
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_examples(EXAMPLES, "hf", out)
+    assert not out.exists()
+    monkeypatch.undo()
+    export.export_examples(EXAMPLES, "hf", out)
+    export.export_examples(EXAMPLES[:2], "hf", out)
+    assert datasets.load_from_disk(str(out)).num_rows == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".composed_hf.replaced")] == []
+
+
 def test_import_names_the_bad_line(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text(json.dumps(export.to_messages(EXAMPLES[0])) + "\n" + json.dumps({"messages": []}) + "\n")

@@ -25,7 +25,9 @@ trainer that trains only assistant turns does, with ``sharegpt`` it does not.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -161,8 +163,17 @@ def _write_hf(examples: list[dict], out: Path) -> None:
         ds.to_parquet(str(out))
         out.with_suffix(".md").write_text(dataset_card(examples), encoding="utf-8")
         return
-    ds.save_to_disk(str(out))
-    (out / "README.md").write_text(dataset_card(examples), encoding="utf-8")
+    # Written beside, then renamed: a kill never leaves a half-written dataset under the final name.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    ds.save_to_disk(str(partial))
+    (partial / "README.md").write_text(dataset_card(examples), encoding="utf-8")
+    old = out.parent / f".{out.name}.replaced-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    partial.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def dataset_card(examples: list[dict]) -> str:
