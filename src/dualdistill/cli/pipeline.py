@@ -52,15 +52,16 @@ def demo(
     seeds: str = typer.Option(
         None,
         "--seeds",
-        help="Several seeds, e.g. 0,1,2: one run each (WORKDIR-seedN), then mean ± sd and the targets.",
+        help="Several seeds, e.g. 0,1,2,3,4: one run each (WORKDIR-seedN), then mean ± sample SD, paired "
+        "differences with 95% t-intervals, and the targets.",
     ),
     overrides: list[str] = typer.Argument(None, help="key=value overrides of the embedded recipe."),
 ) -> None:
-    """The paper's experiment in miniature on CPU: two teachers, four students, one table.
+    """The paper's experiment in miniature on CPU: two teachers, the students and their controls, one table.
 
     Examples:
       dualdistill demo
-      dualdistill demo --seeds 0,1,2          # three runs, then the spread table and the targets
+      dualdistill demo --seeds 0,1,2,3,4      # five runs, then the spread, paired intervals and targets
       dualdistill demo --quick --workdir /tmp/demo
     """
     from dualdistill.demo import demo as run_demo
