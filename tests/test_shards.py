@@ -131,6 +131,23 @@ def test_eval_in_three_shards_merges_into_the_one_run(tmp_path):
     assert not (tmp_path / "refused").exists()
     merge(shards, tmp_path / "partial", allow_incomplete=True)
     assert len(json.loads((tmp_path / "partial" / "merge.json").read_text())["missing"]) == 1
+    # Shards served by different replicas under one served model name are one job (eval resumes so too);
+    # without a name the address is all that names the model, so it must agree.
+    import re as _re
+
+    replicas = []
+    for i in range(3):
+        d = tmp_path / f"replica{i}"
+        shutil.copytree(tmp_path / f"s{i}", d)
+        cfg = (d / "config.yaml").read_text()
+        (d / "config.yaml").write_text(
+            _re.sub(r"http://127\.0\.0\.1:\d+(/v1)?", f"http://127.0.0.{i + 1}:80/v1#m", cfg)
+        )
+        replicas.append(d)
+    merge(replicas, tmp_path / "replicas")
+    (replicas[2] / "config.yaml").write_text((replicas[2] / "config.yaml").read_text().replace("#m", ""))
+    with pytest.raises(DataError, match="key 'model' differs"):
+        merge(replicas, tmp_path / "unnamed")
     # --out may not be an input; a damaged marker is named
     with pytest.raises(DataError, match="input shard"):
         merge([tmp_path / f"s{i}" for i in range(3)], tmp_path / "s0")

@@ -259,11 +259,12 @@ def _merge_teach(dirs: list[Path], out: Path, index: dict) -> int:
 def _merge_eval(dirs: list[Path], out: Path, index: dict) -> int:
     import dataclasses
 
-    from dualdistill.config import save_config, speed_free
+    from dualdistill.config import save_config
     from dualdistill.evaluate import (
         CONFIG,
         RECORDS,
         _meta,
+        eval_identity,
         load_benches,
         load_eval_config,
         summarize_by_source,
@@ -271,7 +272,9 @@ def _merge_eval(dirs: list[Path], out: Path, index: dict) -> int:
     )
 
     def settings(d: Path) -> dict:
-        data = speed_free(load_eval_config(d))
+        # The one rule for "the same job", as a resume decides it: eval_identity (a server by its served
+        # model name, not its address, so shards served by different replicas merge).
+        data = eval_identity(load_eval_config(d))
         data.pop("shard", None)
         return data
 
