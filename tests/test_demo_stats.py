@@ -102,3 +102,16 @@ def test_budget_follows_the_chain_of_training_runs(tmp_path):
     assert b == {"start": "text_only", "steps": 130, "example_passes": 240, "trained_tokens": 5000}
     assert budget(tmp_path / "models" / "text_only" / "model")["start"] == "init"
     assert budget(tmp_path / "models" / "init")["steps"] == 0
+
+
+def test_steps_of_reads_a_trained_models_step_count_or_names_the_file(tmp_path):
+    from dualdistill.records import DataError
+    from dualdistill.sft.train import trained_steps
+
+    (tmp_path / "train_summary.json").write_text(json.dumps({"steps": 568}))
+    assert trained_steps(tmp_path) == 568
+    with pytest.raises(DataError, match="train_summary.json: not found"):
+        trained_steps(tmp_path / "nope")
+    (tmp_path / "train_summary.json").write_text(json.dumps({"steps": 0}))
+    with pytest.raises(DataError, match="'steps' must be a positive integer"):
+        trained_steps(tmp_path)
