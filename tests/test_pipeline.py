@@ -183,10 +183,14 @@ def test_dry_run_matches_the_recipe_where_it_had_drifted(tmp_path):
     the eval and sampling configs; the tiny student's vocabulary is the recipe's."""
     import yaml
 
-    recipe = load_recipe("embedded_quick", ["student.init=tiny", "eval.agent.top_p=0.9", "world.seed=3"])
+    recipe = load_recipe("embedded_quick", ["student.init=tiny", "eval.agent.top_p=0.9", "world.seed=3",
+                                            "selfdistill.problems_limit=30"])  # fmt: skip
     text = "\n".join(dry_run(recipe, tmp_path))
     assert "--vocab-size 512" in text and "--corpus-seed 3" in text
-    assert f"--limit {recipe.selfdistill.problems_limit}" in text
+    assert "--limit 30" in text and recipe.selfdistill.problems_limit == 30
+    every = "\n".join(dry_run(load_recipe("embedded_quick"), tmp_path / "all"))
+    sample = next(x for x in every.splitlines() if x.startswith("dualdistill self-distill sample"))
+    assert "--limit" not in sample  # the shipped recipes sample every training problem
     eval_cfg = yaml.safe_load((tmp_path / "configs" / "eval.yaml").read_text())
     assert (eval_cfg["seed"], eval_cfg["limit"], eval_cfg["agent"]["top_p"]) == (3, recipe.eval.limit, 0.9)
     assert eval_cfg["benches"] == [
