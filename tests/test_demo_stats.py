@@ -100,7 +100,7 @@ def test_budget_follows_the_chain_of_training_runs(tmp_path):
     trained("dualdistill", "elsewhere/models/text_only/model", 30, 20, 500, 2.0)  # relative, other cwd
     b = budget(tmp_path / "models" / "dualdistill" / "model")
     assert b == {"start": "text_only", "steps": 130, "example_passes": 240, "trained_tokens": 5000}
-    assert budget(tmp_path / "models" / "text_only" / "model")["start"] == "init"
+    assert budget(tmp_path / "models" / "text_only" / "model")["start"] == "base"
     assert budget(tmp_path / "models" / "init")["steps"] == 0
 
 

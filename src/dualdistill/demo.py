@@ -52,7 +52,8 @@ def budget(model_dir: Path) -> dict:
         init = Path(summary["init_model"])
         if not init.exists():  # a relative path from another working directory: the sibling student
             init = path.parents[2] / init.parent.name / init.name
-        out["start"] = out["start"] or (init.parent.name if init.name == "model" else init.name)
+        # models/NAME/model is student NAME; models/init is the run's initial model (the shipped base)
+        out["start"] = out["start"] or (init.parent.name if init.name == "model" else "base")
         epochs = max((e.get("epoch", 0.0) for e in summary.get("log_history", [])), default=0.0)
         out["steps"] += summary["steps"]
         out["example_passes"] += round(summary["stats"]["kept"] * epochs)
