@@ -1,4 +1,5 @@
-"""Run-to-run spread of demo runs already made: mean ± standard deviation of each cell, and the targets.
+"""Run-to-run spread of demo runs already made: mean ± sample SD of each cell, paired differences with
+95% t-intervals, and the targets.
 
 `dualdistill demo --seeds 0,1,2` runs the seeds and prints the same; this reads finished work dirs.
 
