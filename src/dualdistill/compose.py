@@ -55,6 +55,7 @@ from dualdistill.decontam import Contamination, find_contaminated
 from dualdistill.examples import SFTExample, write_examples
 from dualdistill.problems import BENCHMARKS
 from dualdistill.records import DataError, check_distinct, read_jsonl, scalar_text, write_jsonl
+from dualdistill.singles import SINGLES_FILES, singles, trusted
 
 Case = Literal["wrong_right", "right_right", "right_only", "dropped"]
 Strategy = Literal["code", "text"]
@@ -121,10 +122,6 @@ class ComposeConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
-
-
-# The single-attempt sets that ``compose --singles DIR`` writes, by key of ``singles``.
-SINGLES_FILES = {"text": "text_only.jsonl", "code": "code_only.jsonl", "union": "union.jsonl"}
 
 
 # ----------------------------------------------------------------------------- records
@@ -397,31 +394,6 @@ def grade_pairs(pairs: list[Pair], config: ComposeConfig, grader: Grader | None 
     if len(verdicts) != 2 * len(pairs):
         raise RuntimeError(f"grader returned {len(verdicts)} verdicts for {2 * len(pairs)} responses")
     return list(verdicts)
-
-
-def trusted(pairs: list[Pair], verdicts: list[bool]) -> tuple[list[bool], int]:
-    """``grade_pairs``'s verdicts with every right answer that is a guess after failed code turned wrong
-    (``trajectory.guessed_after_failed_code``), and how many were turned."""
-    responses = [p.first.response for p in pairs] + [p.second.response for p in pairs]
-    out = [v and not tj.guessed_after_failed_code(r) for v, r in zip(verdicts, responses, strict=True)]
-    return out, sum(v and not t for v, t in zip(verdicts, out, strict=True))
-
-
-def singles(pairs: list[Pair], verdicts: list[bool]) -> dict[str, list[SFTExample]]:
-    """Each teacher's correct responses alone, by strategy: the data of the single-strategy students,
-    and both together (``union``: every correct attempt as a single attempt, no composition).
-    ``verdicts`` are ``grade_pairs``'s, so the single sets and the composed set share one grading and
-    one rule for guesses (``trusted``)."""
-    verdicts, _ = trusted(pairs, verdicts)
-    n = len(pairs)
-    out: dict[str, list[SFTExample]] = {"text": [], "code": []}
-    for i, p in enumerate(pairs):
-        for a, correct in ((p.first, verdicts[i]), (p.second, verdicts[n + i])):
-            if correct:
-                out[a.strategy].append(SFTExample(p.problem, a.response, id=p.id, answer=p.answer, case="single",
-                                                  meta={"first_teacher": a.teacher}))  # fmt: skip
-    out["union"] = [*out["text"], *out["code"]]
-    return out
 
 
 def compose(

@@ -31,7 +31,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualdistill.compose import SINGLES_FILES
+from dualdistill.singles import SINGLES_FILES
 from dualdistill.config import ConfigError, save_config
 from dualdistill.recipe import (  # noqa: F401  (the recipe types are part of this module's API)
     SHIPPED,

@@ -36,7 +36,6 @@ import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -47,11 +46,12 @@ from dualdistill.agent import AgentConfig, read_agent_records
 # How samples are cut and joined lives with composition (one module for every cut and join).
 from dualdistill.compose import cut_after_reasoning, cut_before_answer
 from dualdistill.compose import join_self_distilled as join
-from dualdistill.config import bounded, check_bounds, identity, save_config, setting, to_dict
+from dualdistill.config import bounded, check_bounds, identity, save_config, setting
 from dualdistill.examples import SFTExample
 from dualdistill.problems import Problem, load_problems, write_problems
-from dualdistill.records import DataError, locked, provenance, read_jsonl, write_jsonl
+from dualdistill.records import DataError, locked, provenance, write_jsonl
 from dualdistill.resume import check_identity, model_fingerprint
+from dualdistill.sd_report import BUCKETS, bucket_of, load_built, report  # noqa: F401  (this module's API)
 from dualdistill.shards import check_shard, mark, take
 from dualdistill.teacher_solutions import (  # noqa: F401  (part of this module's API)
     RepairSource,
@@ -433,68 +433,6 @@ def _needed(scores: list[ProblemScore], config: BuildConfig) -> list[Problem]:
         return [s.problem for s in scores if needs_solution(s, config)]
     picks, _ = plan(scores, config)
     return list({id(s): s.problem for s, *_ in picks}.values())
-
-
-# ----------------------------------------------------------------------------- 4. report
-BUCKETS: tuple[tuple[str, Fraction, Fraction], ...] = (
-    ("0", Fraction(0), Fraction(0)),
-    ("(0, 1/4]", Fraction(0), Fraction(1, 4)),
-    ("(1/4, 1/2]", Fraction(1, 4), Fraction(1, 2)),
-    ("(1/2, 3/4]", Fraction(1, 2), Fraction(3, 4)),
-    ("(3/4, 1)", Fraction(3, 4), Fraction(1)),
-    ("1", Fraction(1), Fraction(1)),
-)
-
-
-def bucket_of(s_bar: Fraction) -> str:
-    if s_bar in (0, 1):
-        return str(s_bar)
-    return next(name for name, lo, hi in BUCKETS[1:-1] if lo < s_bar <= hi)
-
-
-def report(
-    records: list[dict],
-    scores: list[ProblemScore] | None = None,
-    counts: Mapping[str, int] | None = None,
-    config: BuildConfig | None = None,
-) -> dict:
-    """Counts by s̄ bucket and kind, and the strategy mix of the kept samples, as a JSON-able dict."""
-    # teacher_solution records come only from select "strategy"
-    names = (
-        "kept_correct",
-        "repaired_wrong",
-        *sorted({r["kind"] for r in records} - {"kept_correct", "repaired_wrong"}),
-    )
-    buckets = {name: {"problems": 0, **dict.fromkeys(names, 0)} for name, *_ in BUCKETS}
-    for s in scores or []:
-        buckets[bucket_of(s.s_bar)]["problems"] += 1
-    kinds: dict[str, Counter] = {k: Counter() for k in names}
-    for r in records:
-        if r["kind"] == "replay":  # the teacher-distillation data, replayed: no s̄
-            kinds["replay"][r.get("first_strategy", "none")] += 1
-            continue
-        buckets[bucket_of(Fraction(r["n_correct"], r["n_samples"]))][r["kind"]] += 1
-        kinds[r["kind"]][r.get("first_strategy", "none")] += 1
-    out = {
-        "records": len(records),
-        "by_kind": {k: sum(c.values()) for k, c in kinds.items()},
-        "strategy_mix": {k: {s: c[s] for s in ("code", "text", "none")} for k, c in kinds.items()},
-        "by_s_bar": buckets if scores is not None else None,
-        "counts": dict(sorted((counts or {}).items())),
-    }
-    if config is not None:
-        out["config"] = to_dict(config)
-    return out
-
-
-def load_built(path: str | Path) -> list[dict]:
-    records = []
-    for line, r in read_jsonl(path):
-        for key in ("kind", "n_correct", "n_samples", "problem", "text"):
-            if key not in r and not (r.get("kind") == "replay" and key.startswith("n_")):
-                raise DataError(path, f"record has no '{key}' field (not a self-distill build?)", line=line)
-        records.append(r)
-    return records
 
 
 # ----------------------------------------------------------------------------- 5. retraining
