@@ -31,7 +31,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualdistill.singles import SINGLES_FILES
 from dualdistill.config import ConfigError, save_config
 from dualdistill.recipe import (  # noqa: F401  (the recipe types are part of this module's API)
     SHIPPED,
@@ -46,6 +45,7 @@ from dualdistill.recipe import (  # noqa: F401  (the recipe types are part of th
     shipped_file,
 )
 from dualdistill.sft.train import SFTConfig
+from dualdistill.singles import SINGLES_FILES
 from dualdistill.stages import Command, Stage, run_stages
 
 
