@@ -110,7 +110,7 @@ def test_steps_of_reads_a_trained_models_step_count_or_names_the_file(tmp_path):
 
     (tmp_path / "train_summary.json").write_text(json.dumps({"steps": 568}))
     assert trained_steps(tmp_path) == 568
-    with pytest.raises(DataError, match="train_summary.json: not found"):
+    with pytest.raises(DataError, match=r"train_summary\.json: not found"):
         trained_steps(tmp_path / "nope")
     (tmp_path / "train_summary.json").write_text(json.dumps({"steps": 0}))
     with pytest.raises(DataError, match="'steps' must be a positive integer"):
