@@ -289,13 +289,26 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     assert list(results) == student_names(load_recipe("embedded_quick"))
     assert "code_from_text" in results and "dualdistill_more" in results
     for by_split in results.values():
-        assert set(by_split) == {"test_tool", "test_text", "test_mixed", "overall"}
+        assert set(by_split) == {"test_tool", "test_text", "test_mixed", "overall", "budget"}
         overall = by_split["overall"]
         assert overall["records"] == sum(
             by_split[s]["records"] for s in ("test_tool", "test_text", "test_mixed")
         )
-        for summary in by_split.values():
-            assert summary["problems"] > 0 and 0.0 <= summary["accuracy"] <= 1.0
+        for split in ("test_tool", "test_text", "test_mixed", "overall"):
+            assert by_split[split]["problems"] > 0 and 0.0 <= by_split[split]["accuracy"] <= 1.0
+    # the controls' budgets: DualDistill's start and steps; the SD control the retrain's steps
+    budget = {name: r["budget"] for name, r in results.items()}
+    for control in ("code_from_text", "union", "dualdistill_paper"):
+        assert (budget[control]["start"], budget[control]["steps"]) == (
+            "text_only",
+            budget["dualdistill"]["steps"],
+        )
+    assert (
+        budget["dualdistill_more"]["steps"]
+        == budget["dualdistill_sd"]["steps"]
+        > budget["dualdistill"]["steps"]
+    )
+    assert budget["text_only"]["start"] == "base" and budget["dualdistill"]["start"] == "text_only"
     for name in ("report.md", "accuracy.png", "tool_use.png"):
         assert (workdir / name).stat().st_size > 0
     assert "DualDistill student" in done.stdout  # the table is printed
