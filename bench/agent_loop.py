@@ -5,7 +5,7 @@ of code blocks (1-6); a block sleeps for a random time (most are quick, one in t
 a slow or timed-out block). The backend is simulated as an ideal batching server: every request takes
 ``--gen-s`` seconds however many are in flight, so the figure isolates the scheduling of the loop.
 
-- continuous: ``agent.run_many`` (each trajectory goes on as soon as its own block finished);
+- continuous: ``agent.driver.run_many`` (each trajectory goes on as soon as its own block finished);
 - barrier: every round waits for all generations, then for all code blocks, then starts the next.
 
 Prints one JSON line with both wall times and the speed-up. Run:
@@ -25,10 +25,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualdistill.agent import AgentConfig, make_pool, run_many
-from dualdistill.problems import Problem
-from dualdistill.prompts import build_prompt
-from dualdistill.trajectory import executor_block
+from dualdistill.agent.driver import run_many
+from dualdistill.agent.loop import AgentConfig, make_pool
+from dualdistill.format.problems import Problem
+from dualdistill.format.prompts import build_prompt
+from dualdistill.format.trajectory import executor_block
 
 
 @dataclass

@@ -6,7 +6,7 @@
 The reference compares every training question with every benchmark question using ``thefuzz``'s
 ``fuzz.ratio`` in a Python double loop. The baseline here is that loop with ``rapidfuzz.fuzz.ratio``
 (what ``thefuzz`` calls underneath, minus its wrapper overhead, so the baseline is if anything
-flattered). Ours is ``compose.find_contaminated``: ``rapidfuzz.process.cdist`` with ``score_cutoff`` on
+flattered). Ours is ``compose.decontam.find_contaminated``: ``rapidfuzz.process.cdist`` with ``score_cutoff`` on
 every core. Both must flag the same questions; a mismatch is an error. Prints one JSON line each.
 """
 
@@ -19,8 +19,8 @@ import time
 
 from rapidfuzz import fuzz
 
-from dualdistill.compose import find_contaminated
-from dualdistill.problems import BENCHMARKS, load_benchmark, load_training_problems
+from dualdistill.compose.run import find_contaminated
+from dualdistill.format.problems import BENCHMARKS, load_benchmark, load_training_problems
 
 
 def baseline(questions: list[str], bench: list[str], threshold: float) -> set[int]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from dualdistill.backends.hf import HFBackend
-from dualdistill.trajectory import executor_block
+from dualdistill.format.trajectory import executor_block
 
 # hidden, layers, heads, kv heads, mlp: about 15M parameters with the 512-token tokenizer
 SIZE_15M = dict(

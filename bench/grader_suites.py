@@ -12,7 +12,7 @@ the ``.metrics`` beside it, so it prints our accuracy on the boxed responses and
 to compare with that mean, and the items where the two readings disagree.
  Math-Verify extracts answers from free text;
 we grade boxed final answers. So a ``pred`` with a ``\\boxed{}`` is graded as a response
-(``grading.grade``), and any other ``pred`` is taken as the final answer itself (``answers_match``, with
+(``grading.grader.grade``), and any other ``pred`` is taken as the final answer itself (``answers_match``, with
 surrounding ``$`` removed). A case we cannot read as an answer counts as a disagreement of the class
 ``extraction``.
 
@@ -82,7 +82,7 @@ def mario_cases(path: Path) -> list[tuple[str, str, int, str]]:
 
 def our_verdict(gold: str, pred: str) -> bool | None:
     """Our decision, or None when ``pred`` is no answer we read (free text without a box)."""
-    from dualdistill.grading import answers_match, grade
+    from dualdistill.grading.grader import answers_match, grade
 
     if "\\boxed" in pred:
         v = grade(pred, gold, timeout=10)
@@ -97,7 +97,7 @@ def our_verdict(gold: str, pred: str) -> bool | None:
 
 
 def tora_report(path: Path, show: int) -> None:
-    from dualdistill.grading import answers_match, grade
+    from dualdistill.grading.grader import answers_match, grade
 
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     on_response = on_pred = 0

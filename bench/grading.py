@@ -106,7 +106,7 @@ def timed(fn) -> tuple[float, object]:
 
 
 def bench(args: argparse.Namespace) -> None:
-    from dualdistill.grading import grade_many
+    from dualdistill.grading.grader import grade_many
 
     rng = random.Random(args.seed)
     ints = integer_items(args.n, rng)
@@ -148,7 +148,7 @@ COMPARE = [  # (gold, final answer or whole response): where a substring rule an
 
 
 def compare() -> None:
-    from dualdistill.grading import grade_many
+    from dualdistill.grading.grader import grade_many
 
     def as_response(p: str) -> str:
         return p if "<answer>" in p else respond(p, random.Random(0))

@@ -21,9 +21,9 @@ import sys
 import tempfile
 import time
 
+from dualdistill.format.trajectory import CODE_TO_TEXT, SWITCH_PHRASES, executor_block, is_executor_error
 from dualdistill.sft.masking import IGNORE, MaskConfig, labels_from_offsets, masked_spans
 from dualdistill.synthetic.student import build_student
-from dualdistill.trajectory import CODE_TO_TEXT, SWITCH_PHRASES, executor_block, is_executor_error
 
 WORDS = [
     "so",

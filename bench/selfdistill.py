@@ -24,9 +24,10 @@ def emit(step: str, t0: float, **figures) -> None:
 
 
 def evaluate(model_dir: Path, problems, out: Path, budget: int) -> dict:
-    from dualdistill.agent import AgentConfig, make_pool, run_many
+    from dualdistill.agent.driver import run_many
+    from dualdistill.agent.loop import AgentConfig, make_pool
     from dualdistill.backends import HFBackend
-    from dualdistill.trajectory import strategy_facts
+    from dualdistill.format.trajectory import strategy_facts
 
     cfg = AgentConfig(template="compact", budget=budget, temperature=0.0, executor_timeout_s=1.0)
     recs = asyncio.run(
@@ -58,10 +59,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from dualdistill import selfdistill as sd
-    from dualdistill.agent import AgentConfig
+    from dualdistill.agent.loop import AgentConfig
     from dualdistill.backends import HFBackend
-    from dualdistill.compose import ComposeConfig, compose_file
-    from dualdistill.config import load_config
+    from dualdistill.compose.run import ComposeConfig, compose_file
+    from dualdistill.core.config import load_config
     from dualdistill.sft.train import SFTConfig, train_run
     from dualdistill.synthetic.corpus import synthetic_corpus
     from dualdistill.synthetic.families import generate
@@ -71,7 +72,7 @@ def main() -> None:
         ProgrammaticAgenticTeacher,
         ProgrammaticTextTeacher,
     )
-    from dualdistill.teach import TeachConfig, teach
+    from dualdistill.teachers.teach import TeachConfig, teach
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)

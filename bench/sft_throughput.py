@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dualdistill.config import load_config
+from dualdistill.core.config import load_config
 from dualdistill.sft.masking import IGNORE
 from dualdistill.sft.train import SFTConfig, build_trainer
 from dualdistill.synthetic.student import SIZES, default_corpus, make_hf_tokenizer, train_tokenizer

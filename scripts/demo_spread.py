@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from dualdistill.demo import spread
+from dualdistill.pipeline.demo import spread
 
 if __name__ == "__main__":
     print(spread(sys.argv[1:]))

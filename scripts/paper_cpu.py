@@ -99,7 +99,7 @@ def main() -> int:
         "samples to keep or repair; with other --train values there may be none, which stops sd-train)",
     )
     args = ap.parse_args()
-    from dualdistill.problems import load_training_problems
+    from dualdistill.format.problems import load_training_problems
 
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -10,4 +10,6 @@ if ! command -v chromedriver >/dev/null 2>&1; then
       || echo "warning: could not install chromium; the viewer's browser test will skip"
   fi
 fi
+# The layer order and the import circles (pyproject.toml's contracts), before the tests.
+lint-imports
 exec python -m pytest -q "$@"

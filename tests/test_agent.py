@@ -14,19 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill.agent import (
-    AgentConfig,
-    AgentRecord,
-    make_pool,
-    run_agent,
-    run_many,
-    trajectory_seed,
-)
-from dualdistill.evaluate import summarize
-from dualdistill.problems import Problem
-from dualdistill.prompts import TOOL_CAP_NOTE, build_prompt
-from dualdistill.records import read_jsonl
-from dualdistill.trajectory import executor_block
+from dualdistill.agent.driver import run_many, trajectory_seed
+from dualdistill.agent.loop import AgentConfig, make_pool, run_agent
+from dualdistill.agent.record import AgentRecord
+from dualdistill.core.records import read_jsonl
+from dualdistill.evaluate.metrics import summarize
+from dualdistill.format.problems import Problem
+from dualdistill.format.prompts import TOOL_CAP_NOTE, build_prompt
+from dualdistill.format.trajectory import executor_block
 from scripted_backend import ScriptedBackend
 
 PROBLEM = Problem("p0", "What is 6 * 7?", "42", source="unit")

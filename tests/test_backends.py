@@ -13,7 +13,7 @@ import torch
 from dualdistill.backends import Backend, BackendError, Completion, cut_at_stop, make_backend
 from dualdistill.backends.hf import HFBackend
 from dualdistill.backends.openai_api import OpenAIBackend
-from dualdistill.trajectory import executor_block
+from dualdistill.format.trajectory import executor_block
 from fake_openai_server import FakeOpenAIServer, Outcome
 
 PROMPTS = [
@@ -70,7 +70,7 @@ def test_cut_at_stop_takes_the_earliest_and_longest():
 
 
 def test_make_backend_rejects_a_missing_directory(tmp_path):
-    from dualdistill.records import DataError
+    from dualdistill.core.records import DataError
 
     with pytest.raises(DataError, match="model not found"):
         make_backend(str(tmp_path / "nope"))

@@ -24,7 +24,7 @@ from dualdistill.base.pretrain import (
     sha256_of,
     shipped_base,
 )
-from dualdistill.config import to_dict
+from dualdistill.core.config import to_dict
 from dualdistill.synthetic import families
 
 SHIPPED_N = PretrainConfig().corpus_n

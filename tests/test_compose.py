@@ -6,13 +6,10 @@ import json
 
 import pytest
 
-from dualdistill import trajectory as tj
-from dualdistill.compose import (
-    Attempt,
+from dualdistill.compose.run import (
     BalanceConfig,
     ComposeConfig,
     Composed,
-    Pair,
     Transitions,
     balance,
     cell_counts,
@@ -21,10 +18,11 @@ from dualdistill.compose import (
     compose_pair,
     cut_before_answer,
     find_contaminated,
-    read_pairs,
 )
-from dualdistill.problems import load_benchmark
-from dualdistill.records import DataError
+from dualdistill.core.records import DataError
+from dualdistill.format import trajectory as tj
+from dualdistill.format.pairs import Attempt, Pair, read_pairs
+from dualdistill.format.problems import load_benchmark
 
 CODE = "<code>\nprint(6*7)\n</code>\n<executor>\n42\n</executor>\n<answer>\n\\boxed{42}\n</answer>"
 CODE_WRONG = "<code>\nprint(6*8)\n</code>\n<executor>\n48\n</executor>\n<answer>\n\\boxed{48}\n</answer>"
@@ -107,7 +105,7 @@ def test_first_strategy_names_what_the_text_opens_with(code_first):
 
 def test_a_right_guess_after_failed_code_is_wrong_in_compose_and_singles(tmp_path):
     """One rule: a code attempt whose answer is a guess after a timeout is not a right attempt."""
-    from dualdistill.compose import singles
+    from dualdistill.compose.run import singles
 
     guess = (
         "<code>\nwhile 1: pass\n</code>\n<executor>\nError: Code execution timed out.\n</executor>\n"
@@ -301,7 +299,7 @@ class FakeTeacher:
 
 
 def _problems(n):
-    from dualdistill.problems import Problem
+    from dualdistill.format.problems import Problem
 
     return [Problem(f"q{i}", f"What is 6 times 7 (variant {i})?", "42") for i in range(n)]
 
@@ -309,14 +307,14 @@ def _problems(n):
 def _teach(problems, code, text, out, **cfg):
     import asyncio
 
-    from dualdistill.teach import TeachConfig, teach
+    from dualdistill.teachers.teach import TeachConfig, teach
 
     config = TeachConfig(retry_backoff_s=0.0, **cfg)
     return asyncio.run(teach(problems, code, text, out, config, progress=False))
 
 
 def test_seeded_first_teacher_indicator():
-    from dualdistill.teach import code_goes_first
+    from dualdistill.teachers.teach import code_goes_first
 
     ids = [f"id{i}" for i in range(400)]
     a = [code_goes_first(i, 0) for i in ids]
@@ -326,7 +324,7 @@ def test_seeded_first_teacher_indicator():
 
 
 def test_teach_writes_pairs_with_y2_conditioned_on_y1(tmp_path):
-    from dualdistill.teach import code_goes_first
+    from dualdistill.teachers.teach import code_goes_first
 
     code, text = FakeTeacher("agentic", "code", CODE), FakeTeacher("r1", "text", TEXT)
     report = _teach(_problems(12), code, text, tmp_path, first_teacher_seed=7)
@@ -346,8 +344,8 @@ def test_teach_writes_pairs_with_y2_conditioned_on_y1(tmp_path):
 
 def test_teach_retries_records_reasons_and_gives_up(tmp_path):
     from dualdistill.backends import BackendError
-    from dualdistill.teach import code_goes_first
-    from dualdistill.teachers import TeacherError
+    from dualdistill.teachers.protocol import TeacherError
+    from dualdistill.teachers.teach import code_goes_first
 
     seed = next(s for s in range(100) if code_goes_first("q0", s))  # the code teacher goes first
     flaky = [BackendError("HTTP 429 (RateLimitError)"), "", "I'm sorry, I can't help with that."]
@@ -376,7 +374,7 @@ def test_teach_retries_records_reasons_and_gives_up(tmp_path):
 def test_teach_killed_midway_resumes_without_loss(tmp_path):
     import asyncio
 
-    from dualdistill.teach import TeachConfig, teach
+    from dualdistill.teachers.teach import TeachConfig, teach
 
     problems = _problems(10)
     records = tmp_path / "records.jsonl"
@@ -460,8 +458,8 @@ def test_cli_teach_then_compose_on_synthetic_train_split(tmp_path):
 
 # ============================================================================= configs and CLI errors
 def test_configs_load_from_yaml_and_overrides(tmp_path):
-    from dualdistill.config import ConfigError, load_config
-    from dualdistill.teach import TeachConfig
+    from dualdistill.core.config import ConfigError, load_config
+    from dualdistill.teachers.teach import TeachConfig
 
     yaml_path = tmp_path / "teach.yaml"
     yaml_path.write_text(
@@ -503,7 +501,7 @@ def test_teach_masks_api_keys_in_failure_details(tmp_path):
     import asyncio
 
     from dualdistill.backends import BackendError
-    from dualdistill.teach import TeachConfig, teach
+    from dualdistill.teachers.teach import TeachConfig, teach
 
     key = "sk-live-0123456789abcdef"
     leaky = BackendError(f"server echoed the header: Bearer {key}")

@@ -8,7 +8,7 @@ from typing import Literal
 
 import pytest
 
-from dualdistill.config import ConfigError, apply_overrides, from_dict, load_config, save_config
+from dualdistill.core.config import ConfigError, apply_overrides, from_dict, load_config, save_config
 
 
 @dataclass

@@ -17,14 +17,14 @@ import tracemalloc
 
 import pytest
 
-from dualdistill.agent import AgentConfig, run_agent
+from dualdistill.agent.loop import AgentConfig, run_agent
 from dualdistill.backends import BackendError
 from dualdistill.backends.openai_api import OpenAIBackend
-from dualdistill.config import ConfigError
-from dualdistill.grading import grade_many
-from dualdistill.problems import Problem
-from dualdistill.recipe import load_recipe
-from dualdistill.records import LockedError, locked
+from dualdistill.core.config import ConfigError
+from dualdistill.core.records import LockedError, locked
+from dualdistill.format.problems import Problem
+from dualdistill.grading.grader import grade_many
+from dualdistill.pipeline.recipe import load_recipe
 from fake_openai_server import FakeOpenAIServer, Outcome
 from scripted_backend import ScriptedBackend
 from test_sft_train import _records
@@ -222,7 +222,7 @@ def test_a_full_disk_is_one_line_and_nothing_is_lost(tmp_path):
 def test_the_lock_error_names_the_holders_command(tmp_path):
     out = tmp_path / "shared"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom dualdistill.records import locked\n"
+        [sys.executable, "-c", "import sys, time\nfrom dualdistill.core.records import locked\n"
          f"with locked({str(out)!r}, 'eval'):\n    print('held', flush=True); time.sleep(30)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

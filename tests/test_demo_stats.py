@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dualdistill.demo import OVERALL, SPLITS, budget, comparisons, spread, targets
-from dualdistill.paired import paired, sample_sd, t975
+from dualdistill.pipeline.demo import OVERALL, SPLITS, budget, comparisons, spread, targets
+from dualdistill.pipeline.paired import paired, sample_sd, t975
 
 
 def test_the_t_interval_of_the_fair_experiments_example():
@@ -105,7 +105,7 @@ def test_budget_follows_the_chain_of_training_runs(tmp_path):
 
 
 def test_steps_of_reads_a_trained_models_step_count_or_names_the_file(tmp_path):
-    from dualdistill.records import DataError
+    from dualdistill.core.records import DataError
     from dualdistill.sft.train import trained_steps
 
     (tmp_path / "train_summary.json").write_text(json.dumps({"steps": 568}))

@@ -9,23 +9,15 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from dualdistill.agent import AgentConfig
+from dualdistill.agent.loop import AgentConfig
 from dualdistill.cli.app import app
-from dualdistill.config import ConfigError
-from dualdistill.evaluate import (
-    EvalConfig,
-    k_values,
-    maj_at_k,
-    pass_at_k,
-    regrade,
-    run_eval,
-    summarize,
-    summarize_by_source,
-    write_report,
-)
-from dualdistill.problems import Problem, write_problems
-from dualdistill.records import read_jsonl, write_jsonl
-from dualdistill.trajectory import TEXT_TO_CODE, executor_block
+from dualdistill.core.config import ConfigError
+from dualdistill.core.records import read_jsonl, write_jsonl
+from dualdistill.evaluate.metrics import k_values, maj_at_k, pass_at_k, summarize, summarize_by_source
+from dualdistill.evaluate.report import write_report
+from dualdistill.evaluate.run import EvalConfig, regrade, run_eval
+from dualdistill.format.problems import Problem, write_problems
+from dualdistill.format.trajectory import TEXT_TO_CODE, executor_block
 from scripted_backend import ScriptedBackend
 
 
@@ -233,7 +225,7 @@ def test_regrade_names_a_record_without_its_field(tmp_path):
 def test_summary_does_not_depend_on_record_order():
     import random
 
-    from dualdistill.evaluate import summarize
+    from dualdistill.evaluate.metrics import summarize
 
     rng = random.Random(0)
     records = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dualdistill.examples import SFTExample, read_examples, write_examples
-from dualdistill.records import DataError
+from dualdistill.core.records import DataError
+from dualdistill.format.examples import SFTExample, read_examples, write_examples
 
 
 def test_round_trip_keeps_provenance_and_omits_what_is_absent(tmp_path):
@@ -35,8 +35,9 @@ def test_a_bad_line_is_named(tmp_path, line, message):
 
 def test_compose_writes_the_composed_and_single_sets_from_one_grading(tmp_path):
     """The composed set and both single-teacher sets come from one grading pass, as SFT examples."""
-    from dualdistill.compose import Attempt, ComposeConfig, Pair, compose_file
-    from dualdistill.records import write_jsonl
+    from dualdistill.compose.run import ComposeConfig, compose_file
+    from dualdistill.core.records import write_jsonl
+    from dualdistill.format.pairs import Attempt, Pair
 
     code = "<code>\nprint(1+1)\n</code>\n<executor>\n2\n</executor>\n<answer>\n\\boxed{2}\n</answer>"
     text = "<think>\n1+1=2\n</think>\n<answer>\n\\boxed{2}\n</answer>"

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dualdistill.cli.app import app
-from dualdistill.records import write_jsonl
+from dualdistill.core.records import write_jsonl
 
 CHAT = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -55,8 +55,8 @@ def test_template_chat_works_in_view_and_inspect_masks(tiny_model_dir, tmp_path)
 # ----------------------------------------------------------------------------- 8. shipped accelerate configs
 def test_accelerate_configs_ship_in_the_package_and_resolve_by_name(tmp_path):
     import dualdistill
-    from dualdistill.config import ConfigError
-    from dualdistill.recipe import load_recipe, shipped_file
+    from dualdistill.core.config import ConfigError
+    from dualdistill.pipeline.recipe import load_recipe, shipped_file
 
     package = shipped_file("paper").parent.parent
     assert package == type(shipped_file("paper"))(dualdistill.__file__).parent
@@ -82,8 +82,14 @@ def _trained(tiny_model_dir, tmp_path, texts):
 
 
 def test_default_masks_follow_the_released_masker(tiny_model_dir, tmp_path):
-    from dualdistill.selfdistill import join
-    from dualdistill.trajectory import ALSO_CODE, ALSO_TEXT, CODE_MAY_BE_WRONG, CODE_TO_TEXT, TEXT_TO_CODE
+    from dualdistill.compose.run import join_self_distilled as join
+    from dualdistill.format.trajectory import (
+        ALSO_CODE,
+        ALSO_TEXT,
+        CODE_MAY_BE_WRONG,
+        CODE_TO_TEXT,
+        TEXT_TO_CODE,
+    )
 
     code = "<code>\nprint(6*7)\n</code>\n<executor>\n42\n</executor>\n"
     answer = "<answer>\\boxed{42}</answer>"
@@ -102,8 +108,8 @@ def test_default_masks_follow_the_released_masker(tiny_model_dir, tmp_path):
 
 
 def test_self_distillation_joins_open_a_think_block_as_released():
-    from dualdistill.selfdistill import join
-    from dualdistill.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format
+    from dualdistill.compose.run import join_self_distilled as join
+    from dualdistill.format.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format
 
     sample = "<think>6*7</think>\n<code>\nprint(6*7)\n</code>\n<executor>\n42\n</executor>\n<answer>\\boxed{42}</answer>"
     solution = (
@@ -155,7 +161,7 @@ def test_self_distillation_joins_open_a_think_block_as_released():
     ],
 )
 def test_grader_edge_cases(response, gold, correct):
-    from dualdistill.grading import grade
+    from dualdistill.grading.grader import grade
 
     v = grade(response, gold, timeout=10)
     assert v.status == "ok" and v.correct is correct, v
@@ -164,7 +170,7 @@ def test_grader_edge_cases(response, gold, correct):
 def test_math_verify_issue_65_returns_within_its_timeout():
     import time
 
-    from dualdistill.grading import grade
+    from dualdistill.grading.grader import grade
 
     hang = "<answer>\\boxed{\\dfrac{5^{\\left(5^{\\left(5^{\\left(5^5\\right)}\\right)} - 4\\right)} - 5}{16}}</answer>"
     start = time.monotonic()
@@ -206,7 +212,7 @@ The final answer should be enclosed within \\boxed tags, i.e., \\boxed{{answer h
 
 @pytest.mark.parametrize("question", ["What is 6 * 7?", "  Find $x$ if $2x = 4$.\n"])
 def test_paper_prompts_are_the_released_ones_character_for_character(question):
-    from dualdistill.prompts import build_prompt, generation_prefix
+    from dualdistill.format.prompts import build_prompt, generation_prefix
 
     system = RELEASED_SYSTEM_PROMPT_TPL.format(code_instruction=RELEASED_CODE_INSTRUCTION)
     train = system + "\n\n<｜User｜>" + question + "\n\n<｜Assistant｜>"
@@ -222,9 +228,9 @@ def test_paper_prompts_are_the_released_ones_character_for_character(question):
 def test_the_agent_starts_a_paper_response_with_the_prefill(tiny_model_dir):
     import asyncio
 
-    from dualdistill.agent import AgentConfig, run_agent
+    from dualdistill.agent.loop import AgentConfig, run_agent
     from dualdistill.backends.hf import HFBackend
-    from dualdistill.problems import Problem
+    from dualdistill.format.problems import Problem
 
     config = AgentConfig(tools=False, template="paper", budget=4, temperature=0.0)
     with HFBackend(tiny_model_dir, max_batch=1) as backend:
@@ -286,7 +292,7 @@ def test_training_with_sequence_normalization_runs(tiny_model_dir, tmp_path, pac
 
 
 def test_the_paper_recipe_trains_as_released():
-    from dualdistill.recipe import load_recipe
+    from dualdistill.pipeline.recipe import load_recipe
 
     sft = load_recipe("paper").sft
     assert (sft.loss_normalization, sft.schedule, sft.warmup, sft.batch_size, sft.grad_accum) == (
@@ -310,7 +316,7 @@ def test_the_paper_recipe_trains_as_released():
     ],
 )
 def test_grader_decisions_from_the_public_suite(response, gold, correct):
-    from dualdistill.grading import grade
+    from dualdistill.grading.grader import grade
 
     assert grade(response, gold, timeout=10).correct is correct
 

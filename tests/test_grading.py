@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dualdistill import grading
 from dualdistill.cli.app import app
-from dualdistill.grading import Verdict, answers_match, fast_match, grade, grade_many
+from dualdistill.grading import grader as grading
+from dualdistill.grading.grader import Verdict, answers_match, fast_match, grade, grade_many
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHOLOGICAL = "9^{9^{9^{9}}}"  # sympy tries to evaluate this tower and never finishes

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dualdistill import export
 from dualdistill.cli import app
-from dualdistill.records import DataError, read_jsonl, write_jsonl
-from dualdistill.trajectory import ALSO_TEXT, CODE_TO_TEXT, executor_block
+from dualdistill.core.records import DataError, read_jsonl, write_jsonl
+from dualdistill.format.trajectory import ALSO_TEXT, CODE_TO_TEXT, executor_block
+from dualdistill.sft import export
 from fake_openai_server import FakeOpenAIServer, Outcome
 
 runner = CliRunner()
@@ -134,7 +134,7 @@ def test_import_names_the_bad_line(tmp_path):
 def test_released_rows_become_examples_with_the_same_masks(tmp_path, tiny_tokenizer):
     """Rows in the released shape ({problem, synthetic_data}, as VanishD/DualDistill and its
     sft/dataloader.py have them) train with exactly the masks of our own composed data."""
-    from dualdistill.examples import SFTExample
+    from dualdistill.format.examples import SFTExample
     from dualdistill.sft.masking import MaskConfig, encode_example
 
     released = tmp_path / "released.jsonl"
@@ -174,7 +174,7 @@ def test_imported_released_data_trains(tmp_path, tiny_model_dir):
 def test_train_writes_a_model_card_that_huggingface_hub_parses(tmp_path, tiny_model_dir):
     from huggingface_hub import ModelCard
 
-    from dualdistill.modelcard import add_results
+    from dualdistill.sft.modelcard import add_results
 
     data = _write(tmp_path)
     r = runner.invoke(app, ["train", "--config", "sft_tiny", "--data", str(data), "--model", str(tiny_model_dir),
@@ -203,7 +203,7 @@ def test_the_cards_tool_loop_snippet_runs(tmp_path, tiny_model_dir):
     """The plain-transformers snippet in a card is real code: it runs on a model directory."""
     import re
 
-    from dualdistill.modelcard import write_card
+    from dualdistill.sft.modelcard import write_card
 
     write_card(tiny_model_dir, title="t", made=["- test"])
     text = (Path(tiny_model_dir) / "README.md").read_text()
@@ -265,7 +265,7 @@ def test_training_writes_tensorboard_by_default(tmp_path, tiny_model_dir):
 
 
 def test_eval_writes_its_summary_to_the_log_dir(tmp_path, tiny_model_dir):
-    from dualdistill.problems import Problem, write_problems
+    from dualdistill.format.problems import Problem, write_problems
 
     bench = tmp_path / "toy.jsonl"
     write_problems(bench, [Problem("t0", "What is 1 + 1?", "2"), Problem("t1", "What is 2 + 2?", "4")])

@@ -22,9 +22,9 @@ SECRET = "sk-paper-cpu-secret-7731"
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_the_paper_recipe_runs_end_to_end_on_a_cpu(tmp_path):
-    from dualdistill.pipeline import build_stages
-    from dualdistill.recipe import load_recipe
-    from dualdistill.trajectory import check_format
+    from dualdistill.format.trajectory import check_format
+    from dualdistill.pipeline.recipe import load_recipe
+    from dualdistill.pipeline.run import build_stages
 
     env = {**os.environ, "TEACHER_API_KEY": SECRET}
     res = subprocess.run(

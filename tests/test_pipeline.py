@@ -13,16 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill.config import ConfigError
-from dualdistill.pipeline import (
-    SHIPPED,
-    build_stages,
-    dry_run,
-    load_recipe,
-    recipe_path,
-    seed_overrides,
-    student_names,
-)
+from dualdistill.core.config import ConfigError
+from dualdistill.pipeline.recipe import SHIPPED, load_recipe, recipe_path
+from dualdistill.pipeline.run import build_stages, dry_run, seed_overrides, student_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,7 +133,7 @@ def test_paper_dry_run_prints_accelerate_and_vllm_commands(tmp_path):
 
     lines = dry_run(load_recipe("paper"), tmp_path)
     text = "\n".join(lines)
-    from dualdistill.recipe import shipped_file
+    from dualdistill.pipeline.recipe import shipped_file
 
     shipped = shipped_file("deepspeed_zero3")
     assert shipped.is_file() and shipped.is_relative_to(Path(__import__("dualdistill").__file__).parent)
@@ -208,7 +201,7 @@ def test_dry_run_matches_the_recipe_where_it_had_drifted(tmp_path):
 
 def test_tiny_model_options_are_the_student_configs_fields():
     from dualdistill.cli.synthetic import tiny_model
-    from dualdistill.recipe import StudentConfig
+    from dualdistill.pipeline.recipe import StudentConfig
 
     # Derived from the fields: defaults and bounds cannot drift (tests/test_cli_options.py checks bounds).
     assert {(cls, o.key) for cls, o in tiny_model.derived_options} == {

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dualdistill.cli.app import app
-from dualdistill.problems import (
+from dualdistill.core.records import DataError
+from dualdistill.format.problems import (
     BENCHMARKS,
     FieldMap,
     Problem,
@@ -21,7 +22,6 @@ from dualdistill.problems import (
     normalize_answer,
     write_problems,
 )
-from dualdistill.records import DataError
 
 COUNTS = {"math500": 500, "aime2025": 30, "amc": 83, "combinatorics300": 300}
 

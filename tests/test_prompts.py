@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from dualdistill.agent import AgentConfig, run_agent
+from dualdistill.agent.loop import AgentConfig, run_agent
 from dualdistill.backends.hf import HFBackend
-from dualdistill.problems import Problem
-from dualdistill.prompts import PAPER_CODE_INSTRUCTION, build_prompt, paper_system
+from dualdistill.format.problems import Problem
+from dualdistill.format.prompts import PAPER_CODE_INSTRUCTION, build_prompt, paper_system
 from dualdistill.sft.train import SFTConfig, load_examples
 
 # A ChatML-style template, the shape Qwen instruct models use.

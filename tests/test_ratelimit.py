@@ -11,9 +11,9 @@ import asyncio
 
 from dualdistill.backends.openai_api import OpenAIBackend
 from dualdistill.backends.ratelimit import RateLimitedBackend, RateLimiter
-from dualdistill.config import load_config
-from dualdistill.teach import TeachConfig
-from dualdistill.teachers import spec_backend as _backend
+from dualdistill.core.config import load_config
+from dualdistill.teachers.build import spec_backend as _backend
+from dualdistill.teachers.teach import TeachConfig
 from fake_openai_server import FakeOpenAIServer, Outcome
 
 
@@ -124,7 +124,7 @@ def test_a_waiting_request_starts_as_soon_as_the_one_in_flight_gives_its_tokens_
 def test_a_request_bigger_than_the_token_rate_is_refused_naming_both_numbers():
     import pytest
 
-    from dualdistill.config import ConfigError
+    from dualdistill.core.config import ConfigError
 
     limiter = RateLimiter(tokens_per_minute=100)
     with pytest.raises(ValueError, match=r"reserves 500 tokens, more than max_tokens_per_minute 100"):

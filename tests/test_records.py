@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill.records import DataError, JsonlAppender, done_keys, read_jsonl, write_jsonl
+from dualdistill.core.records import DataError, JsonlAppender, done_keys, read_jsonl, write_jsonl
 
 
 def test_append_then_read(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "job.jsonl"
     code = (
         "import sys, time\n"
-        "from dualdistill.records import JsonlAppender, done_keys\n"
+        "from dualdistill.core.records import JsonlAppender, done_keys\n"
         "path = sys.argv[1]\n"
         "done = done_keys(path, lambda r: r['i'])\n"
         "with JsonlAppender(path) as out:\n"

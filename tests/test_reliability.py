@@ -15,11 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from dualdistill.cli.app import app
-from dualdistill.records import LockedError, locked, read_jsonl
-from dualdistill.stages import Stage, run_stages
+from dualdistill.core.records import LockedError, locked, read_jsonl
+from dualdistill.pipeline.stages import Stage, run_stages
 from test_evaluate import toy_benchmark
 
-HOLD = "import sys, time; from dualdistill.records import locked\nwith locked(sys.argv[1], 'eval'):\n    print('held', flush=True); time.sleep(60)\n"
+HOLD = "import sys, time; from dualdistill.core.records import locked\nwith locked(sys.argv[1], 'eval'):\n    print('held', flush=True); time.sleep(60)\n"
 
 
 def _holder(path: Path) -> subprocess.Popen:
@@ -80,7 +80,7 @@ def test_two_evals_on_one_out_keep_one_record_per_key(tmp_path):
 
 
 def test_regrade_counts_an_old_duplicated_file_once_per_key(tmp_path):
-    from dualdistill.evaluate import regrade, run_eval
+    from dualdistill.evaluate.run import regrade, run_eval
     from scripted_backend import ScriptedBackend
     from test_evaluate import toy_config, toy_responder
 
@@ -177,7 +177,7 @@ def test_a_second_pipeline_run_on_one_workdir_is_refused(tmp_path):
 
 # ----------------------------------------------------------------------------- 4. identities
 def test_teach_resumed_with_another_seed_is_refused(tmp_path):
-    from dualdistill.resume import ResumeMismatch
+    from dualdistill.core.resume import ResumeMismatch
     from test_compose import CODE, TEXT, FakeTeacher, _problems, _teach
 
     code, text = FakeTeacher("agentic", "code", CODE), FakeTeacher("r1", "text", TEXT)
@@ -192,7 +192,7 @@ def test_teach_resumed_with_another_seed_is_refused(tmp_path):
 def test_eval_resume_is_keyed_on_the_weights_not_the_path(tiny_model_dir, tmp_path):
     import shutil
 
-    from dualdistill.resume import ResumeMismatch, model_fingerprint
+    from dualdistill.core.resume import ResumeMismatch, model_fingerprint
 
     model = tmp_path / "m"
     shutil.copytree(tiny_model_dir, model)
@@ -235,8 +235,8 @@ def test_eval_resume_is_keyed_on_the_weights_not_the_path(tiny_model_dir, tmp_pa
     ],
 )
 def test_impossible_recipe_values_fail_at_load_naming_key_and_file(override, key):
-    from dualdistill.config import ConfigError
-    from dualdistill.recipe import load_recipe
+    from dualdistill.core.config import ConfigError
+    from dualdistill.pipeline.recipe import load_recipe
 
     with pytest.raises(ConfigError, match=rf"embedded\.yaml \+ overrides: key '{re.escape(key)}'"):
         load_recipe("embedded", [override])
@@ -258,7 +258,7 @@ def test_a_bad_value_on_a_finished_run_deletes_nothing(tmp_path):
 def test_eval_skips_overlong_prompts_with_a_reason_and_carries_on(tiny_model_dir, tmp_path):
     import resource
 
-    from dualdistill.problems import Problem, write_problems
+    from dualdistill.format.problems import Problem, write_problems
 
     problems = [
         Problem("ok", "What is 1 + 1?", "2"),
@@ -285,7 +285,7 @@ def test_eval_skips_overlong_prompts_with_a_reason_and_carries_on(tiny_model_dir
 def test_train_drops_a_huge_record_before_tokenizing_it(tiny_model_dir, tmp_path):
     import resource
 
-    from dualdistill.records import write_jsonl
+    from dualdistill.core.records import write_jsonl
     from dualdistill.sft.train import SFTConfig, train_run
 
     text = "<think>x</think><answer>\\boxed{1}</answer>"
@@ -404,9 +404,9 @@ def test_sigterm_says_how_to_resume_and_the_rerun_completes(tmp_path):
 # ----------------------------------------------------------------------------- 8. silent acceptance
 @pytest.mark.parametrize("bad", [{"v": 2}, [2], True])
 def test_non_scalar_answers_and_ids_are_refused_alike_everywhere(bad, tmp_path):
-    from dualdistill.compose import read_pairs
-    from dualdistill.problems import load_problems
-    from dualdistill.records import DataError, write_jsonl
+    from dualdistill.core.records import DataError, write_jsonl
+    from dualdistill.format.pairs import read_pairs
+    from dualdistill.format.problems import load_problems
 
     write_jsonl(
         tmp_path / "p.jsonl",
@@ -435,7 +435,7 @@ def test_non_scalar_answers_and_ids_are_refused_alike_everywhere(bad, tmp_path):
 
 def test_compose_refuses_to_overwrite_its_input_and_empty_inputs_say_so(tmp_path):
     attempt = {"teacher": "t", "strategy": "code", "response": "<answer>\\\\boxed{1}</answer>"}
-    from dualdistill.records import write_jsonl
+    from dualdistill.core.records import write_jsonl
 
     pairs = tmp_path / "pairs.jsonl"
     write_jsonl(

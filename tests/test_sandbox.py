@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
+from dualdistill.format.trajectory import is_executor_error
 from dualdistill.sandbox import SandboxConfig, SandboxPool, SandboxUnavailable, Session, truncate
 from dualdistill.sandbox import template as template_mod
-from dualdistill.trajectory import is_executor_error
 
 pytestmark = pytest.mark.skipif(
     not (os.path.exists("/usr/bin/bwrap") or os.geteuid() == 0), reason="needs bubblewrap or root"

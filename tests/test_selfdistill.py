@@ -9,10 +9,12 @@ from fractions import Fraction
 import pytest
 
 from dualdistill import selfdistill as sd
-from dualdistill.agent import AgentConfig, AgentRecord
-from dualdistill.problems import Problem, write_problems
-from dualdistill.records import DataError, JsonlAppender
-from dualdistill.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format
+from dualdistill.agent.loop import AgentConfig
+from dualdistill.agent.record import AgentRecord
+from dualdistill.compose.run import cut_after_reasoning, cut_before_answer
+from dualdistill.core.records import DataError, JsonlAppender
+from dualdistill.format.problems import Problem, write_problems
+from dualdistill.format.trajectory import ALSO_TEXT, CODE_TO_TEXT, check_format
 
 # ----------------------------------------------------------------------------- crafted trajectories
 CODE_RIGHT = "<code>\nprint(6*7)\n</code>\n<executor>\n42\n</executor>\n<answer>\\boxed{42}</answer>"
@@ -40,7 +42,7 @@ def make_dir(tmp_path, table: dict[str, list[tuple[str, bool]]], *, k: int | Non
     problems = [Problem(pid, f"What is 6*7? ({pid})", "42", source="t") for pid in table]
     write_problems(out / sd.PROBLEMS_FILE, problems)
     k = k or max(len(v) for v in table.values())
-    from dualdistill.config import save_config
+    from dualdistill.core.config import save_config
 
     save_config(sd.SampleConfig(k=k), out / sd.CONFIG_FILE)
     with JsonlAppender(out / sd.SAMPLES_FILE) as app:
@@ -170,9 +172,9 @@ def test_repaired_wrong_cut_points(tmp_path, wrong, kept_until):
 
 
 def test_cut_helpers_directly():
-    assert sd.cut_after_reasoning(ANSWER_ONLY_WRONG) is None
-    assert sd.cut_after_reasoning(TEXT_WRONG) == "<think>6*7 = 41</think>"
-    assert sd.cut_before_answer("no answer here") == "no answer here"
+    assert cut_after_reasoning(ANSWER_ONLY_WRONG) is None
+    assert cut_after_reasoning(TEXT_WRONG) == "<think>6*7 = 41</think>"
+    assert cut_before_answer("no answer here") == "no answer here"
 
 
 # ----------------------------------------------------------------------------- provenance, determinism
@@ -263,7 +265,7 @@ def _weights(model_dir):
 def test_retrain_runs_steps_and_changes_weights(tmp_path, tiny_model_dir):
     result = run(tmp_path, {f"p{i}": mix(1, 4, wrong=CODE_WRONG) for i in range(4)})
     data = tmp_path / "sd.jsonl"
-    from dualdistill.records import write_jsonl
+    from dualdistill.core.records import write_jsonl
 
     write_jsonl(data, result.records)
     out = tmp_path / "retrained"
@@ -322,6 +324,7 @@ sys.path.insert(0, {tests!r})
 from test_selfdistill import sd_problems, sd_responder
 from scripted_backend import ScriptedBackend
 from dualdistill import selfdistill as sd
+from dualdistill.compose.run import cut_after_reasoning, cut_before_answer
 from dualdistill.agent import AgentConfig, AgentRecord
 cfg = sd.SampleConfig(k=4, agent=AgentConfig(budget=200, template="compact", sandbox_concurrency=2))
 sd.sample(sd_problems(), ScriptedBackend(sd_responder, delay_s=0.05), {out!r}, cfg, progress=False)
@@ -358,7 +361,7 @@ def test_sample_resumes_after_sigkill_and_builds(tmp_path):
     scores = sd.load_samples(out)  # refuses duplicates and missing samples
     assert [len(s.samples) for s in scores] == [4, 4, 4, 4]
     assert len(backend.calls) <= 2 * (16 - written) + 2  # only missing trajectories were generated
-    from dualdistill.agent import trajectory_seed
+    from dualdistill.agent.driver import trajectory_seed
 
     # Seeds come from (seed, problem, sample index); even seeds write (right) code, odd ones wrong text.
     even = {f"q{p}": [trajectory_seed(0, f"q{p}", i) % 2 == 0 for i in range(4)] for p in range(4)}
@@ -509,7 +512,7 @@ def test_cli_sample_then_train_on_the_tiny_model(tmp_path, tiny_model_dir):
 
     data = tmp_path / "sd.jsonl"
     result = run(tmp_path, {"p": mix(1, 2)})
-    from dualdistill.records import write_jsonl
+    from dualdistill.core.records import write_jsonl
 
     write_jsonl(data, result.records)
     recipe = tmp_path / "recipe.yaml"
@@ -552,7 +555,7 @@ def _pairs_file(tmp_path, attempts: dict[str, tuple[str, str]]):
     ],
 )
 def test_repair_source_picks_the_teacher_that_solved_it(tmp_path, repair, expected):
-    from dualdistill.trajectory import TEXT_TO_CODE
+    from dualdistill.format.trajectory import TEXT_TO_CODE
 
     table = {pid: [(TEXT_WRONG, False), (TEXT_WRONG, False)] for pid in ("tool", "text", "both")}
     samples = make_dir(tmp_path, table)
@@ -587,7 +590,7 @@ def test_a_code_solution_that_timed_out_and_guessed_right_is_not_used(tmp_path):
 
 
 def test_code_repair_verifies_a_kept_sample_with_also_code(tmp_path):
-    from dualdistill.trajectory import ALSO_CODE
+    from dualdistill.format.trajectory import ALSO_CODE
 
     samples = make_dir(tmp_path, {"p": mix(1, 2, right=TEXT_RIGHT, wrong=TEXT_WRONG)})
     pairs = _pairs_file(tmp_path, {"p": (CODE_RIGHT, TEXT_WRONG)})

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dualdistill.config import ConfigError, load_config
-from dualdistill.prompts import build_prompt
-from dualdistill.records import DataError
+from dualdistill.core.config import ConfigError, load_config
+from dualdistill.core.records import DataError
+from dualdistill.format.prompts import build_prompt
+from dualdistill.format.trajectory import ALSO_CODE, CODE_TO_TEXT, executor_block
 from dualdistill.sft.masking import (
     IGNORE,
     MaskConfig,
@@ -21,7 +22,6 @@ from dualdistill.sft.masking import (
     trained_text_spans,
 )
 from dualdistill.sft.train import SFTConfig, load_examples
-from dualdistill.trajectory import ALSO_CODE, CODE_TO_TEXT, executor_block
 
 PROMPT = build_prompt("Compute 12 * 34 exactly.", template="compact")
 ERR = "Traceback (most recent call last):\n  File x\nZeroDivisionError: division by zero"

@@ -13,25 +13,25 @@ import torch
 from typer.testing import CliRunner
 
 from dualdistill.cli import app
-from dualdistill.config import load_config
-from dualdistill.prompts import build_prompt
-from dualdistill.recipe import shipped_file
+from dualdistill.core.config import load_config
+from dualdistill.format.prompts import build_prompt
+from dualdistill.format.trajectory import CODE_TO_TEXT, executor_block
+from dualdistill.pipeline.recipe import shipped_file
 from dualdistill.sft.masking import IGNORE, MaskConfig, encode
 from dualdistill.sft.train import CONFIG_FILE, SFTConfig, build_trainer, load_examples, load_model, train_run
-from dualdistill.trajectory import CODE_TO_TEXT, executor_block
 
 RECIPES = shipped_file("sft_tiny").parent
 
 
 def accelerate_train(data: Path, model: Path, out: Path, *overrides: str, timeout: int = 300):
-    """`accelerate launch -m dualdistill.sft train` with the tiny SFT recipe on one CPU process."""
+    """`accelerate launch -m dualdistill.cli train` with the tiny SFT recipe on one CPU process."""
     import shutil
     import subprocess
 
     if shutil.which("accelerate") is None:
         pytest.skip("needs the accelerate CLI")
     cmd = ["accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "dualdistill.sft", "train", "--config", str(RECIPES / "sft_tiny.yaml"),
+           "--dynamo_backend", "no", "-m", "dualdistill.cli", "train", "--config", str(RECIPES / "sft_tiny.yaml"),
            "--data", str(data), "--model", str(model), "--out", str(out), *overrides]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -190,7 +190,7 @@ def test_time_budget_stops_early(tmp_path, tiny_model_dir, data_path):
 def test_missing_logger_is_a_clear_error(tmp_path, tiny_model_dir, data_path):
     import importlib.util
 
-    from dualdistill.config import ConfigError
+    from dualdistill.core.config import ConfigError
 
     if importlib.util.find_spec("tensorboard") is not None:
         pytest.skip("tensorboard is installed here; the error path needs it absent")
@@ -251,7 +251,7 @@ def test_cli_errors_are_clean(tmp_path, tiny_model_dir, data_path):
 
 @pytest.mark.slow
 def test_accelerate_launch_single_process(tmp_path, tiny_model_dir, data_path):
-    """The multi-GPU entry point (accelerate launch -m dualdistill.sft) runs the same code on one CPU process."""
+    """The multi-GPU entry point (accelerate launch -m dualdistill.cli) runs the same code on one CPU process."""
     res = accelerate_train(data_path, tiny_model_dir, tmp_path / "acc", "max_steps=2", "progress=false")
     assert "after 2 steps" in res.stdout
     assert (tmp_path / "acc" / "model" / CONFIG_FILE).is_file()

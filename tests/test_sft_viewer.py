@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dualdistill.cli import app
-from dualdistill.trajectory import CODE_TO_TEXT, executor_block
+from dualdistill.format.trajectory import CODE_TO_TEXT, executor_block
 
 RECORDS = [
     {"id": "a", "problem": "Compute 2*3.", "case": "right", "first_teacher": "code",

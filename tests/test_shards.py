@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill.problems import Problem
-from dualdistill.records import DataError
-from dualdistill.shards import Shard, in_shard, merge, take
+from dualdistill.cli.interop import merge_shards as merge
+from dualdistill.core.records import DataError
+from dualdistill.core.shards import Shard, in_shard, take
+from dualdistill.format.problems import Problem
 from fake_openai_server import FakeOpenAIServer, Outcome
 
 CLI = [sys.executable, "-c", "from dualdistill.cli import main; main()"]

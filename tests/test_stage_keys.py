@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill.pipeline import build_stages, load_recipe
-from dualdistill.stages import Manifest, why_run
+from dualdistill.pipeline.recipe import load_recipe
+from dualdistill.pipeline.run import build_stages
+from dualdistill.pipeline.stages import Manifest, why_run
 
 
 def finish(recipe, workdir: Path) -> None:

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from dualdistill.stages import Stage, hash_path, run_stages
+from dualdistill.core.resume import hash_path
+from dualdistill.pipeline.stages import Stage, run_stages
 
 
 def _stages(tmp_path, calls, scale=2):
@@ -148,7 +149,7 @@ def test_clearing_state_never_leaves_the_workdir(tmp_path):
 
 def test_a_model_card_is_documentation_not_output(tmp_path):
     """Adding evaluation results to a finished model's card must not make its stage run again."""
-    from dualdistill.stages import hash_path
+    from dualdistill.core.resume import hash_path
 
     model = tmp_path / "model"
     model.mkdir()

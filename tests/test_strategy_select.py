@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from dualdistill import selfdistill as sd
-from dualdistill.strategy_select import best_correct, sample_strategy, select_by_strategy
-from dualdistill.trajectory import ALSO_CODE, ALSO_TEXT, CODE_TO_TEXT, TEXT_TO_CODE, check_format
+from dualdistill.format.trajectory import ALSO_CODE, ALSO_TEXT, CODE_TO_TEXT, TEXT_TO_CODE, check_format
+from dualdistill.selfdistill.strategy import best_correct, sample_strategy, select_by_strategy
 from test_selfdistill import CODE_RIGHT, CODE_WRONG, TEXT_RIGHT, TEXT_WRONG, make_dir
 
 CODE_RIGHT_LONG = CODE_RIGHT.replace("print(6*7)", "x = 6\ny = 7\nprint(x * y)")

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dualdistill.cli.app import app
-from dualdistill.problems import load_problems
+from dualdistill.format.problems import load_problems
 from dualdistill.synthetic.families import (
     FAMILIES,
     GROUPS,

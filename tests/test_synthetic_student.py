@@ -10,10 +10,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from dualdistill.cli.app import app
+from dualdistill.format.trajectory import executor_block
 from dualdistill.synthetic.families import FAMILIES, generate, parse_question
 from dualdistill.synthetic.student import TAG_TOKENS
 from dualdistill.synthetic.teachers import ProgrammaticTextTeacher, naive_programs
-from dualdistill.trajectory import executor_block
 
 
 @pytest.fixture(scope="module")

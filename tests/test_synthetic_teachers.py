@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dualdistill.cli.app import app
-from dualdistill.grading import grade
-from dualdistill.problems import Problem
+from dualdistill.format.problems import Problem
+from dualdistill.format.trajectory import check_format, extract_answer, is_executor_error, strategy_facts
+from dualdistill.grading.grader import grade
 from dualdistill.synthetic import report as rep
 from dualdistill.synthetic.families import FAMILIES, generate
 from dualdistill.synthetic.teachers import (
@@ -20,7 +21,6 @@ from dualdistill.synthetic.teachers import (
     ProgrammaticTextConfig,
     ProgrammaticTextTeacher,
 )
-from dualdistill.trajectory import check_format, extract_answer, is_executor_error, strategy_facts
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +148,9 @@ def test_teach_shapes_its_sandbox_from_the_code_teachers_generation_settings(tmp
     were once ignored for separate teach-level copies): text problems' naive programs run past a 0.05 s
     CPU limit, so each block stops far below the 3 s default."""
     import dualdistill.sandbox as sandbox
-    from dualdistill.agent import AgentConfig
-    from dualdistill.teach import TeachConfig, TeacherSpec, teach_from_config
+    from dualdistill.agent.loop import AgentConfig
+    from dualdistill.teachers.spec import TeacherSpec
+    from dualdistill.teachers.teach import TeachConfig, teach_from_config
 
     opened = []
 

@@ -10,20 +10,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from dualdistill import trajectory as tj
-from dualdistill.agent import AgentConfig
+from dualdistill.agent.loop import AgentConfig
 from dualdistill.backends import BackendError, RefusalError
 from dualdistill.backends.anthropic import AnthropicBackend, AnthropicConfig
 from dualdistill.backends.openai_api import OpenAIBackend
-from dualdistill.config import ConfigError
-from dualdistill.problems import Problem
-from dualdistill.teachers import (
-    AgenticTeacher,
-    DatasetTeacher,
-    TeacherError,
-    TextTeacher,
-    r1_to_trajectory,
-)
+from dualdistill.core.config import ConfigError
+from dualdistill.format import trajectory as tj
+from dualdistill.format.problems import Problem
+from dualdistill.teachers.kinds import AgenticTeacher, DatasetTeacher, TextTeacher, r1_to_trajectory
+from dualdistill.teachers.protocol import TeacherError
 from fake_openai_server import FakeOpenAIServer, Outcome
 
 PROBLEM = Problem("p1", "What is 6 times 7?", "42", source="unit")
@@ -304,7 +299,8 @@ def test_dataset_teacher_by_id_then_question(tmp_path):
 # ----------------------------------------------------------------------------- chat completions
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])  # DeepSeek and vLLM; OpenRouter
 def test_text_teacher_over_chat_puts_the_reasoning_field_in_think(field, monkeypatch):
-    from dualdistill.teach import TeacherSpec, build_teacher
+    from dualdistill.teachers.spec import TeacherSpec
+    from dualdistill.teachers.teach import build_teacher
 
     monkeypatch.setenv("DD_CHAT_KEY", "sk-chat-secret")
     answer = Outcome(text="The answer is \\boxed{42}.", reasoning="6 * 7 = 42", reasoning_field=field,
@@ -357,8 +353,9 @@ def test_chat_backend_counts_the_servers_tokens_and_continues_a_partial_response
 
 
 def test_a_chat_code_teacher_needs_native_tool_calls():
-    from dualdistill.config import ConfigError
-    from dualdistill.teach import TeacherSpec, build_teacher
+    from dualdistill.core.config import ConfigError
+    from dualdistill.teachers.spec import TeacherSpec
+    from dualdistill.teachers.teach import build_teacher
 
     with pytest.raises(ConfigError, match=r"code_teacher\.api: chat"):
         build_teacher(TeacherSpec(kind="openai", api="chat", url="http://127.0.0.1:9/v1"), "code", pool=None)
@@ -369,8 +366,9 @@ def test_native_tool_teacher_runs_each_call_in_one_session_and_renders_the_traje
     """OpenAI tools API (scripted server): two calls in one message run in order in one sandbox session
     (state kept); a malformed, an unknown and an empty call come back as executor errors; the result
     is the trajectory format compose and SFT consume."""
-    from dualdistill.teach import TeacherSpec, build_teacher
-    from dualdistill.trajectory import check_format
+    from dualdistill.format.trajectory import check_format
+    from dualdistill.teachers.spec import TeacherSpec
+    from dualdistill.teachers.teach import build_teacher
 
     monkeypatch.setenv("DD_TOOLS_KEY", "sk-tools-secret")
     script = [
@@ -406,9 +404,9 @@ def test_native_tool_teacher_runs_each_call_in_one_session_and_renders_the_traje
 
 
 def test_native_tool_teacher_stops_offering_the_tool_at_the_call_limit(pool):
-    from dualdistill.agent import AgentConfig
+    from dualdistill.agent.loop import AgentConfig
     from dualdistill.backends.openai_api import OpenAIBackend
-    from dualdistill.tool_teacher import NativeToolTeacher
+    from dualdistill.teachers.tool import NativeToolTeacher
 
     call = {"name": "python", "arguments": '{"code": "print(1)"}'}
     script = [Outcome(tool_calls=[call, call]), Outcome(text="\\boxed{1}")]
@@ -429,7 +427,7 @@ def test_teach_cli_with_a_native_tool_teacher_and_a_chat_reasoning_teacher(tmp_p
     from typer.testing import CliRunner
 
     from dualdistill.cli import app
-    from dualdistill.problems import write_problems
+    from dualdistill.format.problems import write_problems
 
     monkeypatch.setenv("DD_CODE_KEY", "sk-code-1")
     problems = tmp_path / "p.jsonl"
@@ -466,9 +464,10 @@ def test_teach_estimate_prints_upper_bounds_and_sends_nothing(tmp_path):
     from typer.testing import CliRunner
 
     from dualdistill.cli import app
-    from dualdistill.cost import estimate
-    from dualdistill.problems import write_problems
-    from dualdistill.teach import TeachConfig, TeacherSpec
+    from dualdistill.format.problems import write_problems
+    from dualdistill.teachers.cost import estimate
+    from dualdistill.teachers.spec import TeacherSpec
+    from dualdistill.teachers.teach import TeachConfig
 
     problems = [Problem(f"q{i}", "What is 12 * 34?", "408") for i in range(10)]
     with FakeOpenAIServer([]) as srv:  # no scripted answer: any request would fail loudly
@@ -489,7 +488,7 @@ def test_teach_estimate_prints_upper_bounds_and_sends_nothing(tmp_path):
         assert rows["code_teacher"].prompt_tokens >= 10 * (4 * 8000 + 3 * 1000)
         expected = (rows["text_teacher"].prompt_tokens * 0.55 + 80_000 * 2.19) / 1e6
         assert rows["text_teacher"].usd == pytest.approx(expected)
-        from dualdistill.config import save_config
+        from dualdistill.core.config import save_config
 
         save_config(cfg, tmp_path / "teach.yaml")
         write_problems(tmp_path / "p.jsonl", problems)
@@ -510,7 +509,8 @@ def tool_use_message(text, calls):
 
 
 def test_native_tool_teacher_over_anthropic_tool_use(monkeypatch, anthropic_server, pool):
-    from dualdistill.teach import TeacherSpec, build_teacher
+    from dualdistill.teachers.spec import TeacherSpec
+    from dualdistill.teachers.teach import build_teacher
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     srv = anthropic_server([

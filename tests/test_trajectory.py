@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dualdistill.trajectory import (
+from dualdistill.format.trajectory import (
     ALSO_CODE,
     CODE_TO_TEXT,
     TEXT_TO_CODE,
@@ -154,7 +154,7 @@ def test_executor_block_and_errors() -> None:
 
 # ----------------------------------------------------------------------------- the guess rule
 def test_a_right_answer_after_failed_code_is_a_guess_and_a_clean_retry_is_not():
-    from dualdistill.trajectory import CODE_TO_TEXT, guessed_after_failed_code
+    from dualdistill.format.trajectory import CODE_TO_TEXT, guessed_after_failed_code
 
     timeout = "<executor>\nError: Code execution timed out.\n</executor>\n"
     guess = f"<code>\nwhile 1: pass\n</code>\n{timeout}<answer>\nThe code did not finish; a guess: \\boxed{{4}}\n</answer>"

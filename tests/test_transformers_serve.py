@@ -40,8 +40,8 @@ CHAT_TEMPLATE = (
 def _lessons(tok) -> list[tuple[str, str]]:
     """(prompt, response) pairs: the compact prompt with tools as the completions path sends it, and
     the chat-rendered prompts (user turn = the compact prompt up to its marker) with and without tools."""
-    from dualdistill.prompts import assistant_marker, build_prompt
-    from dualdistill.trajectory import executor_block
+    from dualdistill.format.prompts import assistant_marker, build_prompt
+    from dualdistill.format.trajectory import executor_block
 
     def chat(tools: bool) -> str:
         user = build_prompt(QUESTION, template="compact", tools=tools).partition(assistant_marker("compact"))[
@@ -157,7 +157,7 @@ def test_the_completions_tool_loop_over_transformers_serve_matches_in_process(se
     assert code == 0, output
     (a,), (b,) = local, remote
     # The block really ran in our sandbox between two HTTP requests, and the model read its output.
-    from dualdistill.trajectory import executor_block
+    from dualdistill.format.trajectory import executor_block
 
     assert b["response"] == BEFORE_EXECUTOR + executor_block("408\n") + AFTER_EXECUTOR
     assert "<executor>\n408\n</executor>" in b["response"]

@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from dualdistill.core.config import ConfigError
+from dualdistill.core.records import DataError
+from dualdistill.format.prompts import assistant_marker
+
 if TYPE_CHECKING:  # the implementations import torch / openai; load them only when used
     from dualdistill.backends.hf import HFBackend
     from dualdistill.backends.openai_api import OpenAIBackend
@@ -111,7 +115,6 @@ def check_model_dir(model: str | os.PathLike, *, allow_hub_id: bool = False) -> 
 
     With ``allow_hub_id`` an ``org/name`` that is not a local path passes (transformers downloads it).
     """
-    from dualdistill.records import DataError
 
     path = Path(model)
     name = str(model)
@@ -154,13 +157,13 @@ def make_backend(model: str, **options: Any) -> Backend:
     ``options`` go to the backend's constructor unchanged.
     """
     if model.startswith(("http://", "https://")):
-        from dualdistill.backends.openai_api import OpenAIBackend
+        from dualdistill.backends.openai_api import OpenAIBackend  # cycle: it imports this face
 
         urls = [u.strip() for u in model.split(",") if u.strip()]
         for u in urls:
             check_url(u.partition("#")[0])
         if len(urls) > 1:
-            from dualdistill.backends.servers import ServerSet
+            from dualdistill.backends.servers import ServerSet  # cycle: it imports this face
 
             each = {**options, "max_retries": min(int(options.get("max_retries", 1)), 1), "park_busy": True}
             return ServerSet(
@@ -169,10 +172,10 @@ def make_backend(model: str, **options: Any) -> Backend:
         url, _, name = model.partition("#")
         return OpenAIBackend(url, name or None, **options)
     if model.startswith("vllm:"):
-        from dualdistill.backends.vllm_engine import VLLMBackend
+        from dualdistill.backends.vllm_engine import VLLMBackend  # heavy: vllm
 
         return VLLMBackend(model.removeprefix("vllm:"), **options)
-    from dualdistill.backends.hf import HFBackend
+    from dualdistill.backends.hf import HFBackend  # heavy: torch
 
     check_model_dir(model)
     return HFBackend(model, **options)
@@ -193,7 +196,6 @@ def open_backend(
     - ``vllm:PATH``: vLLM's offline engine; a local directory: ``HFBackend`` on ``device`` with
       ``max_batch`` sequences per forward pass. ``api`` must stay ``completions`` for both.
     """
-    from dualdistill.config import ConfigError
 
     if model.startswith(("http://", "https://")):
         if served_model_name:
@@ -204,7 +206,6 @@ def open_backend(
                 raise ConfigError(
                     "api: chat applies the server's chat template; use template paper, plain or compact"
                 )
-            from dualdistill.prompts import assistant_marker
 
             options = {"api": api, "assistant_marker": assistant_marker(template)}
         return make_backend(model, api_key_env=api_key_env, max_retries=max_retries,
@@ -218,15 +219,15 @@ def open_backend(
 
 def __getattr__(name: str):
     if name == "HFBackend":
-        from dualdistill.backends.hf import HFBackend
+        from dualdistill.backends.hf import HFBackend  # heavy: torch
 
         return HFBackend
     if name == "OpenAIBackend":
-        from dualdistill.backends.openai_api import OpenAIBackend
+        from dualdistill.backends.openai_api import OpenAIBackend  # cycle: it imports this face
 
         return OpenAIBackend
     if name == "VLLMBackend":
-        from dualdistill.backends.vllm_engine import VLLMBackend
+        from dualdistill.backends.vllm_engine import VLLMBackend  # heavy: vllm
 
         return VLLMBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

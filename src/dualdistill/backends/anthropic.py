@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from dualdistill.backends import BackendError, Completion, RefusalError
 from dualdistill.backends.usage import record_usage
-from dualdistill.config import ConfigError
+from dualdistill.core.config import ConfigError
 
 
 @dataclass

@@ -8,7 +8,7 @@ tokens_per_minute`` seconds. Once the server answers, ``settle`` books what it r
 shorter than its budget gives the time back.
 
 A single request that reserves more than the token rate allows in a minute is refused (ValueError naming
-both numbers); ``teachers.spec_backend`` checks the generation budget against the limit at load. A request
+both numbers); ``teachers.build.spec_backend`` checks the generation budget against the limit at load. A request
 waiting for tokens wakes as soon as one in flight settles and gives its unused tokens back.
 
 Guarantees: requests start in arrival order; n requests at r per minute span at least ``(n - 1) * 60 / r``

@@ -32,8 +32,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from dualdistill.config import save_config, to_dict
-from dualdistill.sft.train import SFTConfig
+from dualdistill.base.corpus import pretrain_corpus
+from dualdistill.core.config import save_config, to_dict
+from dualdistill.sft.train import SFTConfig, build_trainer, last_checkpoint, load_model
+from dualdistill.synthetic.student import make_hf_tokenizer, make_model, train_tokenizer
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
@@ -107,9 +109,6 @@ def blocks(docs: list[str], tokenizer, block_size: int) -> tuple[list[dict], int
 
 def pretrain(config: PretrainConfig, out: str | Path, *, log=print) -> Path:
     """Make the base in ``out`` (resuming a killed run there); returns ``out``."""
-    from dualdistill.base.corpus import pretrain_corpus
-    from dualdistill.sft.train import build_trainer, last_checkpoint, load_model
-    from dualdistill.synthetic.student import make_hf_tokenizer, make_model, train_tokenizer
 
     out = Path(out)
     if (out / MANIFEST).exists() and json.loads((out / MANIFEST).read_text())["config"] == to_dict(config):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from dualdistill.core.records import DataError, check_writable
+
 app = typer.Typer(
     name="dualdistill",
     help="DualDistill (Agentic-R1): compose two teachers' trajectories, distil, self-distil, evaluate.",
@@ -15,6 +17,12 @@ bench_app = typer.Typer(help="Built-in benchmarks.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
 
+def run_in_process(argv: list[str]) -> int | None:
+    """Run ``dualdistill ARGV...`` in this process and return its exit status: the runner the CLI hands to
+    the pipeline, so a stage's printed command and its run are the same argv."""
+    return app(args=argv, prog_name="dualdistill", standalone_mode=False)
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a clear error (no traceback) and exit."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
@@ -24,7 +32,6 @@ def fail(message: str, code: int = 2) -> None:
 def writable(path, *, directory: bool = False) -> None:
     """Fail at once, naming the path and the cause, when the command could not write its output there
     (before it does any work: ``grade`` would otherwise grade everything first)."""
-    from dualdistill.records import DataError, check_writable
 
     try:
         check_writable(path, directory=directory)

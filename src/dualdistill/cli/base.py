@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from dualdistill.base.pretrain import MANIFEST, PretrainConfig, check_manifest, pretrain, shipped_base
 from dualdistill.cli.app import app, fail, writable
-from dualdistill.config import ConfigError, load_config
+from dualdistill.core.config import ConfigError, load_config
+from dualdistill.sft.modelcard import write_card
 
 base_app = typer.Typer(
     help="The pretrained tiny base that embedded students start from.", no_args_is_help=True
@@ -31,7 +33,6 @@ def pretrain_command(
     """
     if out is not None:
         writable(out, directory=True)
-    from dualdistill.base.pretrain import PretrainConfig, pretrain
 
     try:
         cfg = load_config(PretrainConfig, config, list(overrides or []))
@@ -51,7 +52,6 @@ def path_command() -> None:
 
     Example: cp -r "$(dualdistill base path)" models/init
     """
-    from dualdistill.base.pretrain import shipped_base
 
     print(shipped_base())
 
@@ -70,9 +70,6 @@ def copy_command(
         writable(out, directory=True)
     import shutil
 
-    from dualdistill.base.pretrain import MANIFEST, shipped_base
-    from dualdistill.modelcard import write_card
-
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(shipped_base(), out)
     m = json.loads((out / MANIFEST).read_text())
@@ -90,7 +87,6 @@ def check_command(
 
     Example: dualdistill base check
     """
-    from dualdistill.base.pretrain import check_manifest, shipped_base
 
     base = base or shipped_base()
     problems = check_manifest(base)

@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from dualdistill.cli.app import app, fail, writable
-from dualdistill.config import ConfigError
-from dualdistill.records import DataError
+from dualdistill.compose.run import ComposeConfig, compose_file
+from dualdistill.core.config import ConfigError, load_config
+from dualdistill.core.records import DataError
 
 COMPOSE_EXAMPLE = (
     "Example: dualdistill compose --pairs runs/teach/pairs.jsonl --out runs/composed.jsonl "
@@ -35,8 +36,6 @@ def compose_command(
 ) -> None:
     if out is not None:
         writable(out, directory=False)
-    from dualdistill.compose import ComposeConfig, compose_file
-    from dualdistill.config import load_config
 
     try:
         cfg = load_config(ComposeConfig, config, list(set_))

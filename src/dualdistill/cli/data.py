@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from dualdistill.cli.app import bench_app, fail, writable
-from dualdistill.problems import BENCHMARKS, load_benchmark, load_training_problems, write_problems
-from dualdistill.records import DataError
+from dualdistill.core.records import DataError
+from dualdistill.format.problems import BENCHMARKS, load_benchmark, load_training_problems, write_problems
 
 
 @bench_app.command("list")

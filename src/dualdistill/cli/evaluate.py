@@ -9,11 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dualdistill.backends import BackendError
 from dualdistill.cli.app import app, fail, option_overrides, writable
 from dualdistill.cli.options import AGENT_OPTIONS, with_config_options
-from dualdistill.config import ConfigError, load_config
-from dualdistill.evaluate import EvalConfig
-from dualdistill.records import DataError
+from dualdistill.core.config import ConfigError, load_config
+from dualdistill.core.records import DataError
+from dualdistill.evaluate import run as evaluate
+from dualdistill.evaluate.run import EvalConfig
+from dualdistill.sandbox import SandboxUnavailable
 
 EXAMPLE = (
     "Example: dualdistill eval --model ./student --bench math500,aime2025 --samples 5 "
@@ -46,9 +49,6 @@ def eval_command(
 ) -> None:
     if out is not None:
         writable(out, directory=True)
-    from dualdistill import evaluate
-    from dualdistill.backends import BackendError
-    from dualdistill.sandbox import SandboxUnavailable
 
     try:
         if regrade is not None:

@@ -12,9 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dualdistill.cli.app import app, fail, writable
-from dualdistill.grading import Verdict, grade_many
-from dualdistill.problems import normalize_answer
-from dualdistill.records import DataError, check_distinct, read_jsonl, scalar_text, write_jsonl
+from dualdistill.core.records import DataError, check_distinct, read_jsonl, scalar_text, write_jsonl
+from dualdistill.format.problems import normalize_answer
+from dualdistill.grading.grader import Verdict, grade_many
 
 
 def load_pairs(path: Path, response_field: str, answer_field: str) -> list[dict]:

@@ -11,19 +11,29 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from dualdistill.agent.solve import Printer, solve
+from dualdistill.backends import BackendError
 from dualdistill.cli.app import app, fail, option_overrides, writable
 from dualdistill.cli.options import AGENT_OPTIONS, with_config_options
-from dualdistill.config import ConfigError, load_config
-from dualdistill.evaluate import EvalConfig
-from dualdistill.records import DataError
+from dualdistill.core.config import ConfigError, load_config
+from dualdistill.core.records import DataError, check_distinct, read_text, write_jsonl
+from dualdistill.core.shards import kind_of
+from dualdistill.evaluate import run as evaluate
+from dualdistill.evaluate.run import EvalConfig
+from dualdistill.evaluate.run import merge_shards as merge_eval
+from dualdistill.format.trajectory import extract_answer
+from dualdistill.sandbox import SandboxUnavailable
+from dualdistill.selfdistill.sample import merge_shards as merge_sample
+from dualdistill.sft import export
+from dualdistill.sft.export import import_released
+from dualdistill.sft.train import CONFIG_FILE
+from dualdistill.teachers.teach import merge_shards as merge_teach
 
 
 def _question(question: str | None, file: Path | None) -> str:
     if question is not None and file is not None:
         fail("give the question as an argument or with --file, not both")
     if file is not None:
-        from dualdistill.records import read_text
-
         try:
             return read_text(file).strip()
         except (DataError, OSError) as e:
@@ -38,8 +48,6 @@ def _question(question: str | None, file: Path | None) -> str:
 def _trained_with(model: str) -> list[str]:
     """Overrides for the prompt a local model was trained with (its ``sft_config.yaml``): template, tools."""
     import yaml
-
-    from dualdistill.sft.train import CONFIG_FILE
 
     path = Path(model) / CONFIG_FILE
     if not path.is_file():
@@ -70,10 +78,6 @@ def solve_command(
 
     Example: echo "What is 2^10?" | dualdistill solve --model http://127.0.0.1:8000/v1 --temperature 0
     """
-    from dualdistill import evaluate
-    from dualdistill.backends import BackendError
-    from dualdistill.sandbox import SandboxUnavailable
-    from dualdistill.solve import Printer, solve
 
     text = _question(question, file)
     if not text:
@@ -109,7 +113,6 @@ def solve_command(
 
 
 def _print_solved(record, seconds: float) -> None:
-    from dualdistill.trajectory import extract_answer
 
     answer = extract_answer(record.response)
     console = Console(highlight=False)
@@ -139,7 +142,6 @@ def export_command(
     """
     if out is not None:
         writable(out, directory=Path(out).suffix == "")
-    from dualdistill import export
 
     if format_ not in export.FORMATS:
         fail(f"--format must be one of {', '.join(export.FORMATS)}, got {format_!r}")
@@ -163,8 +165,6 @@ def import_command(
     """
     if out is not None:
         writable(out, directory=False)
-    from dualdistill import export
-    from dualdistill.records import check_distinct, write_jsonl
 
     if format_ not in export.FORMATS:
         fail(f"--format must be one of {', '.join(export.FORMATS)}, got {format_!r}")
@@ -193,9 +193,6 @@ def import_released_command(
         writable(out, directory=False)
     from collections import Counter
 
-    from dualdistill.export import import_released
-    from dualdistill.records import check_distinct, write_jsonl
-
     try:
         check_distinct(out, source)
         examples = import_released(source)
@@ -222,13 +219,29 @@ def merge_command(
              dualdistill merge runs/teach-0 runs/teach-1 runs/teach-2 --out runs/teach
     """
     writable(out, directory=True)
-    from dualdistill.shards import merge
-
     try:
-        kind, n = merge(shards, out, allow_incomplete=allow_incomplete)
+        kind, n = merge_shards(shards, out, allow_incomplete=allow_incomplete)
     except (DataError, ValueError) as e:
         fail(str(e))
     missing = json.loads((out / "merge.json").read_text(encoding="utf-8"))["missing"]
     typer.echo(f"merged {len(shards)} {kind} shards: {n} records in {out}")
     for line in missing:
         typer.echo(f"incomplete: {line}")
+
+
+# What a stage's output directory holds first, in the order checked (teach also writes records.jsonl).
+SHARD_KINDS = {"pairs.jsonl": "teach", "samples.jsonl": "sample", "records.jsonl": "eval"}
+
+
+def merge_shards(dirs: list[Path], out: Path, *, allow_incomplete: bool = False) -> tuple[str, int]:
+    """Hand the shards to their stage's ``merge_shards`` by the files they hold; returns (kind, records)."""
+
+    dirs = [Path(d) for d in dirs]
+    if not dirs:
+        raise ValueError("merge needs the shard directories")
+    kinds = {kind_of(d, SHARD_KINDS) for d in dirs}
+    if len(kinds) > 1:
+        raise DataError(dirs[0], f"the directories hold different outputs: {sorted(kinds)}")
+    (kind,) = kinds
+    stage_merge = {"teach": merge_teach, "eval": merge_eval, "sample": merge_sample}[kind]
+    return kind, stage_merge(dirs, out, allow_incomplete=allow_incomplete)

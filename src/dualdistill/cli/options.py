@@ -23,7 +23,7 @@ from typing import Any
 
 import typer
 
-from dualdistill.config import _OPS, FieldError
+from dualdistill.core.config import _OPS, FieldError
 
 
 @dataclasses.dataclass(frozen=True)

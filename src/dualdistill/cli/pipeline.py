@@ -6,10 +6,15 @@ from pathlib import Path
 
 import typer
 
-from dualdistill.cli.app import app, fail, writable
-from dualdistill.config import ConfigError
-from dualdistill.records import DataError
-from dualdistill.stages import CommandFailed
+from dualdistill.cli.app import app, fail, run_in_process, writable
+from dualdistill.core.config import ConfigError
+from dualdistill.core.records import DataError
+from dualdistill.pipeline.demo import demo as run_demo
+from dualdistill.pipeline.demo import seed_workdir, spread
+from dualdistill.pipeline.recipe import SHIPPED_FILES, load_recipe, shipped_file
+from dualdistill.pipeline.run import dry_run as plan
+from dualdistill.pipeline.run import run
+from dualdistill.pipeline.stages import CommandFailed
 
 
 @app.command("run")
@@ -31,15 +36,13 @@ def run_recipe(
     """
     if workdir is not None:
         writable(workdir, directory=True)
-    from dualdistill.pipeline import dry_run as plan
-    from dualdistill.pipeline import load_recipe, run
 
     try:
         config = load_recipe(recipe, overrides or [])
         if dry_run:
             typer.echo("\n".join(plan(config, workdir)))
             return
-        run(config, workdir, force=set(force), until=until, log=typer.echo)
+        run(config, workdir, force=set(force), until=until, log=typer.echo, runner=run_in_process)
     except (ConfigError, DataError, FileNotFoundError, ValueError, CommandFailed) as e:
         fail(str(e))
 
@@ -64,8 +67,6 @@ def demo(
       dualdistill demo --seeds 0,1,2,3,4      # five runs, then the spread, paired intervals and targets
       dualdistill demo --quick --workdir /tmp/demo
     """
-    from dualdistill.demo import demo as run_demo
-    from dualdistill.demo import seed_workdir, spread
 
     try:
         chosen = [int(x) for x in seeds.split(",")] if seeds else None
@@ -74,12 +75,24 @@ def demo(
     try:
         if chosen is None:
             table = run_demo(
-                quick=quick, workdir=workdir, seed=seed, overrides=overrides or [], log=typer.echo
+                quick=quick,
+                workdir=workdir,
+                seed=seed,
+                overrides=overrides or [],
+                log=typer.echo,
+                runner=run_in_process,
             )
         else:
             dirs = [seed_workdir(workdir, s, quick) for s in chosen]
             for s, d in zip(chosen, dirs, strict=True):
-                run_demo(quick=quick, workdir=d, seed=s, overrides=overrides or [], log=typer.echo)
+                run_demo(
+                    quick=quick,
+                    workdir=d,
+                    seed=s,
+                    overrides=overrides or [],
+                    log=typer.echo,
+                    runner=run_in_process,
+                )
             table = spread(dirs)
     except (ConfigError, DataError, FileNotFoundError, CommandFailed) as e:
         fail(str(e))
@@ -95,7 +108,6 @@ def config_path(
 
     Example: accelerate launch --config_file $(dualdistill config-path fsdp) -m dualdistill.cli train ...
     """
-    from dualdistill.recipe import SHIPPED_FILES, shipped_file
 
     if name not in SHIPPED_FILES:
         fail(f"no shipped file {name!r}; shipped: {', '.join(SHIPPED_FILES)}")

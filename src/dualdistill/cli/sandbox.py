@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from dualdistill.cli.app import app, fail
-from dualdistill.records import DataError, read_text
+from dualdistill.core.records import DataError, read_text
+from dualdistill.sandbox import SandboxConfig, SandboxUnavailable, Session
 
 sandbox_app = typer.Typer(help="The isolated, stateful Python executor.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
@@ -44,7 +45,6 @@ def run(
 
     Example: echo '["x = 6*7", "print(x)"]' > b.json && dualdistill sandbox run b.json --timeout 5
     """
-    from dualdistill.sandbox import SandboxConfig, SandboxUnavailable, Session
 
     try:
         blocks = _read_blocks(blocks_file)

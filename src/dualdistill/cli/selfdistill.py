@@ -9,11 +9,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dualdistill import selfdistill as sd
+from dualdistill.backends import BackendError, open_backend
 from dualdistill.cli.app import app, fail, option_overrides, writable
 from dualdistill.cli.options import AGENT_OPTIONS, with_config_options
-from dualdistill.config import ConfigError, load_config
-from dualdistill.records import DataError
-from dualdistill.selfdistill import SampleConfig
+from dualdistill.core.config import ConfigError, load_config
+from dualdistill.core.records import DataError
+from dualdistill.format.problems import load_benchmark
+from dualdistill.pipeline.recipe import shipped_file
+from dualdistill.selfdistill.sample import SampleConfig
+from dualdistill.sft.train import SFTConfig
+from dualdistill.teachers.build import build_teacher
+from dualdistill.teachers.teach import TeachConfig
 
 sd_app = typer.Typer(
     help="Self-distillation: sample the student, select and repair with a text teacher, retrain.",
@@ -43,9 +50,6 @@ def sample_command(
     """
     if out is not None:
         writable(out, directory=True)
-    from dualdistill import selfdistill as sd
-    from dualdistill.backends import BackendError, open_backend
-    from dualdistill.problems import load_benchmark
 
     backend = None
     try:
@@ -104,7 +108,6 @@ def build_command(
     """
     if out is not None:
         writable(out, directory=False)
-    from dualdistill import selfdistill as sd
 
     if sum(x is not None for x in (teacher_solutions, teacher_config, pairs)) != 1:
         fail("give exactly one of --teacher-solutions, --teacher-config and --pairs")
@@ -113,8 +116,6 @@ def build_command(
         cfg = load_config(sd.BuildConfig, config, [*option_overrides(given), *set_])
         teacher = teacher_solutions
         if teacher_config is not None:
-            from dualdistill.teach import TeachConfig, build_teacher
-
             spec = load_config(TeachConfig, teacher_config).text_teacher
             teacher = build_teacher(spec, "text", pool=None)
         result = sd.build(samples, teacher, out, cfg, pairs=pairs, replay=replay)
@@ -133,7 +134,6 @@ def report_command(
 
     Example: dualdistill self-distill report runs/sd/sd_data.jsonl --samples runs/sd
     """
-    from dualdistill import selfdistill as sd
 
     try:
         records = sd.load_built(built)
@@ -162,9 +162,6 @@ def train_command(
     """
     if out is not None:
         writable(out, directory=True)
-    from dualdistill import selfdistill as sd
-    from dualdistill.recipe import shipped_file
-    from dualdistill.sft.train import SFTConfig
 
     try:
         cfg = load_config(SFTConfig, shipped_file(config), list(overrides or []))

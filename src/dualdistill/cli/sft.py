@@ -8,13 +8,16 @@ from pathlib import Path
 import typer
 
 from dualdistill.cli.app import app, fail, writable
-from dualdistill.config import ConfigError, load_config, to_dict
-from dualdistill.records import DataError
+from dualdistill.core.config import ConfigError, load_config, to_dict
+from dualdistill.core.records import DataError
+from dualdistill.format.examples import read_examples
+from dualdistill.pipeline.recipe import shipped_file
+from dualdistill.sft.masking import encode_example, trained_text_spans
+from dualdistill.sft.train import SFTConfig, train_run, trained_steps
+from dualdistill.sft.viewer import ViewerOptions, write_view
 
 
 def _config(config: Path | None, overrides: list[str] | None):
-    from dualdistill.recipe import shipped_file
-    from dualdistill.sft.train import SFTConfig
 
     try:
         path = shipped_file(config) if config is not None else None  # a shipped name or a path
@@ -64,9 +67,8 @@ def train_cmd(
 
     A control at another student's budget: dualdistill train --config sft_tiny --data code_only.jsonl --model student/ --steps-of runs/dual/model --out runs/control
 
-    Multi-GPU: accelerate launch --config_file $(dualdistill config-path deepspeed_zero3) -m dualdistill.sft train --config sft_r1_distill_qwen7b
+    Multi-GPU: accelerate launch --config_file $(dualdistill config-path deepspeed_zero3) -m dualdistill.cli train --config sft_r1_distill_qwen7b
     """
-    from dualdistill.sft.train import train_run, trained_steps
 
     cfg = _config(config, overrides)
     if steps_of is not None:
@@ -105,8 +107,6 @@ def inspect_masks(
 
     Example: dualdistill inspect-masks composed.jsonl --tokenizer student/ --json template=compact
     """
-    from dualdistill.examples import read_examples
-    from dualdistill.sft.masking import encode_example, trained_text_spans
 
     cfg = _config(config, overrides)
     tok = _tokenizer(tokenizer)
@@ -162,7 +162,6 @@ def view(
     """
     if out is not None:
         writable(out, directory=False)
-    from dualdistill.sft.viewer import ViewerOptions, write_view
 
     cfg = _config(config, overrides)
     tok = _tokenizer(tokenizer)

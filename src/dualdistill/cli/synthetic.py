@@ -9,10 +9,22 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dualdistill.cli.app import app, fail, writable
+from dualdistill.cli.app import app, fail, option_overrides, writable
 from dualdistill.cli.options import with_config_options
-from dualdistill.recipe import StudentConfig, WorldConfig
-from dualdistill.records import DataError, provenance
+from dualdistill.core.config import ConfigError, load_config
+from dualdistill.core.records import DataError, JsonlAppender, provenance
+from dualdistill.format.problems import load_problems
+from dualdistill.pipeline.recipe import StudentConfig, WorldConfig
+from dualdistill.sft.modelcard import write_card
+from dualdistill.synthetic import report as rep
+from dualdistill.synthetic.corpus import synthetic_corpus
+from dualdistill.synthetic.families import FAMILIES, GROUPS, make_splits, write_world
+from dualdistill.synthetic.student import build_student
+from dualdistill.synthetic.teachers import (
+    ProgrammaticAgenticConfig,
+    ProgrammaticTextConfig,
+    ProgrammaticTextTeacher,
+)
 
 synthetic_app = typer.Typer(help="The embedded synthetic math world.", no_args_is_help=True)
 app.add_typer(synthetic_app, name="synthetic")
@@ -33,7 +45,6 @@ def make(
     """
     if out is not None:
         writable(out, directory=True)
-    from dualdistill.synthetic.families import FAMILIES, write_world
 
     world = _config(WorldConfig, given)
     n, seed, test_fraction, train_limit = world.n, world.seed, world.test_fraction, world.train_limit
@@ -47,8 +58,6 @@ def make(
 
 def _config(cls, given: dict | None):
     """``cls`` from its defaults and the options given, checked as a recipe section is."""
-    from dualdistill.cli.app import option_overrides
-    from dualdistill.config import ConfigError, load_config
 
     try:
         return load_config(cls, None, option_overrides(given or {}))
@@ -57,8 +66,6 @@ def _config(cls, given: dict | None):
 
 
 def _load_split(data: Path | None, split: str, n: int, seed: int, limit: int | None):
-    from dualdistill.problems import load_problems
-    from dualdistill.synthetic.families import make_splits
 
     if split not in ("train", "test"):
         fail(f"--split must be 'train' or 'test', got {split!r}")
@@ -90,14 +97,6 @@ def teachers(
     """
     if out is not None:
         writable(out, directory=False)
-    from dualdistill.records import JsonlAppender
-    from dualdistill.synthetic import report as rep
-    from dualdistill.synthetic.teachers import (
-        ProgrammaticAgenticConfig,
-        ProgrammaticTextConfig,
-        ProgrammaticTextTeacher,
-    )
-
     try:
         problems = _load_split(data, split, n, seed, limit)
     except DataError as e:
@@ -135,9 +134,6 @@ def teachers(
 def _print_report(summary, markdown: bool) -> None:
     from rich.table import Table
 
-    from dualdistill.synthetic import report as rep
-    from dualdistill.synthetic.families import FAMILIES, GROUPS
-
     if markdown:
         print(rep.markdown_table(summary))
         return
@@ -167,8 +163,6 @@ def tiny_model(
     """
     if out is not None:
         writable(out, directory=True)
-    from dualdistill.synthetic.corpus import synthetic_corpus
-    from dualdistill.synthetic.student import build_student
 
     student = _config(StudentConfig, given)
     size, vocab_size, corpus_n, seed = student.size, student.vocab_size, student.corpus_n, student.seed
@@ -177,7 +171,6 @@ def tiny_model(
     manifest = provenance("tiny-model", size=size, vocab_size=vocab_size, seed=seed,
                           corpus={"n": corpus_n, "seed": corpus_seed})  # fmt: skip
     (path / "dualdistill.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    from dualdistill.modelcard import write_card
 
     write_card(path, title=f"A from-scratch {size} Qwen2 (random weights)", made=[
         f"- `dualdistill tiny-model`: random init (seed {seed}), a {vocab_size}-token BPE tokenizer trained on "

@@ -11,10 +11,14 @@ from rich.table import Table
 
 from dualdistill.cli.app import app, fail, option_overrides, writable
 from dualdistill.cli.options import with_config_options
-from dualdistill.config import ConfigError
-from dualdistill.recipe import WorldConfig
-from dualdistill.records import DataError
-from dualdistill.teach import TeachConfig
+from dualdistill.core.config import ConfigError, load_config
+from dualdistill.core.records import DataError
+from dualdistill.format.problems import FieldMap, load_problems
+from dualdistill.pipeline.recipe import WorldConfig
+from dualdistill.sandbox import SandboxUnavailable
+from dualdistill.synthetic.families import make_splits
+from dualdistill.teachers.cost import estimate
+from dualdistill.teachers.teach import TeachConfig, teach_from_config
 
 TEACH_EXAMPLE = (
     "Example: dualdistill teach --problems synthetic --first-teacher-seed 0 --out runs/teach   |   "
@@ -24,11 +28,8 @@ TEACH_EXAMPLE = (
 
 
 def _problems(spec: str, fields: str | None, synthetic_n: int, synthetic_seed: int):
-    from dualdistill.problems import FieldMap, load_problems
 
     if spec == "synthetic":
-        from dualdistill.synthetic.families import make_splits
-
         return make_splits(synthetic_n, seed=synthetic_seed)[0]
     return load_problems(spec, fields=FieldMap.parse(fields))
 
@@ -59,9 +60,6 @@ def teach_command(
 ) -> None:
     if out is not None:
         writable(out, directory=True)
-    from dualdistill.config import load_config
-    from dualdistill.sandbox import SandboxUnavailable
-    from dualdistill.teach import teach_from_config
 
     try:
         cfg = load_config(TeachConfig, config, [*option_overrides(given or {}), *set_])
@@ -86,7 +84,6 @@ def teach_command(
 
 
 def _print_estimate(items, cfg) -> None:
-    from dualdistill.cost import estimate
 
     rows = estimate(items, cfg)
     table = Table("teacher", "requests", "prompt tokens", "completion tokens", "cost USD",

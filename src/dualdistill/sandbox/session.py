@@ -41,12 +41,12 @@ from typing import Literal
 
 from dualdistill.sandbox._zygote import recv_msg, send_msg
 from dualdistill.sandbox.cgroup import SessionCgroup
-from dualdistill.sandbox.template import Template, get_template
+from dualdistill.sandbox.template import SandboxUnavailable, Template, get_template
 
 Status = Literal["ok", "error", "timeout", "memory", "output_limit", "crashed"]
 
 TIMEOUT_MESSAGE = (
-    "Error: Code execution timed out."  # the reference's marker (trajectory.EXECUTOR_ERROR_MARKERS)
+    "Error: Code execution timed out."  # the reference's marker (format.trajectory.EXECUTOR_ERROR_MARKERS)
 )
 
 
@@ -207,8 +207,6 @@ class Session:
             return SessionCgroup(c.memory_mb, c.max_procs)
         except OSError as e:
             if c.session_limits == "cgroup":
-                from dualdistill.sandbox.template import SandboxUnavailable
-
                 raise SandboxUnavailable(
                     f"session_limits='cgroup' but no cgroup can be made here: {e}"
                 ) from None

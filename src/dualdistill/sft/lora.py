@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dualdistill.config import check_bounds, setting
+from dualdistill.core.config import ConfigError, check_bounds, setting
 
 QWEN_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -51,7 +51,6 @@ def peft_config(settings: LoraSettings):
 def check_targets(model, settings: LoraSettings) -> None:
     """``ConfigError`` naming the setting and the modules the model has, before peft's traceback would:
     an empty ``target_modules``, or an entry that matches no module of the model."""
-    from dualdistill.config import ConfigError
 
     leaves = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if not list(m.children())})
     if not settings.target_modules:

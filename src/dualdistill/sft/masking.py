@@ -3,7 +3,7 @@
 A training sequence is ``prompt + text + EOS``. The prompt is tokenized on its own (with the tokenizer's
 default special tokens, exactly as inference tokenizes it) and the response ``text`` on its own, so no
 token straddles the prompt/response boundary and the student is trained on the prompt tokens it is later
-asked with. The response is parsed once with ``trajectory.parse`` into character spans; each token's
+asked with. The response is parsed once with ``format.trajectory.parse`` into character spans; each token's
 character offsets (fast tokenizers' offset mapping) are then looked up against the masked spans with one
 vectorised binary search, so the cost is linear in the length (no per-token decoding).
 
@@ -11,20 +11,20 @@ Rules (each switchable in ``MaskConfig``; masked = label -100):
 
 - ``prompt``: every prompt token.
 - ``executor``: every injected executor block. The agent loop stops at ``</code>`` and injects
-  ``trajectory.executor_block(output)`` = ``"\\n<executor>\\n…\\n</executor>\\n"``, so what is masked is
+  ``format.trajectory.executor_block(output)`` = ``"\\n<executor>\\n…\\n</executor>\\n"``, so what is masked is
   exactly what the loop injects: the whitespace between ``</code>`` and ``<executor>``, both executor tags,
   the output, and one newline after ``</executor>``. ``</code>`` itself is trained: the model must learn to
   stop there.
 - ``error_code``: a ``<code>…</code>`` block (tags included) whose executor output is an error
-  (``trajectory.is_executor_error``). The text around it stays trained.
+  (``format.trajectory.is_executor_error``). The text around it stays trained.
 - ``first_attempt``: everything in the response before the first wrong-to-right sentence
-  (``trajectory.WRONG_TO_RIGHT``: the two of the paper and the released masker's third, "the code may be
+  (``format.trajectory.WRONG_TO_RIGHT``: the two of the paper and the released masker's third, "the code may be
   incorrect"). The sentence itself IS trained: emitting it after a failed attempt is the behaviour
   composition is meant to teach. By default (``first_attempt_until: switch``) this is the released rule
   (``sft/dataloader.py``: its ``turn_over_words`` hold no "we can also use ... to verify" sentence), so
   the right first attempt of a right-right composition, and a self-distilled student's own kept solution
   before "we can also use text-reasoning", are trained. ``first_attempt_until: any`` also masks before an
-  "also ... verify" sentence (``trajectory.SWITCH_PHRASES``). A response without one keeps its text.
+  "also ... verify" sentence (``format.trajectory.SWITCH_PHRASES``). A response without one keeps its text.
 - ``train_eos``: the appended EOS token is trained when the response ends with ``</answer>`` (trailing
   whitespace allowed), as in the reference; otherwise it is masked, so incomplete trajectories never teach
   the model to stop.
@@ -53,9 +53,9 @@ from typing import Literal
 
 import numpy as np
 
-from dualdistill.examples import SFTExample
-from dualdistill.prompts import PromptTemplate, build_prompt
-from dualdistill.trajectory import (
+from dualdistill.format.examples import SFTExample
+from dualdistill.format.prompts import PromptTemplate, build_prompt
+from dualdistill.format.trajectory import (
     SWITCH_PHRASES,
     WRONG_TO_RIGHT,
     Segment,

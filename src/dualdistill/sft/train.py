@@ -1,6 +1,6 @@
 """Supervised fine-tuning of a student on composed trajectories, with TRL's ``SFTTrainer``.
 
-Workflow (``train``): read the composed JSONL -> build each prompt with ``prompts.build_prompt`` (the
+Workflow (``train``): read the composed JSONL -> build each prompt with ``format.prompts.build_prompt`` (the
 function evaluation uses) -> tokenize and label with ``sft.masking`` -> hand the pre-tokenized
 ``input_ids``/``labels`` to ``trl.SFTTrainer`` (best-fit packing without padding, position ids restart per
 sequence) -> save a normal Hugging Face model directory (weights, tokenizer, ``sft_config.yaml``).
@@ -36,12 +36,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dualdistill.config import ConfigError, bounded, check_bounds, save_config, setting, to_dict
-from dualdistill.examples import read_examples
-from dualdistill.prompts import PromptTemplate
-from dualdistill.records import DataError, provenance
-from dualdistill.sft.lora import LoraSettings
+from dualdistill.backends import check_model_dir
+from dualdistill.core.config import (
+    ConfigError,
+    bounded,
+    check_bounds,
+    identity,
+    save_config,
+    setting,
+    to_dict,
+)
+from dualdistill.core.records import DataError, provenance
+from dualdistill.core.resume import ResumeMismatch, check_identity, hash_path, model_fingerprint
+from dualdistill.format.examples import read_examples
+from dualdistill.format.prompts import PromptTemplate
+from dualdistill.sft import lora
+from dualdistill.sft.lora import LoraSettings, card_lines, check_targets, peft_config
+from dualdistill.sft.loss import sequence_mean_trainer
 from dualdistill.sft.masking import MaskConfig, MaskStats, encode_example
+from dualdistill.sft.modelcard import training_facts, write_card
 
 CONFIG_FILE = "sft_config.yaml"
 
@@ -50,18 +63,24 @@ CONFIG_FILE = "sft_config.yaml"
 class SFTConfig:
     """Everything that shapes an SFT run. A recipe YAML is this dataclass serialised."""
 
-    data: str | None = None  # composed JSONL (the CLI's --data overrides)
-    model: str | None = None  # initial model dir or hub id (--model overrides)
-    output_dir: str | None = None  # (--out overrides)
+    # Paths: the identity holds the data's content and the initial model's weights instead (train_identity).
+    data: str | None = setting(None, identity=False, help="Composed JSONL (the CLI's --data overrides).")
+    model: str | None = setting(None, identity=False, help="Initial model dir or hub id (--model overrides).")
+    output_dir: str | None = setting(
+        None, identity=False, help="Where checkpoints and the model go (--out overrides)."
+    )
     template: PromptTemplate = "paper"
     tools: bool = True
     masking: MaskConfig = field(default_factory=MaskConfig)
     peft: LoraSettings = field(default_factory=LoraSettings)  # r > 0: a LoRA student (sft/lora.py)
     max_length: int = bounded(16384, ge=8)
     truncation: Literal["drop", "truncate"] = "drop"
-    epochs: float = bounded(4.0, gt=0)
-    max_steps: int = -1  # > 0 overrides epochs
-    max_time_s: float | None = bounded(None, ge=0)  # stop (and save) after this many seconds of training
+    # How long to train: a resume may train longer (scope), not differently.
+    epochs: float = setting(4.0, gt=0, scope=True, help="Passes over the data.")
+    max_steps: int = setting(-1, scope=True, help="Optimizer steps; > 0 overrides epochs.")
+    max_time_s: float | None = setting(
+        None, ge=0, scope=True, help="Stop (and save) after this many seconds of training."
+    )
     lr: float = bounded(1e-5, gt=0)
     schedule: Literal["constant", "cosine"] = "cosine"
     # "token": every trained token weighs the same (TRL); "sequence": every trajectory weighs the same,
@@ -76,16 +95,16 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
     # CPU intra-op threads; 0: torch's default (see the shipped sft_tiny.yaml for why 1)
-    threads: int = setting(0, ge=0, speed=True)
+    threads: int = setting(0, ge=0, identity=False)
     seed: int = 42
-    logging_steps: int = setting(10, ge=1, speed=True)
+    logging_steps: int = setting(10, ge=1, identity=False)
     # Loggers: "tensorboard", "wandb"; "auto" (the default) is tensorboard when it is installed, else none.
     # TensorBoard events go to OUTPUT_DIR/runs/<time>_<host> (tensorboard --logdir OUTPUT_DIR/runs).
-    report_to: list[str] = setting(default_factory=lambda: ["auto"], speed=True)
-    save_steps: int = setting(0, ge=0, speed=True)  # 0: save only at the end
-    save_total_limit: int = setting(2, ge=1, speed=True)
-    resume: bool = setting(True, speed=True)
-    progress: bool = setting(True, speed=True)
+    report_to: list[str] = setting(default_factory=lambda: ["auto"], identity=False)
+    save_steps: int = setting(0, ge=0, identity=False)  # 0: save only at the end
+    save_total_limit: int = setting(2, ge=1, identity=False)
+    resume: bool = setting(True, identity=False)
+    progress: bool = setting(True, identity=False)
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -275,27 +294,23 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return str(max(done, key=lambda c: int(c.name.split("-")[-1]))) if done else None
 
 
-# Fields that change only how a run is watched, how fast it goes or how long it lasts (a resume may
-# train longer: epochs and max_steps may grow), not what the steps it makes are.
-_NOT_IDENTITY = ("data", "model", "output_dir", "threads", "logging_steps", "report_to", "save_steps",
-                 "save_total_limit", "resume", "progress", "max_time_s", "epochs", "max_steps")  # fmt: skip
 IDENTITY_FILE = ".train-identity.json"
 
 
 def train_identity(config: SFTConfig, data_path: str | Path, init_model: str) -> dict:
     """What a resumable training run depends on: the data's content, the initial model, the settings."""
-    from dualdistill.resume import model_fingerprint
-    from dualdistill.stages import hash_path
 
-    settings = {k: v for k, v in to_dict(config).items() if k not in _NOT_IDENTITY}
-    return {"data_sha": hash_path(Path(data_path)), "init_model": model_fingerprint(init_model), **settings}
+    return {
+        "data_sha": hash_path(Path(data_path)),
+        "init_model": model_fingerprint(init_model),
+        **identity(config),
+    }
 
 
 def check_resume(output_dir: Path, identity: dict, *, restart: bool = False) -> None:
     """Checkpoints in ``output_dir``, and a finished model in ``output_dir/model``, belong to the run that
     made them: another run's are refused, naming the first differing key, or with ``restart`` moved to
     ``output_dir/superseded/<time>/`` (a finished model is never silently replaced by other settings)."""
-    from dualdistill.resume import ResumeMismatch, check_identity
 
     checkpoints = sorted(output_dir.glob("checkpoint-*")) if output_dir.is_dir() else []
     finished = output_dir / "model" / "train_summary.json"
@@ -359,13 +374,9 @@ def build_trainer(
 
     trainer_class = SFTTrainer
     if config.loss_normalization == "sequence":
-        from dualdistill.sft.loss import sequence_mean_trainer
-
         trainer_class = sequence_mean_trainer()
     lora = {}
     if config.peft.enabled:
-        from dualdistill.sft.lora import check_targets, peft_config
-
         check_targets(model, config.peft)
         lora = {"peft_config": peft_config(config.peft)}
     trainer = trainer_class(
@@ -393,8 +404,6 @@ def train_run(
     (``check_resume``); ``restart`` moves another run's aside and starts over."""
     from transformers import AutoTokenizer
 
-    from dualdistill.backends import check_model_dir
-
     output_dir = Path(output_dir)
     check_model_dir(init_model, allow_hub_id=True)
     _check_loggers(config)
@@ -420,8 +429,6 @@ def train_run(
     model_dir = output_dir / "model"
     lora_facts: dict = {}
     if config.peft.enabled:
-        from dualdistill.sft import lora
-
         lora_facts = lora.save(trainer, output_dir, model_dir, config.peft)
     else:
         trainer.save_model(str(model_dir))
@@ -462,8 +469,6 @@ def train_run(
 def _write_card(
     config: SFTConfig, data_path, init_model, model_dir: Path, steps: int, loss, stats, lora_facts: dict
 ) -> None:
-    from dualdistill.modelcard import training_facts, write_card
-    from dualdistill.sft.lora import card_lines
 
     made = training_facts(config, data_path, str(init_model), steps, loss, stats)
     write_card(model_dir, title=f"DualDistill student: {model_dir.parent.name}",

@@ -19,10 +19,10 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualdistill.examples import read_examples
-from dualdistill.prompts import PromptTemplate
+from dualdistill.format.examples import read_examples
+from dualdistill.format.prompts import PromptTemplate
+from dualdistill.format.trajectory import SWITCH_PHRASES, parse
 from dualdistill.sft.masking import IGNORE, MaskConfig, MaskedExample, encode_example
-from dualdistill.trajectory import SWITCH_PHRASES, parse
 
 COLOURS = {
     "prompt": "#eceff1",

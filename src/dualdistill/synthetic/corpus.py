@@ -11,16 +11,10 @@ sandbox version; the tokenizer is byte-level, so any text still encodes, only le
 
 from __future__ import annotations
 
-from dualdistill.prompts import build_prompt
+from dualdistill.format.prompts import build_prompt
+from dualdistill.format.trajectory import ALSO_CODE, ALSO_TEXT, CODE_TO_TEXT, TEXT_TO_CODE, executor_block
 from dualdistill.synthetic.families import PowMod, generate, parse_question
 from dualdistill.synthetic.teachers import HUGE_EXPONENT, ProgrammaticTextTeacher, naive_programs
-from dualdistill.trajectory import (
-    ALSO_CODE,
-    ALSO_TEXT,
-    CODE_TO_TEXT,
-    TEXT_TO_CODE,
-    executor_block,
-)
 
 RESTART_NOTE = (
     "Note: the previous code block timed out, so the Python session was restarted and all earlier "
@@ -30,7 +24,7 @@ RESTART_NOTE = (
 
 def _timeout_message() -> str:
     try:
-        from dualdistill.sandbox import TIMEOUT_MESSAGE
+        from dualdistill.sandbox import TIMEOUT_MESSAGE  # optional: the corpus builds without the sandbox
     except ImportError:  # the corpus must not depend on the sandbox being importable
         TIMEOUT_MESSAGE = "Error: Code execution timed out."
     return f"{TIMEOUT_MESSAGE} (limit: 3 s)"

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from dualdistill.problems import Problem
+from dualdistill.format.problems import Problem, write_problems
 
 Group = Literal["tool", "text", "mixed"]
 SOURCE = "synthetic"
@@ -222,7 +222,7 @@ GROUPS: tuple[Group, ...] = ("tool", "text", "mixed")
 def problem_meta(problem: Problem) -> dict:
     """``family`` and ``group`` of a problem, also after a write/load round trip.
 
-    ``problems.load_problems`` keeps unknown record fields in ``metadata``, so a problem read back from a
+    ``format.problems.load_problems`` keeps unknown record fields in ``metadata``, so a problem read back from a
     file written by ``write_problems`` holds the original metadata under ``metadata["metadata"]``.
     """
     inner = problem.metadata.get("metadata")
@@ -292,7 +292,6 @@ def write_world(
 
     The per-group test files are the evaluation sets of the embedded recipes. Returns (train, test) sizes.
     """
-    from dualdistill.problems import write_problems
 
     train, test = make_splits(n, seed, test_fraction)
     train = train[:train_limit]

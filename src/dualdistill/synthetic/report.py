@@ -1,7 +1,7 @@
 """Teacher report: per-family and per-group accuracy of the two programmatic teachers.
 
 ``run_teachers`` solves every problem with each teacher (the agentic one through a ``SandboxPool``
-that it opens and closes itself, concurrently), grades with ``grading.grade``, and returns one
+that it opens and closes itself, concurrently), grades with ``grading.grader.grade``, and returns one
 ``Outcome`` per (teacher, problem). ``summarize`` and ``complementary_violations`` turn them into
 the table of docs/SYNTHETIC.md and the check that the world is complementary: each teacher at least
 ``high`` on its favoured group and at most ``low`` on the other teacher's favoured group.
@@ -18,8 +18,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from dualdistill.grading import grade
-from dualdistill.problems import Problem
+from dualdistill.format.problems import Problem
+from dualdistill.grading.grader import grade
+from dualdistill.sandbox import SandboxConfig, SandboxPool
 from dualdistill.synthetic.families import FAMILIES, GROUPS, problem_meta
 from dualdistill.synthetic.teachers import (
     ProgrammaticAgenticConfig,
@@ -64,7 +65,6 @@ def run_teachers(
     on_done: Callable[[Outcome], None] = lambda o: None,
 ) -> list[Outcome]:
     """Both teachers on every problem; the agentic teacher runs its programs in the real sandbox."""
-    from dualdistill.sandbox import SandboxConfig, SandboxPool
 
     cfg = agentic or ProgrammaticAgenticConfig()
     text = text_teacher or ProgrammaticTextTeacher()

@@ -18,6 +18,8 @@ from typing import Literal
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from dualdistill.format.trajectory import CODE_TO_TEXT, TEXT_TO_CODE
+
 TAG_TOKENS = [
     "<think>", "</think>", "<code>", "</code>", "<executor>", "</executor>", "<answer>", "</answer>",
 ]  # fmt: skip
@@ -38,7 +40,6 @@ SIZES: dict[str, dict] = {
 
 def default_corpus() -> list[str]:
     """A small corpus covering prompts, tags, code and numbers, for when no data is given."""
-    from dualdistill.trajectory import CODE_TO_TEXT, TEXT_TO_CODE
 
     lines = [
         "Compute 1234 * 5678. <think> 1234 * 5678 = 7006652 </think> <answer> \\boxed{7006652} </answer>",

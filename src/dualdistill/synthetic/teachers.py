@@ -14,8 +14,8 @@ Guarantees:
 - Both are deterministic given (problem, seed): randomness comes from a ``random.Random`` seeded by
   the teacher's name, its seed and the problem's id and question (the sandbox's timing aside, which
   only decides *whether* a naive program finishes, and it never does for huge exponents).
-- Every response passes ``trajectory.check_format`` and ends with ``<answer>…\\boxed{…}…</answer>``;
-  executor text is made by ``trajectory.executor_block``.
+- Every response passes ``format.trajectory.check_format`` and ends with ``<answer>…\\boxed{…}…</answer>``;
+  executor text is made by ``format.trajectory.executor_block``.
 - ``previous`` (another teacher's attempt) is accepted and does not change the solution: the teacher
   writes its own attempt and the composition stage adds the transition sentence.
 
@@ -29,9 +29,18 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from dualdistill.problems import Problem
-from dualdistill.synthetic.families import Count, Mul, Parsed, PowMod, last_digit_cycle, parse_question
-from dualdistill.trajectory import executor_block
+from dualdistill.format.problems import Problem
+from dualdistill.format.trajectory import executor_block
+from dualdistill.sandbox import SandboxConfig, SandboxPool
+from dualdistill.synthetic.families import (
+    Count,
+    Mul,
+    Parsed,
+    PowMod,
+    count_digit_sum,
+    last_digit_cycle,
+    parse_question,
+)
 
 HUGE_EXPONENT = 10**6  # above this, the text teacher looks for a cycle or a ±1 argument
 
@@ -134,7 +143,6 @@ def _text_mul(p: Mul, s: Slips) -> tuple[list[str], int]:
 
 
 def _text_count(p: Count, s: Slips) -> tuple[list[str], int]:
-    from dualdistill.synthetic.families import count_digit_sum
 
     blocks = p.N // 100 + 1
     # Two steps per block of 100 (the sum the last two digits need, then how many endings give it);
@@ -304,8 +312,6 @@ class ProgrammaticAgenticTeacher:
     @property
     def pool(self):
         if self._pool is None:
-            from dualdistill.sandbox import SandboxConfig, SandboxPool
-
             cfg = SandboxConfig(timeout_s=self.config.timeout_s, memory_mb=self.config.memory_mb)
             self._pool = SandboxPool(cfg, max_concurrency=self.config.max_concurrency)
         return self._pool
