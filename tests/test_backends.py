@@ -10,11 +10,17 @@ import openai
 import pytest
 import torch
 
-from dualdistill.backends import Backend, BackendError, Completion, cut_at_stop, make_backend
+from dualdistill.backends import Backend, BackendConfig, BackendError, Completion, cut_at_stop, open_backend
 from dualdistill.backends.hf import HFBackend
 from dualdistill.backends.openai_api import OpenAIBackend
 from dualdistill.format.trajectory import executor_block
 from fake_openai_server import FakeOpenAIServer, Outcome
+
+
+def make_backend(model: str, **options) -> Backend:
+    """The backend ``model`` names, opened as every command opens it."""
+    return open_backend(BackendConfig(model=model, **options), "paper")
+
 
 PROMPTS = [
     "Compute 12 * 7.",

@@ -39,7 +39,22 @@ def derived(cmd):
 
 def test_the_commands_that_share_config_fields_derive_their_options():
     names = {" ".join(path) for path, _ in commands()}
-    assert {"eval", "solve", "self-distill sample", "synthetic make", "tiny-model", "teach"} <= names
+    assert {"eval", "solve", "self-distill sample", "self-distill build", "synthetic make", "synthetic teachers",
+            "tiny-model", "teach", "sandbox run", "grade"} <= names  # fmt: skip
+
+
+def test_an_option_several_commands_share_has_one_set_of_bounds_and_choices():
+    """``synthetic teachers --n`` and ``synthetic make --n`` (and every other shared flag) accept the same
+    values."""
+    seen: dict[str, dict] = {}
+    for path, cmd in commands():
+        for _cls, option in derived(cmd):
+            args = typing.get_args(option.annotation) or (option.annotation,)
+            literal = next((typing.get_args(a) for a in args if typing.get_origin(a) is typing.Literal), ())
+            facts = (tuple(sorted(option.field.metadata.get("bounds", {}).items())), literal)
+            seen.setdefault(option.flag, {}).setdefault(facts, []).append(" ".join(path))
+    differing = {flag: kinds for flag, kinds in seen.items() if len(kinds) > 1}
+    assert not differing, differing
 
 
 def outside(op: str, bound: float, integer: bool):
@@ -55,7 +70,8 @@ def test_every_derived_option_has_its_fields_bounds_choices_and_help(path, cmd):
     for _cls, option in derived(cmd):
         flag = option.flag
         param = next(p for opts, p in params.items() if flag in p.opts or f"{flag}/--no-{flag[2:]}" in opts)
-        assert param.help == (option.field.metadata.get("help") or None), flag
+        assert option.field.metadata.get("help"), f"{' '.join(path)} {flag}: its field has no help"
+        assert param.help == option.field.metadata["help"], flag
         args = typing.get_args(option.annotation) or (option.annotation,)
         literal = next((a for a in args if typing.get_origin(a) is typing.Literal), None)
         if literal is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -463,11 +464,12 @@ def test_configs_load_from_yaml_and_overrides(tmp_path):
 
     yaml_path = tmp_path / "teach.yaml"
     yaml_path.write_text(
-        "code_teacher: {kind: anthropic, model: claude-x, api_key_env: MY_KEY}\n"
-        "text_teacher: {kind: openai, url: 'http://127.0.0.1:8000/v1', model: r1}\nconcurrency: 3\n"
+        "code_teacher: {kind: anthropic, backend: {served_model_name: claude-x, api_key_env: MY_KEY}}\n"
+        "text_teacher: {kind: openai, backend: {model: 'http://127.0.0.1:8000/v1', served_model_name: r1}}\n"
+        "concurrency: 3\n"
     )
     cfg = load_config(TeachConfig, yaml_path, ["first_teacher_seed=5"])
-    assert cfg.code_teacher.kind == "anthropic" and cfg.text_teacher.url.endswith("/v1")
+    assert cfg.code_teacher.kind == "anthropic" and cfg.text_teacher.backend.model.endswith("/v1")
     assert (cfg.concurrency, cfg.first_teacher_seed) == (3, 5)
     with pytest.raises(ConfigError, match=r"code_teacher\.kind"):
         load_config(TeachConfig, None, ["code_teacher.kind=gpt"])
@@ -512,3 +514,37 @@ def test_teach_masks_api_keys_in_failure_details(tmp_path):
     assert report.pairs == 1 and report.failed == {"api_error": 2}
     written = (tmp_path / "records.jsonl").read_text()
     assert key not in written and "Bearer ***" in written
+
+
+@pytest.mark.parametrize(
+    ("teachers", "key"),
+    [("text_teacher: {kind: programmatic, generation: {grade_timeout_s: 9}}", "text_teacher.generation.grade_timeout_s"),
+     ("code_teacher: {kind: openai, backend: {model: 'http://127.0.0.1:8000/v1'}, generation: {concurrency: 3}}",
+      "code_teacher.generation.concurrency"),
+     ("text_teacher: {kind: openai, backend: {model: 'http://127.0.0.1:8000/v1'}, generation: {max_tool_calls: 3}}",
+      "text_teacher.generation.max_tool_calls"),
+     ("text_teacher: {kind: dataset, path: r.jsonl, backend: {model: 'http://127.0.0.1:8000/v1'}}", "text_teacher.backend"),
+     ("code_teacher: {kind: programmatic, price_in_per_mtok: 3.0}", "code_teacher.price_in_per_mtok")],
+)  # fmt: skip
+def test_a_setting_the_teacher_does_not_read_is_refused_by_name(tmp_path, teachers, key):
+    """A knob that does nothing for the chosen teacher would still change the teach stage's key (and
+    re-run paid calls): it is an error naming it, at load."""
+    from dualdistill.core.config import ConfigError, load_config
+    from dualdistill.teachers.teach import TeachConfig
+
+    path = tmp_path / "teach.yaml"
+    path.write_text(teachers + "\n")
+    with pytest.raises(ConfigError, match=re.escape(key) + r": a \w+ \w+ teacher does not read it"):
+        load_config(TeachConfig, path)
+
+
+def test_the_settings_a_teacher_reads_load():
+    from dualdistill.core.config import from_dict
+    from dualdistill.teachers.teach import TeachConfig
+
+    cfg = from_dict(TeachConfig, {
+        "code_teacher": {"kind": "programmatic", "generation": {"executor_timeout_s": 2.0, "sandbox_concurrency": 4}},
+        "text_teacher": {"kind": "openai", "backend": {"model": "http://127.0.0.1:8000/v1"},
+                         "generation": {"budget": 100, "temperature": 0.2}, "price_in_per_mtok": 1.0},
+    })  # fmt: skip
+    assert cfg.code_teacher.generation.executor_timeout_s == 2.0 and cfg.text_teacher.generation.budget == 100

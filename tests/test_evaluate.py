@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dualdistill.agent.loop import AgentConfig
+from dualdistill.backends import BackendConfig
 from dualdistill.cli.app import app
 from dualdistill.core.config import ConfigError
 from dualdistill.core.records import read_jsonl, write_jsonl
@@ -120,7 +121,10 @@ def toy_responder(prompt, seed):
 
 def toy_config(bench, **agent):
     return EvalConfig(
-        model="scripted", benches=[str(bench)], samples=2, agent=AgentConfig(tools=False, **agent)
+        backend=BackendConfig(model="scripted"),
+        benches=[str(bench)],
+        samples=2,
+        agent=AgentConfig(tools=False, **agent),
     )
 
 

@@ -147,7 +147,7 @@ def test_eval_in_three_shards_merges_into_the_one_run(tmp_path):
         replicas.append(d)
     merge(replicas, tmp_path / "replicas")
     (replicas[2] / "config.yaml").write_text((replicas[2] / "config.yaml").read_text().replace("#m", ""))
-    with pytest.raises(DataError, match="key 'model' differs"):
+    with pytest.raises(DataError, match=r"key 'backend\.model' differs"):
         merge(replicas, tmp_path / "unnamed")
     # --out may not be an input; a damaged marker is named
     with pytest.raises(DataError, match="input shard"):

@@ -148,6 +148,7 @@ def test_teach_shapes_its_sandbox_from_the_code_teachers_generation_settings(tmp
     were once ignored for separate teach-level copies): text problems' naive programs run past a 0.05 s
     CPU limit, so each block stops far below the 3 s default."""
     import dualdistill.sandbox as sandbox
+    from dualdistill.agent import loop
     from dualdistill.agent.loop import AgentConfig
     from dualdistill.teachers.spec import TeacherSpec
     from dualdistill.teachers.teach import TeachConfig, teach_from_config
@@ -159,7 +160,7 @@ def test_teach_shapes_its_sandbox_from_the_code_teachers_generation_settings(tmp
             opened.append((config, max_concurrency))
             super().__init__(config, max_concurrency=max_concurrency, **kw)
 
-    monkeypatch.setattr(sandbox, "SandboxPool", Recording)
+    monkeypatch.setattr(loop, "SandboxPool", Recording)  # make_pool opens the pool
     generation = AgentConfig(executor_timeout_s=0.05, executor_limit="cpu", sandbox_concurrency=3)
     config = TeachConfig(code_teacher=TeacherSpec(kind="programmatic", generation=generation))
     text_problems = [p for p in generate(200, seed=5) if FAMILIES[p.metadata["family"]].group == "text"]

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from dualdistill.agent.loop import AgentConfig
-from dualdistill.backends import BackendError, RefusalError
+from dualdistill.backends import BackendConfig, BackendError, RefusalError
 from dualdistill.backends.anthropic import AnthropicBackend, AnthropicConfig
 from dualdistill.backends.openai_api import OpenAIBackend
 from dualdistill.core.config import ConfigError
@@ -307,7 +307,10 @@ def test_text_teacher_over_chat_puts_the_reasoning_field_in_think(field, monkeyp
                      completion_tokens=57)  # fmt: skip
     with FakeOpenAIServer([answer]) as srv:
         spec = TeacherSpec(
-            kind="openai", api="chat", url=srv.url, model="deepseek-reasoner", api_key_env="DD_CHAT_KEY"
+            kind="openai",
+            backend=BackendConfig(
+                api="chat", model=srv.url, served_model_name="deepseek-reasoner", api_key_env="DD_CHAT_KEY"
+            ),
         )
         teacher = build_teacher(spec, "text", pool=None)
         text = asyncio.run(teacher.solve(Problem("p", "What is 6 * 7?", "42")))
@@ -357,8 +360,12 @@ def test_a_chat_code_teacher_needs_native_tool_calls():
     from dualdistill.teachers.spec import TeacherSpec
     from dualdistill.teachers.teach import build_teacher
 
-    with pytest.raises(ConfigError, match=r"code_teacher\.api: chat"):
-        build_teacher(TeacherSpec(kind="openai", api="chat", url="http://127.0.0.1:9/v1"), "code", pool=None)
+    with pytest.raises(ConfigError, match=r"code_teacher\.backend\.api: chat"):
+        build_teacher(
+            TeacherSpec(kind="openai", backend=BackendConfig(api="chat", model="http://127.0.0.1:9/v1")),
+            "code",
+            pool=None,
+        )
 
 
 # ----------------------------------------------------------------------------- native tool calls
@@ -379,8 +386,8 @@ def test_native_tool_teacher_runs_each_call_in_one_session_and_renders_the_traje
         Outcome(text="So the product is \\boxed{42}."),
     ]  # fmt: skip
     with FakeOpenAIServer(script) as srv:
-        spec = TeacherSpec(kind="openai", api="chat", tool_calls="native", url=srv.url, model="gpt-x",
-                           api_key_env="DD_TOOLS_KEY")  # fmt: skip
+        spec = TeacherSpec(kind="openai", tool_calls="native", backend=BackendConfig(
+            api="chat", model=srv.url, served_model_name="gpt-x", api_key_env="DD_TOOLS_KEY"))  # fmt: skip
         teacher = build_teacher(spec, "code", pool)
         text = asyncio.run(_closing(pool, teacher.solve(Problem("p", "What is 6 * 7?", "42"))))
     assert text.startswith(
@@ -438,9 +445,9 @@ def test_teach_cli_with_a_native_tool_teacher_and_a_chat_reasoning_teacher(tmp_p
     with FakeOpenAIServer(code_script) as code_srv, FakeOpenAIServer(text_script) as text_srv:
         cfg = tmp_path / "teach.yaml"
         cfg.write_text(
-            f"code_teacher: {{kind: openai, api: chat, tool_calls: native, url: '{code_srv.url}', model: gpt-x, "
-            "api_key_env: DD_CODE_KEY}\n"
-            f"text_teacher: {{kind: openai, api: chat, url: '{text_srv.url}', model: deepseek-reasoner}}\n"
+            f"code_teacher: {{kind: openai, tool_calls: native, backend: {{api: chat, model: '{code_srv.url}', "
+            "served_model_name: gpt-x, api_key_env: DD_CODE_KEY}}\n"
+            f"text_teacher: {{kind: openai, backend: {{api: chat, model: '{text_srv.url}', served_model_name: deepseek-reasoner}}}}\n"
             "first_teacher_seed: 0\n"
         )
         r = CliRunner().invoke(app, ["teach", "--problems", str(problems), "--config", str(cfg), "--out",
@@ -473,9 +480,9 @@ def test_teach_estimate_prints_upper_bounds_and_sends_nothing(tmp_path):
     with FakeOpenAIServer([]) as srv:  # no scripted answer: any request would fail loudly
         gen = {"budget": 1000, "max_tool_calls": 3}
         cfg = TeachConfig(
-            code_teacher=TeacherSpec(kind="openai", url=srv.url, model="c", price_in_per_mtok=3.0, price_out_per_mtok=15.0,
+            code_teacher=TeacherSpec(kind="openai", backend=BackendConfig(model=srv.url, served_model_name="c"), price_in_per_mtok=3.0, price_out_per_mtok=15.0,
                                      generation=AgentConfig(**gen)),
-            text_teacher=TeacherSpec(kind="openai", url=srv.url, model="r1", price_in_per_mtok=0.55,
+            text_teacher=TeacherSpec(kind="openai", backend=BackendConfig(model=srv.url, served_model_name="r1"), price_in_per_mtok=0.55,
                                      price_out_per_mtok=2.19, generation=AgentConfig(budget=8000)),
         )  # fmt: skip
         rows = {r.teacher.split()[0]: r for r in estimate(problems, cfg)}
@@ -517,7 +524,11 @@ def test_native_tool_teacher_over_anthropic_tool_use(monkeypatch, anthropic_serv
         tool_use_message("I will compute.", [("python", {"code": "y = 2 ** 10\nprint(y)"}), ("python", {"code": "print(y - 24)"})]),
         message("The answer is \\boxed{1000}."),
     ])  # fmt: skip
-    spec = TeacherSpec(kind="anthropic", tool_calls="native", url=srv.url, model="claude-test")
+    spec = TeacherSpec(
+        kind="anthropic",
+        tool_calls="native",
+        backend=BackendConfig(model=srv.url, served_model_name="claude-test"),
+    )
     teacher = build_teacher(spec, "code", pool)
     text = run(_closing(pool, teacher.solve(Problem("p", "What is 2^10 - 24?", "1000"))))
     assert "<code>\ny = 2 ** 10\nprint(y)\n</code>\n<executor>\n1024\n</executor>" in text

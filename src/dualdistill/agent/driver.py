@@ -1,4 +1,12 @@
-"""agent.driver: TODO docstring."""
+"""The one generation driver: many trajectories (``agent.loop.run_agent``) as concurrent asyncio tasks,
+each graded and appended to a JSONL file; shared by ``dualdistill eval`` and self-distillation sampling.
+
+Guarantees: no barrier between trajectories (one waiting on its sandbox never delays another's
+generation; the backend batches whatever requests are waiting); one flushed line per finished
+trajectory, keyed by (source, problem_id, sample_index), so a rerun skips what is done and a run killed
+at any moment resumes without losing or duplicating a record; seeds derive from (seed, problem id,
+sample index), not from scheduling order.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from dualdistill.agent.record import AgentRecord, read_agent_records, record_key
 from dualdistill.backends import Backend
 from dualdistill.core.records import JsonlAppender, done_keys, unique_records
 from dualdistill.format.problems import Problem
-from dualdistill.grading.grader import grade
+from dualdistill.grading.grader import GRADE_TIMEOUT_S, grade
 
 
 # ----------------------------------------------------------------------------- many trajectories
@@ -36,7 +44,7 @@ def trajectory_seed(seed: int, problem_id: str, sample_index: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def grade_record(record: AgentRecord, *, timeout: float = 5.0) -> AgentRecord:
+def grade_record(record: AgentRecord, *, timeout: float = GRADE_TIMEOUT_S) -> AgentRecord:
     """Fill the verdict fields of ``record`` with the current grader."""
 
     verdict = grade(record.response, record.gold, timeout=timeout)

@@ -1,4 +1,4 @@
-"""The tool loop of the student: generate → ``</code>`` → run → ``<executor>`` → continue, and its driver.
+"""One trajectory of the tool loop: generate → ``</code>`` → run → ``<executor>`` → continue.
 
 One trajectory (``run_agent``) is::
 
@@ -8,8 +8,7 @@ One trajectory (``run_agent``) is::
           "</answer>" → done ("answer")
           budget used → done ("budget");  any other end (EOS) → done ("stop")
 
-``run_many`` runs many trajectories as concurrent asyncio tasks, grades each and appends it to a JSONL
-file. It is the one generation driver, shared by ``dualdistill eval`` and self-distillation sampling.
+Many trajectories at once, graded and appended: ``agent.driver.run_many``.
 
 Guarantees:
 - The executor text is always ``format.trajectory.executor_block(output)``; the injected text is part of the
@@ -19,13 +18,7 @@ Guarantees:
   ``</code>`` is no longer a stop string, so the model goes on to answer in text.
 - One sandbox session per trajectory (state persists across its blocks), opened at its first code block,
   so text-only trajectories hold no sandbox. With ``tools=False`` no sandbox is used at all.
-- No barrier between trajectories: one waiting on its sandbox never delays another's generation; the
-  backend batches whatever requests are waiting. Time awaiting the backend (``gen_time_s``) and time
-  running code (``tool_time_s``) are counted apart.
-- ``run_many`` appends one flushed line per finished trajectory, keyed by (source, problem_id,
-  sample_index); on a rerun it skips keys already in the file, so a run killed at any moment resumes
-  without losing or duplicating a record. Seeds derive from (seed, problem id, sample index), not
-  from scheduling order.
+- Time awaiting the backend (``gen_time_s``) and time running code (``tool_time_s``) are counted apart.
 
 Not guaranteed: ``n_tokens <= budget`` exactly — the last injected executor block (at most
 ``executor_output_limit`` characters) may take it past the budget, after which the trajectory stops.
@@ -45,7 +38,7 @@ from typing import Any, Literal, Protocol
 
 from dualdistill.agent.record import AgentRecord, FinishReason
 from dualdistill.backends import Backend
-from dualdistill.core.config import bounded, check_bounds, setting
+from dualdistill.core.config import bounded, check_bounds, field_of, setting
 from dualdistill.format.problems import Problem
 from dualdistill.format.prompts import (
     TOOL_CAP_NOTE,
@@ -55,6 +48,7 @@ from dualdistill.format.prompts import (
     model_input,
 )
 from dualdistill.format.trajectory import executor_block
+from dualdistill.grading.grader import GradeConfig
 from dualdistill.sandbox import SandboxConfig, SandboxPool, Session
 
 CODE_STOP = "</code>"
@@ -79,16 +73,17 @@ class AgentConfig:
     budget: int = setting(4096, ge=1, help="Total response tokens, executor output included.")
     temperature: float = setting(0.6, ge=0, help="Sampling temperature (0: greedy).")
     top_p: float = setting(0.95, gt=0, le=1, help="Nucleus sampling mass.")
+    # The executor's defaults are the sandbox's own (SandboxConfig), stated there once.
     executor_output_limit: int = setting(
-        2000, ge=1, help="Characters of executor output kept (head and tail)."
+        SandboxConfig.output_limit, ge=1, help="Characters of executor output kept (head and tail)."
     )
     executor_timeout_s: float = setting(
-        3.0, gt=0, help="Seconds per code block (wall or CPU, by executor_limit)."
+        SandboxConfig.timeout_s, gt=0, help="Seconds per code block (wall or CPU, by executor_limit)."
     )
     # What executor_timeout_s counts: "wall" seconds (the paper's), or "cpu" seconds of the block's
     # processes, with a wall-clock backstop; "cpu" gives the same results with or without machine load.
     executor_limit: Literal["wall", "cpu"] = setting(
-        "wall",
+        SandboxConfig.limit,
         help="What executor_timeout_s counts: wall seconds (the paper), or CPU seconds (load-independent).",
     )
     concurrency: int = setting(
@@ -97,7 +92,7 @@ class AgentConfig:
     sandbox_concurrency: int = setting(
         16, ge=1, identity=False, help="Code blocks running at once in the sandbox."
     )
-    grade_timeout_s: float = bounded(5.0, gt=0)
+    grade_timeout_s: float = field_of(GradeConfig, "timeout_s")
     # A longer prompt is recorded as skipped without tokenizing it (a 50 MB question must not take the
     # machine's memory); a prompt over the model's context (when the backend knows it) is skipped too.
     max_prompt_chars: int = bounded(500_000, ge=1)

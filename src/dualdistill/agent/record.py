@@ -1,4 +1,9 @@
-"""agent.record: TODO docstring."""
+"""What one trajectory of the tool loop writes: ``AgentRecord`` (prompt, response, tokens, tool calls and
+their times, why it finished, the grade), read back by ``read_agent_records``, keyed by ``record_key``.
+
+Guarantees: a record survives ``to_dict`` / ``read_agent_records`` unchanged; a malformed line is a
+``DataError`` naming the file and line.
+"""
 
 from __future__ import annotations
 

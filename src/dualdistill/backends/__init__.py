@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from dualdistill.core.config import ConfigError
+from dualdistill.core.config import ConfigError, check_bounds, setting
 from dualdistill.core.records import DataError
 from dualdistill.format.prompts import assistant_marker
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the implementations import torch / openai; load them only w
 
 __all__ = [
     "Backend",
+    "BackendConfig",
     "BackendError",
     "Completion",
     "HFBackend",
@@ -44,7 +45,7 @@ __all__ = [
     "ServerBusy",
     "VLLMBackend",
     "cut_at_stop",
-    "make_backend",
+    "open_backend",
 ]
 
 
@@ -144,77 +145,125 @@ def check_url(url: str) -> None:
         raise BackendError(f"server URL {url!r}: port 0 is not a server's port")
 
 
-def make_backend(model: str, **options: Any) -> Backend:
-    """Pick a backend from a model spec, as ``dualdistill eval --model PATH_OR_URL`` does.
+# The provider's own key variable, for a config that names none: the one place these are written.
+DEFAULT_KEY_ENV = {
+    "completions": "OPENAI_API_KEY",
+    "chat": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+}
 
-    - ``http://…`` or ``https://…``: ``OpenAIBackend``; ``URL#name`` selects the served model name
-      (otherwise the server's first listed model). Several comma-separated URLs: one ``ServerSet``
-      over them (the least busy first; a server that fails is left out for a while, its requests go to
-      the others); each server's own retries are cut to one, since another server takes over.
-    - ``vllm:PATH``: ``VLLMBackend`` on a local model directory.
-    - anything else: a local model directory for ``HFBackend``.
 
-    ``options`` go to the backend's constructor unchanged.
+@dataclass
+class BackendConfig:
+    """Where a model is and how it is reached: the one backend section, nested as ``backend`` in the eval,
+    self-distill sample and teacher configs and opened by ``open_backend``. The defaults live here only."""
+
+    model: str = setting(
+        "", help="Local HF model directory, vllm:PATH, or http(s) URL(s) of OpenAI-compatible servers "
+        "(comma-separated; URL#name picks a served model). Anthropic: an optional base URL.",
+    )  # fmt: skip
+    served_model_name: str | None = setting(
+        None, help="Model name sent to the server (default: its first model); the Anthropic model id."
+    )
+    api: Literal["completions", "chat", "anthropic"] = setting(
+        "completions", help="A server's API: completions (vLLM, SGLang, transformers serve), chat "
+        "(continues with continue_final_message), or anthropic (the Messages API).",
+    )  # fmt: skip
+    # The injected executor text counts against the budget; the server reports only what it generated.
+    tokenizer: str | None = setting(
+        None,
+        help="A server model's tokenizer (dir or hub id): counts executor text exactly (else 4 bytes a token).",
+    )
+    api_key_env: str = setting(
+        "", identity=False, help="Environment variable holding the API key ('': OPENAI_API_KEY, or "
+        "ANTHROPIC_API_KEY for api anthropic).",
+    )  # fmt: skip
+    max_retries: int = setting(
+        5, ge=0, identity=False, help="Retries per request to a server (exponential backoff)."
+    )
+    request_timeout_s: float = setting(
+        600.0,
+        gt=0,
+        identity=False,
+        help="Seconds one request to a server may take in all before it is retried.",
+    )
+    device: str = setting("auto", identity=False, help="Device of a local model: auto, cpu, cuda.")
+    max_batch: int = setting(64, ge=1, identity=False, help="Sequences per forward pass (local models).")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+    @property
+    def key_env(self) -> str:
+        """The environment variable the API key is read from."""
+        return self.api_key_env or DEFAULT_KEY_ENV[self.api]
+
+    @property
+    def is_server(self) -> bool:
+        return self.model.startswith(("http://", "https://"))
+
+
+def open_backend(spec: BackendConfig, template: str) -> Backend:
+    """The backend a ``BackendConfig`` names, opened the one way every command and teacher opens one.
+    ``template`` is the prompt template, whose assistant marker ends the user turn of a chat API.
+
+    - ``api: anthropic``: ``AnthropicBackend`` (``served_model_name`` is the model id; ``model`` an
+      optional base URL).
+    - a server URL, or several comma-separated: ``OpenAIBackend``, or one ``ServerSet`` over them (the
+      least busy first; a failing server is left out for a while, and each server's own retries are cut
+      to one, since another takes over). ``URL#name``, else ``served_model_name``, else the server's
+      first listed model.
+    - ``vllm:PATH``: ``VLLMBackend``; a local directory: ``HFBackend`` on ``device``, ``max_batch``
+      sequences per forward pass. ``api`` must stay ``completions`` for both.
     """
-    if model.startswith(("http://", "https://")):
-        from dualdistill.backends.openai_api import OpenAIBackend  # cycle: it imports this face
+    if spec.api == "anthropic":
+        from dualdistill.backends.anthropic import (  # cycle: imports this face
+            AnthropicBackend,
+            AnthropicConfig,
+        )
 
-        urls = [u.strip() for u in model.split(",") if u.strip()]
-        for u in urls:
-            check_url(u.partition("#")[0])
-        if len(urls) > 1:
-            from dualdistill.backends.servers import ServerSet  # cycle: it imports this face
-
-            each = {**options, "max_retries": min(int(options.get("max_retries", 1)), 1), "park_busy": True}
-            return ServerSet(
-                [OpenAIBackend(u.partition("#")[0], u.partition("#")[2] or None, **each) for u in urls]
-            )
-        url, _, name = model.partition("#")
-        return OpenAIBackend(url, name or None, **options)
-    if model.startswith("vllm:"):
+        model = {"model": spec.served_model_name} if spec.served_model_name else {}
+        return AnthropicBackend(AnthropicConfig(
+            **model, api_key_env=spec.key_env, base_url=spec.model or None, timeout_s=spec.request_timeout_s,
+            assistant_marker=assistant_marker(template),
+        ))  # fmt: skip
+    if spec.is_server:
+        return _servers(spec, template)
+    if spec.api != "completions":
+        raise ConfigError(f"api: {spec.api} needs a server URL as the model, not {spec.model!r}")
+    if spec.model.startswith("vllm:"):
         from dualdistill.backends.vllm_engine import VLLMBackend  # heavy: vllm
 
-        return VLLMBackend(model.removeprefix("vllm:"), **options)
+        return VLLMBackend(spec.model.removeprefix("vllm:"))
     from dualdistill.backends.hf import HFBackend  # heavy: torch
 
-    check_model_dir(model)
-    return HFBackend(model, **options)
+    check_model_dir(spec.model)
+    return HFBackend(spec.model, device=spec.device, max_batch=spec.max_batch)
 
 
-def open_backend(
-    model: str, *, api: str = "completions", template: str = "paper", served_model_name: str | None = None,
-    tokenizer: str | None = None, api_key_env: str = "OPENAI_API_KEY", max_retries: int = 5,
-    request_timeout: float = 600.0, device: str = "auto", max_batch: int = 64,
-) -> Backend:  # fmt: skip
-    """The backend of a model spec, opened the one way eval, solve, self-distill sample and the API
-    teachers open it (``make_backend`` picks the class):
+def _servers(spec: BackendConfig, template: str) -> Backend:
+    from dualdistill.backends.openai_api import OpenAIBackend  # cycle: it imports this face
+    from dualdistill.backends.servers import ServerSet  # cycle: it imports this face
 
-    - a server URL (or several, comma-separated): ``served_model_name`` names the model on each URL
-      without its own ``#name``; ``api`` is ``completions``, or ``chat`` (the prompt's user turn then ends
-      at ``template``'s assistant marker); ``tokenizer`` counts executor text exactly; a key from
-      ``api_key_env``; ``max_retries`` and ``request_timeout`` per request;
-    - ``vllm:PATH``: vLLM's offline engine; a local directory: ``HFBackend`` on ``device`` with
-      ``max_batch`` sequences per forward pass. ``api`` must stay ``completions`` for both.
-    """
+    urls = [u.strip() for u in spec.model.split(",") if u.strip()]
+    for u in urls:
+        check_url(u.partition("#")[0])
+    options: dict[str, Any] = {"api_key_env": spec.key_env, "max_retries": spec.max_retries,
+                               "request_timeout": spec.request_timeout_s, "tokenizer": spec.tokenizer}  # fmt: skip
+    if spec.api == "chat":
+        if template == "chat":
+            raise ConfigError(
+                "api: chat applies the server's chat template; use template paper, plain or compact"
+            )
+        options |= {"api": "chat", "assistant_marker": assistant_marker(template)}
 
-    if model.startswith(("http://", "https://")):
-        if served_model_name:
-            model = ",".join(u if "#" in u else f"{u}#{served_model_name}" for u in model.split(","))
-        options: dict[str, Any] = {}
-        if api == "chat":
-            if template == "chat":
-                raise ConfigError(
-                    "api: chat applies the server's chat template; use template paper, plain or compact"
-                )
+    def one(url: str, **extra: Any) -> Backend:
+        base, _, name = url.partition("#")
+        return OpenAIBackend(base, name or spec.served_model_name or None, **{**options, **extra})
 
-            options = {"api": api, "assistant_marker": assistant_marker(template)}
-        return make_backend(model, api_key_env=api_key_env, max_retries=max_retries,
-                            request_timeout=request_timeout, tokenizer=tokenizer, **options)  # fmt: skip
-    if api != "completions":
-        raise ConfigError(f"api: {api} needs a server URL as the model, not {model!r}")
-    if model.startswith("vllm:"):
-        return make_backend(model)
-    return make_backend(model, device=device, max_batch=max_batch)
+    if len(urls) == 1:
+        return one(urls[0])
+    return ServerSet([one(u, max_retries=min(spec.max_retries, 1), park_busy=True) for u in urls])
 
 
 def __getattr__(name: str):

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dualdistill.backends import BackendError, Completion, RefusalError
+from dualdistill.backends import DEFAULT_KEY_ENV, BackendConfig, BackendError, Completion, RefusalError
 from dualdistill.backends.usage import record_usage
 from dualdistill.core.config import ConfigError
 
@@ -23,9 +23,9 @@ from dualdistill.core.config import ConfigError
 @dataclass
 class AnthropicConfig:
     model: str = "claude-3-5-sonnet-20241022"
-    api_key_env: str = "ANTHROPIC_API_KEY"  # the key itself never goes in a config
+    api_key_env: str = DEFAULT_KEY_ENV["anthropic"]  # the key itself never goes in a config
     base_url: str | None = None  # None: the client's default (api.anthropic.com)
-    timeout_s: float = 600.0
+    timeout_s: float = BackendConfig.request_timeout_s
     max_retries: int = 2  # the client's own retries (429 and 5xx, with backoff)
     # The prompt text before this marker is the user turn; the text after it is the partial
     # trajectory, sent as an assistant prefill to continue. "\nAssistant: " fits the paper template.

@@ -43,7 +43,14 @@ import weakref
 
 import openai
 
-from dualdistill.backends import BackendError, Completion, ServerBusy, cut_at_stop
+from dualdistill.backends import (
+    DEFAULT_KEY_ENV,
+    BackendConfig,
+    BackendError,
+    Completion,
+    ServerBusy,
+    cut_at_stop,
+)
 from dualdistill.backends.usage import record_usage
 
 _RETRYABLE = (
@@ -66,10 +73,10 @@ class OpenAIBackend:
         base_url: str,
         model: str | None = None,
         *,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str = DEFAULT_KEY_ENV["completions"],
         concurrency: int = 64,
-        max_retries: int = 5,
-        request_timeout: float = 600.0,
+        max_retries: int = BackendConfig.max_retries,
+        request_timeout: float = BackendConfig.request_timeout_s,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         tokenizer: str | None = None,

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from dualdistill.backends import BackendError
 from dualdistill.cli.app import app, fail, option_overrides, writable
-from dualdistill.cli.options import AGENT_OPTIONS, with_config_options
+from dualdistill.cli.options import AGENT_OPTIONS, BACKEND_OPTIONS, with_config_options
 from dualdistill.core.config import ConfigError, load_config
 from dualdistill.core.records import DataError
 from dualdistill.evaluate import run as evaluate
@@ -26,9 +26,8 @@ EXAMPLE = (
 
 # Options derived from EvalConfig's fields (help and bounds live there); a spelling kept where it differs.
 EVAL_OPTIONS = {
-    "model": None, "samples": None, "limit": None, "seed": None, "served_model_name": None, "api": None,
-    "tokenizer": None, "max_batch": None, "max_retries": None, "request_timeout_s": "--request-timeout",
-    "log_dir": None, "shard": None, **AGENT_OPTIONS, "agent.chat_tokenizer": None, "agent.concurrency": None,
+    **BACKEND_OPTIONS, "samples": None, "limit": None, "seed": None, "log_dir": None, "shard": None,
+    **AGENT_OPTIONS, "agent.chat_tokenizer": None, "agent.concurrency": None,
 }  # fmt: skip
 
 
@@ -58,7 +57,7 @@ def eval_command(
         cfg = load_config(evaluate.EvalConfig, config, [*option_overrides(given or {}), *set_])
         if bench is not None:
             cfg = dataclasses.replace(cfg, benches=[b.strip() for b in bench.split(",") if b.strip()])
-        if not cfg.model or out is None:
+        if not cfg.backend.model or out is None:
             fail("--model (or model: in --config) and --out are required (or use --regrade DIR)")
         summaries = evaluate.run_eval(cfg, out, progress=progress)
     except (DataError, ConfigError, BackendError, SandboxUnavailable) as e:

@@ -11,10 +11,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dualdistill.cli.app import app, fail, writable
+from dualdistill.cli.app import app, fail, option_overrides, writable
+from dualdistill.cli.options import with_config_options
+from dualdistill.core.config import ConfigError, load_config
 from dualdistill.core.records import DataError, check_distinct, read_jsonl, scalar_text, write_jsonl
 from dualdistill.format.problems import normalize_answer
-from dualdistill.grading.grader import Verdict, grade_many
+from dualdistill.grading.grader import GradeConfig, Verdict, grade_many
 
 
 def load_pairs(path: Path, response_field: str, answer_field: str) -> list[dict]:
@@ -52,6 +54,7 @@ def summary_table(verdicts: list[Verdict], seconds: float) -> Table:
 
 
 @app.command("grade")
+@with_config_options(GradeConfig, {"timeout_s": "--timeout", "workers": None})
 def grade_command(
     input: Path = typer.Option(..., "--input", "-i", help="JSONL with a response and an answer per line."),
     output: Path = typer.Option(
@@ -60,10 +63,9 @@ def grade_command(
         "-o",
         help="JSONL to write: each input line plus `correct`, `extracted` and `status`.",
     ),
-    timeout: float = typer.Option(5.0, help="Seconds allowed per math-verify comparison."),
-    workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
     response_field: str = typer.Option("response", help="Field holding the model's response."),
     answer_field: str = typer.Option("answer", help="Field holding the gold answer."),
+    given: dict | None = None,
 ) -> None:
     """Grade responses against gold answers (math-verify plus exact fast paths, no substring matching).
 
@@ -71,10 +73,10 @@ def grade_command(
     """
     if output is not None:
         writable(output, directory=False)
-    if timeout <= 0:
-        fail(f"--timeout must be positive, got {timeout}")
-    if workers is not None and workers < 1:
-        fail(f"--workers must be at least 1, got {workers}")
+    try:
+        config = load_config(GradeConfig, None, option_overrides(given or {}))
+    except ConfigError as e:
+        fail(str(e))
     if output.is_dir():
         fail(f"{output}: is a directory; --output names the JSONL file to write")
     try:
@@ -88,7 +90,7 @@ def grade_command(
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task("grading", total=len(pairs))
         verdicts = grade_many(
-            pairs, timeout=timeout, workers=workers, progress=lambda n: bar.advance(task, n)
+            pairs, timeout=config.timeout_s, workers=config.workers, progress=lambda n: bar.advance(task, n)
         )
     seconds = time.perf_counter() - start
     write_jsonl(output, [{**r, **v.to_dict()} for r, v in zip(records, verdicts, strict=True)])

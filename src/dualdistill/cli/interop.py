@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 
 from dualdistill.agent.solve import Printer, solve
-from dualdistill.backends import BackendError
+from dualdistill.backends import BackendError, open_backend
 from dualdistill.cli.app import app, fail, option_overrides, writable
-from dualdistill.cli.options import AGENT_OPTIONS, with_config_options
+from dualdistill.cli.options import AGENT_OPTIONS, BACKEND_OPTIONS, with_config_options
 from dualdistill.core.config import ConfigError, load_config
 from dualdistill.core.records import DataError, check_distinct, read_text, write_jsonl
 from dualdistill.core.shards import kind_of
@@ -57,7 +57,7 @@ def _trained_with(model: str) -> list[str]:
 
 
 @app.command("solve")
-@with_config_options(EvalConfig, {"model": None, "seed": None, "served_model_name": None, **AGENT_OPTIONS})
+@with_config_options(EvalConfig, {**BACKEND_OPTIONS, "seed": None, **AGENT_OPTIONS})
 def solve_command(
     question: str | None = typer.Argument(None, help="The question ('-' or none: read stdin)."),
     file: Path | None = typer.Option(None, help="Read the question from this file."),
@@ -82,7 +82,7 @@ def solve_command(
     text = _question(question, file)
     if not text:
         fail("the question is empty")
-    model = (given or {}).get("model")
+    model = (given or {}).get("backend.model")
     backend = None
     try:
         cfg = load_config(
@@ -94,9 +94,9 @@ def solve_command(
                 *set_,
             ],
         )
-        if not cfg.model:
-            fail("--model (or model: in --config) is required")
-        backend = evaluate.make_backend(cfg)
+        if not cfg.backend.model:
+            fail("--model (or backend.model in --config) is required")
+        backend = open_backend(cfg.backend, cfg.agent.template)
         started = time.perf_counter()
         record = asyncio.run(
             solve(text, backend, cfg.agent, seed=cfg.seed, on_text=None if as_json else Printer())

@@ -125,3 +125,10 @@ AGENT_OPTIONS: dict[str, str | None] = {
     "agent.top_p": None, "agent.max_tool_calls": None, "agent.executor_timeout_s": "--executor-timeout",
     "agent.executor_limit": None,
 }  # fmt: skip
+
+# The backend options eval, solve and self-distill sample share (fields of their ``backend`` section).
+BACKEND_OPTIONS: dict[str, str | None] = {
+    "backend.model": None, "backend.served_model_name": None, "backend.api": None, "backend.tokenizer": None,
+    "backend.api_key_env": None, "backend.max_batch": None, "backend.max_retries": None,
+    "backend.request_timeout_s": "--request-timeout", "backend.device": None,
+}  # fmt: skip

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-from dualdistill.cli.app import app, fail
+from dualdistill.cli.app import app, fail, option_overrides
+from dualdistill.cli.options import with_config_options
+from dualdistill.core.config import ConfigError, load_config
 from dualdistill.core.records import DataError, read_text
 from dualdistill.sandbox import SandboxConfig, SandboxUnavailable, Session
 
@@ -28,18 +30,17 @@ def _read_blocks(path: Path) -> list[str]:
     return blocks
 
 
+# Options derived from SandboxConfig's fields (help and bounds live there); a spelling kept where it differs.
+RUN_OPTIONS = {"timeout_s": "--timeout", "limit": "--executor-limit", "memory_mb": None, "cpu_time_s": "--cpu-time",
+               "max_procs": None, "file_size_mb": None, "output_limit": None, "isolation": None, "repl": None}  # fmt: skip
+
+
 @sandbox_app.command("run")
+@with_config_options(SandboxConfig, RUN_OPTIONS)
 def run(
     blocks_file: Path = typer.Argument(..., help="JSON list of code strings, run in order in one session."),
-    timeout: float = typer.Option(3.0, help="Wall-clock seconds per block."),
-    memory_mb: int = typer.Option(2048, help="Address-space limit per process (MiB)."),
-    cpu_time: int = typer.Option(60, help="CPU seconds for the whole session."),
-    max_procs: int = typer.Option(64, help="Processes + threads of the session."),
-    file_size_mb: int = typer.Option(64, help="Largest file the code may write (MiB)."),
-    output_limit: int = typer.Option(2000, help="Characters of output kept (head + tail)."),
-    isolation: str = typer.Option("auto", help="auto | bwrap | unshare | none (none = unisolated!)."),
-    repl: bool = typer.Option(False, help="Print the value of a bare last expression."),
     details: bool = typer.Option(False, help="Also print duration_s and state_lost per block."),
+    given: dict | None = None,
 ) -> None:
     """Run BLOCKS_FILE's code blocks in one session and print a JSON list of {status, output}.
 
@@ -48,17 +49,8 @@ def run(
 
     try:
         blocks = _read_blocks(blocks_file)
-        config = SandboxConfig(
-            timeout_s=timeout,
-            memory_mb=memory_mb,
-            cpu_time_s=cpu_time,
-            max_procs=max_procs,
-            file_size_mb=file_size_mb,
-            output_limit=output_limit,
-            isolation=isolation,
-            repl=repl,
-        )
-    except (DataError, ValueError) as e:
+        config = load_config(SandboxConfig, None, option_overrides(given or {}))
+    except (DataError, ConfigError) as e:
         fail(str(e))
     results = []
     try:

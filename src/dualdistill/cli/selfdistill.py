@@ -12,12 +12,13 @@ from rich.table import Table
 from dualdistill import selfdistill as sd
 from dualdistill.backends import BackendError, open_backend
 from dualdistill.cli.app import app, fail, option_overrides, writable
-from dualdistill.cli.options import AGENT_OPTIONS, with_config_options
+from dualdistill.cli.options import AGENT_OPTIONS, BACKEND_OPTIONS, with_config_options
 from dualdistill.core.config import ConfigError, load_config
 from dualdistill.core.records import DataError
 from dualdistill.format.problems import load_benchmark
 from dualdistill.pipeline.recipe import shipped_file
 from dualdistill.selfdistill.sample import SampleConfig
+from dualdistill.selfdistill.select import BuildConfig
 from dualdistill.sft.train import SFTConfig
 from dualdistill.teachers.build import build_teacher
 from dualdistill.teachers.teach import TeachConfig
@@ -30,10 +31,10 @@ app.add_typer(sd_app, name="self-distill")
 
 
 @sd_app.command("sample")
-@with_config_options(SampleConfig, {"k": None, "seed": None, "api": None, "tokenizer": None, "shard": None,
-                                    "max_batch": None, **AGENT_OPTIONS})  # fmt: skip
+@with_config_options(
+    SampleConfig, {"k": None, "seed": None, "shard": None, **BACKEND_OPTIONS, **AGENT_OPTIONS}
+)
 def sample_command(
-    model: str = typer.Option(..., help="Student model directory, or URL[#served-name] of a server."),
     problems: str = typer.Option(..., help="Problem file (JSONL/JSON/Parquet) or built-in benchmark name."),
     out: Path = typer.Option(..., help="Output directory (samples.jsonl, problems.jsonl); reruns resume."),
     config: Path | None = typer.Option(
@@ -54,10 +55,11 @@ def sample_command(
     backend = None
     try:
         cfg = load_config(sd.SampleConfig, config, [*option_overrides(given or {}), *set_])
+        if not cfg.backend.model:
+            fail("--model (or backend.model in --config) is required: the student's directory or server URL")
         chosen = load_benchmark(problems, limit=limit)
-        backend = open_backend(model, api=cfg.api, template=cfg.agent.template, tokenizer=cfg.tokenizer,
-                               max_batch=cfg.max_batch)  # fmt: skip
-        path = sd.sample(chosen, backend, out, cfg, model=model, progress=progress)
+        backend = open_backend(cfg.backend, cfg.agent.template)
+        path = sd.sample(chosen, backend, out, cfg, progress=progress)
         scores = sd.load_samples(out, k=cfg.k)
     except (DataError, ConfigError, BackendError) as e:
         fail(str(e))
@@ -75,6 +77,9 @@ def sample_command(
 
 
 @sd_app.command("build")
+@with_config_options(
+    BuildConfig, {"repair": None, "select": None, "beta1": None, "beta2": None, "seed": None}
+)
 def build_command(
     samples: Path = typer.Option(..., help="A directory written by `self-distill sample`."),
     out: Path = typer.Option(..., help="Output JSONL (fields problem, text + provenance) for `train`."),
@@ -88,13 +93,8 @@ def build_command(
     ),
     config: Path | None = typer.Option(None, help="BuildConfig YAML; options and --set win over it."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
-    repair: str | None = typer.Option(
-        None, help="Whose solutions repair: text (the paper), agentic or best."
-    ),
-    beta1: float | None = typer.Option(None, min=0.0, max=1.0, help="Keep a correct sample when s̄ > beta1."),
-    beta2: float | None = typer.Option(None, min=0.0, max=1.0, help="Repair a wrong sample when s̄ <= beta2."),
-    seed: int | None = typer.Option(None, help="Seeds the choice among candidate samples."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    given: dict | None = None,
 ) -> None:
     """Select and repair: one kept-correct and/or one repaired-wrong trajectory per problem with s̄ < 1.
 
@@ -111,9 +111,8 @@ def build_command(
 
     if sum(x is not None for x in (teacher_solutions, teacher_config, pairs)) != 1:
         fail("give exactly one of --teacher-solutions, --teacher-config and --pairs")
-    given = {"repair": repair, "beta1": beta1, "beta2": beta2, "seed": seed}
     try:
-        cfg = load_config(sd.BuildConfig, config, [*option_overrides(given), *set_])
+        cfg = load_config(sd.BuildConfig, config, [*option_overrides(given or {}), *set_])
         teacher = teacher_solutions
         if teacher_config is not None:
             spec = load_config(TeachConfig, teacher_config).text_teacher

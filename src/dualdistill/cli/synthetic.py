@@ -78,33 +78,37 @@ def _load_split(data: Path | None, split: str, n: int, seed: int, limit: int | N
 
 
 @synthetic_app.command("teachers")
+@with_config_options(WorldConfig, {"n": None, "seed": None}, into="world")
+@with_config_options(ProgrammaticAgenticConfig, {"timeout_s": None, "max_concurrency": "--concurrency"},
+                     into="agentic")  # fmt: skip
+@with_config_options(ProgrammaticTextConfig, {"slip_p": None}, into="text")
 def teachers(
     report: bool = typer.Option(False, "--report", help="Print per-family and per-group accuracy."),
     data: Path | None = typer.Option(None, help="Directory from 'synthetic make' (default: generate)."),
     split: str = typer.Option("test", help="train or test."),
-    n: int = typer.Option(2000, min=1, help="World size when generating (as in 'synthetic make')."),
-    seed: int = typer.Option(0),
     limit: int | None = typer.Option(None, min=1, help="Only the first N problems of the split."),
-    timeout_s: float = typer.Option(3.0, min=0.1, help="Sandbox wall clock per program."),
-    concurrency: int = typer.Option(8, min=1, help="Sandbox runs in flight."),
-    slip_p: float = typer.Option(0.04, min=0.0, max=1.0, help="Text teacher's slip chance per step."),
     out: Path | None = typer.Option(None, help="Also write every trajectory to this JSONL file."),
     markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
+    world: dict | None = None,
+    agentic: dict | None = None,
+    text: dict | None = None,
 ) -> None:
-    """Run both programmatic teachers on a split (the agentic one in the real sandbox).
+    """Run both programmatic teachers on a split (the agentic one in the real sandbox). A generated world
+    takes a recipe's ``world:`` defaults and bounds (``--n``, ``--seed``), as ``synthetic make`` does.
 
     Example: dualdistill synthetic teachers --report --split test --n 2000 --timeout-s 1
     """
     if out is not None:
         writable(out, directory=False)
+    world_config = _config(WorldConfig, world)
+    agentic_config = _config(ProgrammaticAgenticConfig, agentic)
+    text_teacher = ProgrammaticTextTeacher(_config(ProgrammaticTextConfig, text))
     try:
-        problems = _load_split(data, split, n, seed, limit)
+        problems = _load_split(data, split, world_config.n, world_config.seed, limit)
     except DataError as e:
         fail(str(e))
     if not problems:
         fail("no problems to run")
-    agentic = ProgrammaticAgenticConfig(timeout_s=timeout_s, max_concurrency=concurrency)
-    text = ProgrammaticTextTeacher(ProgrammaticTextConfig(slip_p=slip_p))
     writer = JsonlAppender(out) if out else None
     columns = (TextColumn("[bold]teachers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=True) as bar:
@@ -116,7 +120,9 @@ def teachers(
                 writer.write(rep.outcome_record(o))
 
         try:
-            outcomes = rep.run_teachers(problems, agentic=agentic, text_teacher=text, on_done=done)
+            outcomes = rep.run_teachers(
+                problems, agentic=agentic_config, text_teacher=text_teacher, on_done=done
+            )
         finally:
             if writer:
                 writer.close()

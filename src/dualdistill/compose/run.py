@@ -51,14 +51,14 @@ from typing import Literal
 
 from dualdistill.compose.decontam import Contamination, find_contaminated
 from dualdistill.compose.singles import SINGLES_FILES, singles, trusted
-from dualdistill.core.config import bounded, check_bounds, to_dict
+from dualdistill.core.config import bounded, check_bounds, field_of, to_dict
 from dualdistill.core.records import check_distinct, provenance, write_jsonl
 from dualdistill.format import trajectory as tj
 from dualdistill.format.examples import SFTExample, write_examples
 from dualdistill.format.pairs import Attempt, Pair, read_pairs
 from dualdistill.format.problems import BENCHMARKS
 from dualdistill.format.trajectory import Strategy
-from dualdistill.grading.grader import grade_many
+from dualdistill.grading.grader import GradeConfig, grade_many
 
 Case = Literal["wrong_right", "right_right", "right_only", "dropped"]
 RightRight = Literal["paper", "first", "tool_last", "code"]
@@ -120,7 +120,7 @@ class ComposeConfig:
     decontam_threshold: float = bounded(90.0, ge=0, le=100)
     decontam_benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS))  # all built-in
     balance: BalanceConfig = field(default_factory=BalanceConfig)
-    grade_timeout_s: float = bounded(5.0, gt=0)
+    grade_timeout_s: float = field_of(GradeConfig, "timeout_s")
 
     def __post_init__(self) -> None:
         check_bounds(self)

@@ -71,6 +71,15 @@ def setting(
     return dataclasses.field(default=default, metadata=meta)
 
 
+def field_of(cls: type, name: str) -> Any:
+    """A field stated as ``cls``'s field ``name`` is (default, help, bounds, marks): for a config that
+    repeats another's setting, so the two cannot drift apart."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if f.default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=f.default_factory, metadata=f.metadata)
+    return dataclasses.field(default=f.default, metadata=f.metadata)
+
+
 def bounded(default: Any, *, finite: bool = True, **bounds: float) -> Any:
     """A field with numeric bounds and nothing else said about it (``setting`` says more)."""
     return setting(default, finite=finite, **bounds)

@@ -1,4 +1,10 @@
-"""evaluate.metrics: TODO docstring."""
+"""Metrics over eval records: accuracy with a 95% interval, unbiased pass@k, maj@k, tool-use and
+strategy-switch rates (``format.trajectory.strategy_facts``), token and time means; per benchmark
+(``summarize_by_source``) and over all (``summarize``).
+
+Guarantees: pure functions of the records (and the problems, for counting unanswered ones); the same
+records give the same numbers in any order.
+"""
 
 from __future__ import annotations
 

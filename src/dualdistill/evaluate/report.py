@@ -1,4 +1,10 @@
-"""evaluate.report: TODO docstring."""
+"""The eval report: ``report.json`` and ``report.md`` (accuracy with its 95% interval, pass@k, maj@k, tool
+use and switch rates, tokens, per benchmark), the accuracy plot, and TensorBoard scalars.
+
+Guarantees: the files describe exactly the summaries given; a rerun rewrites them (the report is derived
+from the records, never the other way round).
+The plot is drawn with matplotlib's Agg backend: no display is needed.
+"""
 
 from __future__ import annotations
 

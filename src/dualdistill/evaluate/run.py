@@ -35,12 +35,12 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from dualdistill.agent.driver import run_many
 from dualdistill.agent.loop import AgentConfig, make_pool
 from dualdistill.agent.record import read_agent_records, record_key
-from dualdistill.backends import open_backend
+from dualdistill.backends import BackendConfig, open_backend
 from dualdistill.core.config import (
     ConfigError,
     check_bounds,
@@ -77,45 +77,24 @@ RECORDS, CONFIG = "records.jsonl", "config.yaml"
 
 @dataclass
 class EvalConfig:
-    model: str = setting(
-        "", help="Local HF model directory, or an http(s) URL of an OpenAI-compatible server."
-    )
+    backend: BackendConfig = field(
+        default_factory=BackendConfig
+    )  # the evaluated model, and how it is reached
     benches: list[str] = setting(default_factory=lambda: list(DEFAULT_BENCHES), scope=True)
     shard: str = shard_setting()
     samples: int = setting(1, ge=1, scope=True, help="Samples per problem.")
     limit: int | None = setting(None, ge=1, scope=True, help="Only the first N problems of each benchmark.")
     seed: int = setting(0, help="Sampling seed.")
-    served_model_name: str | None = setting(
-        None, help="Model name sent to the server (default: its first model)."
-    )
-    # a server's API: completions (vLLM, SGLang, transformers serve) or chat (hosted models; the tool
-    # loop continues a response with vLLM's continue_final_message)
-    api: Literal["completions", "chat"] = setting(
-        "completions", help="A server's API: completions, or chat (continues with continue_final_message)."
-    )
-    # a server model's tokenizer (dir or hub id): counts injected executor text exactly against the
-    # budget (the server reports only what it generated); without it, 4 bytes a token
-    tokenizer: str | None = setting(
-        None, help="A server model's tokenizer (dir or hub id): counts executor text exactly."
-    )
-    api_key_env: str = setting(
-        "OPENAI_API_KEY", identity=False, help="Environment variable holding a server's API key."
-    )
-    request_timeout_s: float = setting(
-        600.0,
-        gt=0,
-        identity=False,
-        help="Seconds one request to a server may take in all before it is retried.",
-    )
-    # per request, for server backends (exponential backoff between tries)
-    max_retries: int = setting(5, ge=0, identity=False, help="Retries per request to a server.")
-    device: str = setting("auto", identity=False, help="Device of a local model: auto, cpu, cuda.")
-    max_batch: int = setting(64, ge=1, identity=False, help="Sequences per forward pass (local models).")
-    # Also write the summary as TensorBoard scalars here (e.g. the training run's OUT/runs).
     log_dir: str | None = setting(
-        None, identity=False, help="Also write the summary as TensorBoard scalars here."
+        None,
+        identity=False,
+        help="Also write the summary as TensorBoard scalars here (e.g. a training run's OUT/runs).",
     )
     agent: AgentConfig = field(default_factory=AgentConfig)
+
+    # Keys of configs written before the backend section (eval dirs made before then).
+    MOVED = {k: f"backend.{k}" for k in ("model", "served_model_name", "api", "tokenizer", "api_key_env",
+                                         "request_timeout_s", "max_retries", "device", "max_batch")}  # fmt: skip
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -135,22 +114,21 @@ def load_benches(names: list[str], *, limit: int | None = None) -> dict[str, lis
     return out
 
 
-def model_identity(config: dict) -> str:
+def model_identity(backend: BackendConfig) -> str:
     """What must match to resume: the served model's name for a server (which may move to another
     host or port between runs), else the model path."""
-    model = str(config.get("model") or "")
-    if model.startswith(("http://", "https://")):
-        url, _, name = model.partition("#")
-        return f"served:{name or config.get('served_model_name') or url}"
-    return model
+    if backend.is_server:
+        url, _, name = backend.model.partition("#")
+        return f"served:{name or backend.served_model_name or url}"
+    return backend.model
 
 
 def eval_identity(config: EvalConfig) -> dict:
-    """What an eval record depends on: every setting but the speed and scope ones, the model by
+    """What an eval record depends on: every setting but the ``identity=False`` and scope ones, the model by
     ``model_identity`` (a server's name, not its address)."""
     ident = identity(config)
-    ident.pop("served_model_name")
-    ident["model"] = model_identity(dataclasses.asdict(config))
+    ident["backend"].pop("served_model_name")
+    ident["backend"]["model"] = model_identity(config.backend)
     return ident
 
 
@@ -176,16 +154,6 @@ def _at(node: dict, dotted: str):
     return node
 
 
-def make_backend(config: EvalConfig) -> Any:
-    """The evaluated model's backend (``backends.open_backend``, the one way every command opens one)."""
-
-    return open_backend(
-        config.model, api=config.api, template=config.agent.template, served_model_name=config.served_model_name,
-        tokenizer=config.tokenizer, api_key_env=config.api_key_env, max_retries=config.max_retries,
-        request_timeout=config.request_timeout_s, device=config.device, max_batch=config.max_batch,
-    )  # fmt: skip
-
-
 def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, progress: bool = True) -> dict:
     """Generate (or resume) the records of ``config`` in ``out_dir`` and write the report."""
     out_dir = Path(out_dir)
@@ -199,8 +167,8 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
     with locked(out_dir, "eval"):
         check_resume(out_dir, config)
         # The weights, not the path: retrained weights at the same path must not be mixed in.
-        local = Path(config.model).is_dir()
-        weights = model_fingerprint(config.model) if local else model_identity(dataclasses.asdict(config))
+        local = Path(config.backend.model).is_dir()
+        weights = model_fingerprint(config.backend.model) if local else model_identity(config.backend)
         check_identity(out_dir, "eval", {"model_weights": weights}, RECORDS)
         mark(out_dir, config.shard, [p for ps in everything.values() for p in ps])
         return _run_eval(config, out_dir, problems, backend, progress)
@@ -208,7 +176,7 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
 
 def _run_eval(config: EvalConfig, out_dir: Path, problems: dict, backend: Any, progress: bool) -> dict:
     own_backend = backend is None
-    backend = make_backend(config) if own_backend else backend
+    backend = open_backend(config.backend, config.agent.template) if own_backend else backend
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / CONFIG)
     everything = [p for ps in problems.values() for p in ps]
@@ -245,7 +213,7 @@ def _run_eval(config: EvalConfig, out_dir: Path, problems: dict, backend: Any, p
 def _meta(config: EvalConfig) -> dict:
     a = config.agent
     return {
-        "model": config.model, "samples": config.samples, "budget": a.budget, "tools": a.tools,
+        "model": config.backend.model, "samples": config.samples, "budget": a.budget, "tools": a.tools,
         "template": a.template, "temperature": a.temperature, "seed": config.seed,
     }  # fmt: skip
 

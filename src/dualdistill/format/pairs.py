@@ -1,4 +1,9 @@
-"""format.pairs: TODO docstring."""
+"""The teachers' records that cross files: ``Attempt`` (one teacher's response, its strategy and grade)
+and ``Pair`` (y1 and y2 of one problem). ``teach`` writes them; compose and self-distillation read them.
+
+Guarantees: ``read_pairs`` names the file, the line and the key of a malformed record; an attempt's
+strategy, when a record lacks it, is inferred from its text (``infer_strategy``: code blocks mean code).
+"""
 
 from __future__ import annotations
 

@@ -44,8 +44,24 @@ from fractions import Fraction
 from multiprocessing.connection import Connection, wait
 from typing import Literal
 
+from dualdistill.core.config import check_bounds, setting
 from dualdistill.format.trajectory import extract_answer
 from dualdistill.grading.rationals import exact_rationals
+
+# Seconds one math-verify comparison may take (a hostile answer can make sympy run for ever): the one default.
+GRADE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class GradeConfig:
+    """How responses are graded; the grade timeout of eval, sampling and compose is this field."""
+
+    timeout_s: float = setting(GRADE_TIMEOUT_S, gt=0, help="Seconds allowed per math-verify comparison.")
+    workers: int | None = setting(None, ge=1, identity=False, help="Worker processes (default: all cores).")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
 
 Status = Literal["ok", "no_answer", "timeout", "error"]
 Method = Literal["exact", "math_verify", "none"]
@@ -410,7 +426,7 @@ def _first_pass(response: str, gold: str) -> Verdict | tuple[str, str]:
     return (extracted, gold)
 
 
-def grade(response: str, gold: str, *, timeout: float = 5.0) -> Verdict:
+def grade(response: str, gold: str, *, timeout: float = GRADE_TIMEOUT_S) -> Verdict:
     """Grade one response against a gold answer; never blocks longer than about ``timeout``."""
     return grade_many([(response, gold)], timeout=timeout)[0]
 
@@ -418,7 +434,7 @@ def grade(response: str, gold: str, *, timeout: float = 5.0) -> Verdict:
 def grade_many(
     pairs: Iterable[tuple[str, str]],
     *,
-    timeout: float = 5.0,
+    timeout: float = GRADE_TIMEOUT_S,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Verdict]:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Literal
 
 from dualdistill.agent.loop import AgentConfig
-from dualdistill.backends import check_model_dir
+from dualdistill.backends import BackendConfig, check_model_dir
 from dualdistill.compose.run import ComposeConfig
-from dualdistill.core.config import ConfigError, bounded, check_bounds, load_config, setting
+from dualdistill.core.config import ConfigError, bounded, check_bounds, field_of, load_config, setting
 from dualdistill.core.records import DataError
+from dualdistill.evaluate.run import EvalConfig
 from dualdistill.format.problems import BENCHMARKS
 from dualdistill.selfdistill.sample import SampleConfig
 from dualdistill.selfdistill.select import BuildConfig
@@ -57,9 +58,9 @@ class StudentConfig:
 
 @dataclass
 class EvalStageConfig:
-    samples: int = bounded(1, ge=1)
-    limit: int | None = bounded(None, ge=1)
-    max_batch: int = setting(64, ge=1, identity=False)
+    samples: int = field_of(EvalConfig, "samples")
+    limit: int | None = field_of(EvalConfig, "limit")
+    max_batch: int = field_of(BackendConfig, "max_batch")
     backend: str = "{model}"  # "{model}" (transformers), "vllm:{model}", or a server URL
     agent: AgentConfig = field(default_factory=AgentConfig)
 

@@ -31,6 +31,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from dualdistill.backends import BackendConfig
 from dualdistill.base.pretrain import MANIFEST, shipped_base
 from dualdistill.compose.singles import SINGLES_FILES
 from dualdistill.core.config import ConfigError, save_config
@@ -175,7 +176,8 @@ def sd_sample_command(recipe: Recipe, L: Layout, dual: Path) -> Command:
                  "--problems", L.train, "--config", path, *_opt("--limit", sd.problems_limit),
                  "--out", L.sd / "samples")  # fmt: skip
     # The eval stage's batch size, in the config file (a speed setting: not part of the stage's key)
-    return Command(argv, {path: dataclasses.replace(sd.sample, max_batch=recipe.eval.max_batch)})
+    backend = dataclasses.replace(sd.sample.backend, max_batch=recipe.eval.max_batch)
+    return Command(argv, {path: dataclasses.replace(sd.sample, backend=backend)})
 
 
 def sd_build_command(recipe: Recipe, L: Layout, name: str, build) -> Command:
@@ -197,7 +199,7 @@ def eval_command(recipe: Recipe, L: Layout, model: Path, out: Path) -> Command:
 
     e, path = recipe.eval, L.configs / "eval.yaml"
     config = EvalConfig(benches=eval_sets(recipe, L), samples=e.samples, limit=e.limit, seed=recipe.world.seed,
-                        max_batch=e.max_batch, agent=e.agent)  # fmt: skip
+                        backend=BackendConfig(max_batch=e.max_batch), agent=e.agent)  # fmt: skip
     argv = _args(DD, "eval", "--config", path, "--model", e.backend.format(model=model), "--out", out)
     return Command(argv, {path: config})
 

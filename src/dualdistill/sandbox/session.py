@@ -39,6 +39,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dualdistill.core.config import check_bounds, setting
 from dualdistill.sandbox._zygote import recv_msg, send_msg
 from dualdistill.sandbox.cgroup import SessionCgroup
 from dualdistill.sandbox.template import SandboxUnavailable, Template, get_template
@@ -54,40 +55,52 @@ TIMEOUT_MESSAGE = (
 class SandboxConfig:
     """Limits and behaviour of sandbox sessions. Every limit applies to one session."""
 
-    timeout_s: float = 3.0  # per block: wall seconds (limit "wall", the paper's) or CPU seconds ("cpu")
+    timeout_s: float = setting(
+        3.0,
+        gt=0,
+        help="Seconds per block: wall seconds (limit wall, the paper's) or CPU seconds (limit cpu).",
+    )
     # "cpu": the block's CPU time (all the session's processes) counts, so results do not depend on the
-    # machine's load; a wall-clock backstop (cpu_backstop) stops code that sleeps or waits.
-    limit: Literal["wall", "cpu"] = "wall"
-    # CPU seconds for the whole session, all blocks and all its processes together (read from its cgroup;
-    # without one, RLIMIT_CPU bounds each process on its own)
-    cpu_time_s: int = 60
-    memory_mb: int = 2048  # the session's memory (cgroup) and each process's address space (RLIMIT_AS)
-    max_procs: int = 64  # processes + threads of the session (cgroup pids; RLIMIT_NPROC per-session uid)
-    file_size_mb: int = 64  # largest file the code may write (RLIMIT_FSIZE)
-    scratch_mb: int = 128  # size of the private /tmp (a tmpfs) per session
-    max_open_files: int = 256  # RLIMIT_NOFILE
-    output_limit: int = 2000  # characters shown to the model; head and tail kept around a marker
-    output_kill_bytes: int = 1_000_000  # a block printing more than this is killed (status output_limit)
-    isolation: Literal["auto", "bwrap", "unshare", "none"] = "auto"
-    # How memory_mb and max_procs hold for the session as a whole: "cgroup" (its own control group:
-    # the sum over all its processes; refuse to start without one), "rlimit" (per process, so the
-    # session may hold max_procs x memory_mb), "auto" (cgroup where this process can make one).
-    session_limits: Literal["auto", "cgroup", "rlimit"] = "auto"
-    repl: bool = False  # print the repr of a bare last expression, like a REPL
+    # machine's load; a wall-clock backstop (wall_limit_s) stops code that sleeps or waits.
+    limit: Literal["wall", "cpu"] = setting("wall", help="What timeout_s counts: wall or cpu seconds.")
+    # Without a cgroup, RLIMIT_CPU bounds each process on its own.
+    cpu_time_s: int = setting(
+        60, gt=0, help="CPU seconds for the whole session, all blocks and all its processes together."
+    )
+    memory_mb: int = setting(
+        2048, gt=0, help="Memory of the session (cgroup) and address space of each process (MiB)."
+    )
+    max_procs: int = setting(
+        64, gt=0, help="Processes + threads of the session (cgroup pids; RLIMIT_NPROC per-session uid)."
+    )
+    file_size_mb: int = setting(64, gt=0, help="Largest file the code may write (MiB, RLIMIT_FSIZE).")
+    scratch_mb: int = setting(128, gt=0, help="Size of the session's private /tmp (a tmpfs, MiB).")
+    max_open_files: int = setting(256, gt=0, help="Open files per process (RLIMIT_NOFILE).")
+    output_limit: int = setting(
+        2000, gt=0, help="Characters of output shown to the model; head and tail kept around a marker."
+    )
+    output_kill_bytes: int = setting(
+        1_000_000, gt=0, help="A block printing more than this is killed (status output_limit)."
+    )
+    isolation: Literal["auto", "bwrap", "unshare", "none"] = setting(
+        "auto", help="auto, bwrap, unshare or none (none: unisolated!)."
+    )
+    # "cgroup": the session's own control group, the sum over all its processes (refuse to start without
+    # one); "rlimit": per process, so a session may hold max_procs x memory_mb; "auto": cgroup where this
+    # process can make one.
+    session_limits: Literal["auto", "cgroup", "rlimit"] = setting(
+        "auto", help="How memory_mb and max_procs hold for the whole session: auto, cgroup or rlimit."
+    )
+    repl: bool = setting(False, help="Print the value of a bare last expression, like a REPL.")
     preimport: tuple[str, ...] = ("math", "numpy", "sympy")  # imported once in the template
 
     def __post_init__(self) -> None:
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
-        for name in ("cpu_time_s", "memory_mb", "max_procs", "file_size_mb", "scratch_mb", "output_limit"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.limit not in ("wall", "cpu"):
-            raise ValueError(f"limit must be wall|cpu, got {self.limit!r}")
-        if self.isolation not in ("auto", "bwrap", "unshare", "none"):
-            raise ValueError(f"isolation must be auto|bwrap|unshare|none, got {self.isolation!r}")
-        if self.session_limits not in ("auto", "cgroup", "rlimit"):
-            raise ValueError(f"session_limits must be auto|cgroup|rlimit, got {self.session_limits!r}")
+        check_bounds(self)
+        # Literal values are checked by the config loader; these hold for configs built in code too.
+        for name, allowed in (("limit", ("wall", "cpu")), ("isolation", ("auto", "bwrap", "unshare", "none")),
+                              ("session_limits", ("auto", "cgroup", "rlimit"))):  # fmt: skip
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be {'|'.join(allowed)}, got {getattr(self, name)!r}")
         self.preimport = tuple(self.preimport)
 
     @property

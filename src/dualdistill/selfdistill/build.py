@@ -1,33 +1,21 @@
-"""Self-distillation: sample the student, score, select and repair, report; then retrain with SFT.
+"""Self-distillation step 3, ``build``: select and repair from a sampling directory, write the SFT set.
 
-The workflow of the paper's self-distillation stage (Agentic-R1-SD), top to bottom:
-
-1. ``sample``: K trajectories per training problem from the intermediate student, through the one
-   tool-integrated driver ``agent.driver.run_many`` (paper defaults in ``SampleConfig``). Records are appended
-   to ``DIR/samples.jsonl`` and a rerun resumes where a kill left off.
-2. ``score``: s̄ = (1/K) Σ g(i, j), kept as an exact fraction so β boundaries compare exactly.
-3. ``select`` (the ``build`` step): only problems with s̄ < 1 take part.
-   - s̄ > β1: one correct, format-valid sample, cut before its ``<answer>``, + ``ALSO_TEXT`` + the
-     text teacher's correct solution (kind ``kept_correct``);
-   - s̄ ≤ β2: one wrong, format-valid sample without a wrong-to-right sentence, cut after its last
-     reasoning block (see ``cut_after_reasoning``), + ``CODE_TO_TEXT`` + the text teacher's correct
-     solution (kind ``repaired_wrong``).
-   ``BuildConfig.repair`` chooses whose solutions repair and verify: ``text`` (the paper), ``agentic``
-   or ``best`` (``teacher_solutions``). A code solution follows ``ALSO_CODE`` or ``TEXT_TO_CODE``.
-4. ``report``: counts by s̄ bucket and kind, and the strategy mix of the kept samples.
-5. ``retrain``: continue from the intermediate student's weights with ``sft.train`` (fresh optimizer).
+Solutions that repair and verify come from the teachers' pairs, a solutions file or a Teacher
+(``teacher_solutions``; ``BuildConfig.repair``: ``text``, the paper's, ``agentic`` or ``best``); the rule
+is the paper's (``select``) or the strategy rule (``strategy``). With ``replay``, the teacher-distillation
+set follows the selected records.
 
 Guarantees:
 - Every problem with s̄ < 1, the last one included, is considered; output is written in one atomic
   write (no buffered per-problem flush that can drop the tail), and every skip is counted by reason.
-- The choice among candidate samples is seeded per (seed, problem id, kind): the same inputs give the
-  same output, independent of problem order.
-- Output lines carry ``problem`` and ``text`` (what the SFT trainer reads) and their provenance.
+- Output lines carry ``problem`` and ``text`` (what the SFT trainer reads) and their provenance; the
+  report (``report``) is written beside them.
 - Teacher solutions are graded against the gold answer; wrong, malformed or non-text ones are skipped
   and counted, never used.
 
 Not guaranteed: that the teacher's solution agrees with the student's reasoning it follows; that a
-sampling run finished (``build`` refuses problems with fewer than K samples instead of guessing).
+sampling run finished (``scores.load_samples`` refuses problems with fewer than K samples instead of
+guessing).
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""selfdistill.retrain.retrain: TODO docstring."""
+"""Self-distillation's last step: continue from the intermediate student's weights on the built set.
+
+Guarantees: the optimizer, schedule and step count start fresh (only the weights carry over; the released
+code resumed the finished first stage's trainer state, which left its second stage zero epochs); a killed
+retrain resumes its own checkpoints, another run's are refused, and a retrain of zero steps is an error.
+"""
 
 from __future__ import annotations
 

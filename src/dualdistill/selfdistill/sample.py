@@ -1,4 +1,12 @@
-"""selfdistill.sample.sample: TODO docstring."""
+"""Self-distillation step 1: sample K graded trajectories per training problem from the intermediate
+student, through the one tool-integrated driver (``agent.driver.run_many``), with the paper's defaults
+(``SampleConfig``).
+
+Guarantees: records are appended to ``DIR/samples.jsonl`` one flushed line each, and a rerun resumes
+where a kill left off; a resume under other settings (or other weights at the same path) is refused
+naming the key; the problems and the config are saved beside the samples, so ``build`` needs nothing
+else. A sharded run writes ``shard.json``; ``merge_shards`` joins the shards into what one run writes.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +16,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from dualdistill.agent.driver import run_many
 from dualdistill.agent.loop import AgentConfig, make_pool
+from dualdistill.backends import BackendConfig
 
 # How samples are cut and joined lives with composition (one module for every cut and join).
 from dualdistill.core.config import check_bounds, identity, load_config, save_config, setting
@@ -46,14 +54,13 @@ class SampleConfig:
     k: int = setting(
         16, ge=1, scope=True, help="Samples per problem (the paper's 16); may grow between runs."
     )
-    seed: int = 0
+    seed: int = setting(0, help="Sampling seed.")
     shard: str = shard_setting()
-    api: Literal["completions", "chat"] = "completions"  # of a server model (as in eval's config)
-    max_batch: int = setting(64, ge=1, identity=False, help="Sequences per forward pass (local models).")
-    tokenizer: str | None = setting(
-        None, help="A server model's tokenizer (dir or hub id): counts executor text exactly."
-    )
+    backend: BackendConfig = field(default_factory=BackendConfig)  # the student, and how it is reached
     agent: AgentConfig = field(default_factory=AgentConfig)
+
+    # Keys of configs written before the backend section.
+    MOVED = {k: f"backend.{k}" for k in ("api", "tokenizer", "max_batch")}
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -73,11 +80,13 @@ def sample(
 ) -> Path:
     """Sample ``config.k`` graded trajectories per problem into ``out_dir/samples.jsonl``; resumes.
 
-    ``pool`` is a ``SandboxPool``; one with ``config.executor_timeout_s`` is made when omitted.
+    ``pool`` is a ``SandboxPool``; one with ``config.executor_timeout_s`` is made when omitted. ``model``
+    (default ``config.backend.model``) is what the samples' identity fingerprints.
     Returns the samples file. The problems (with gold answers) and the config are saved beside it,
     so ``build`` needs nothing else.
     """
     config = config or SampleConfig()
+    model = model or config.backend.model
     out_dir = Path(out_dir)
     everything, problems = problems, take(problems, config.shard)
     with locked(out_dir, "self-distill sample"):
@@ -89,9 +98,11 @@ def sample(
 
 
 def sample_identity(config: SampleConfig, model: str) -> dict:
-    """What the samples depend on: every setting but the speed ones and the scope ``k`` (which may grow
-    between runs; the first K are used), and the model's weights."""
-    return {**identity(config), "model": model_fingerprint(model)}
+    """What the samples depend on: every setting but the ``identity=False`` ones and the scope ``k`` (which
+    may grow between runs; the first K are used), and the model's weights (not its path)."""
+    ident = identity(config)
+    ident["backend"].pop("model")
+    return {**ident, "model": model_fingerprint(model)}
 
 
 def _sample(

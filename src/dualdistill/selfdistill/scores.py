@@ -1,4 +1,9 @@
-"""selfdistill.scores: TODO docstring."""
+"""Self-distillation step 2: score each sampled problem. s̄ = (1/K) Σ g(i, j), kept as an exact fraction.
+
+Guarantees: a problem with fewer than K samples is refused, naming it (a sampling run that did not
+finish is never scored as if it had); a right answer guessed after failed code counts as wrong
+(``format.trajectory.guessed_after_failed_code``), as compose counts a teacher's.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,15 @@
-"""selfdistill.select.select: TODO docstring."""
+"""The paper's selection rule (the ``build`` step): only problems with s̄ < 1 take part.
+
+- s̄ > β1: one correct, format-valid sample, cut before its ``<answer>``, + ``ALSO_TEXT`` (or
+  ``ALSO_CODE``) + a teacher's correct solution (kind ``kept_correct``);
+- s̄ ≤ β2: one wrong, format-valid sample without a wrong-to-right sentence, cut after its last
+  reasoning block, + ``CODE_TO_TEXT`` (or ``TEXT_TO_CODE``) + a teacher's correct solution
+  (kind ``repaired_wrong``).
+
+Guarantees: β boundaries compare exactly (``exact_beta``: 0.9 is 9/10); the choice among candidate samples
+is seeded per (seed, problem id, kind), so the same inputs give the same records in any problem order;
+every skip is counted by its reason.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +22,7 @@ from typing import Literal
 # How samples are cut and joined lives with composition (one module for every cut and join).
 from dualdistill.compose.run import cut_after_reasoning, cut_before_answer
 from dualdistill.compose.run import join_self_distilled as join
-from dualdistill.core.config import bounded, check_bounds, setting
+from dualdistill.core.config import check_bounds, setting
 from dualdistill.format.examples import SFTExample
 from dualdistill.format.trajectory import (
     ALSO_CODE,
@@ -32,19 +43,23 @@ Kind = Literal["kept_correct", "repaired_wrong"]
 class BuildConfig:
     """Selection and repair settings; β1 = 0 and β2 = 0.9 are the paper's."""
 
-    beta1: float = bounded(0.0, ge=0, le=1)  # keep a correct sample when s̄ > beta1
-    beta2: float = bounded(0.9, ge=0, le=1)  # repair a wrong sample when s̄ <= beta2
-    # Whose solutions repair and verify: "text" (the paper), "agentic", or "best" (the teacher that
-    # solved the problem, by the teachers' records; text when both did). See teacher_solutions.
-    repair: RepairSource = "text"
-    # "paper": the rules above; "strategy": per problem the student's better strategy over its K samples
-    # is kept whole, and a wrong sample of the other strategy is repaired (selfdistill/strategy.py).
-    select: Literal["paper", "strategy"] = "paper"
-    # select "strategy": also keep a sample of the problems solved on all K samples (rejection-sampling
-    # fine-tuning over every solved problem); false: only problems the student sometimes misses, as the
-    # paper's rule takes part.
-    keep_solved: bool = True
-    seed: int = 0
+    beta1: float = setting(0.0, ge=0, le=1, help="Keep a correct sample when s̄ > beta1.")
+    beta2: float = setting(0.9, ge=0, le=1, help="Repair a wrong sample when s̄ <= beta2.")
+    # "best": the teacher that solved the problem, by the teachers' records; text when both did.
+    repair: RepairSource = setting(
+        "text", help="Whose solutions repair and verify: text (the paper), agentic or best."
+    )
+    # "strategy": per problem the student's better strategy over its K samples is kept whole, and a
+    # wrong sample of the other strategy is repaired (selfdistill/strategy.py).
+    select: Literal["paper", "strategy"] = setting(
+        "paper", help="The selection rule: paper (β1, β2) or strategy."
+    )
+    # Rejection-sampling fine-tuning over every solved problem; false: only problems the student
+    # sometimes misses take part, as under the paper's rule.
+    keep_solved: bool = setting(
+        True, help="select strategy: also keep a sample of the problems solved on all K samples."
+    )
+    seed: int = setting(0, help="Seeds the choice among candidate samples.")
     teacher_concurrency: int = setting(
         8, ge=1, identity=False, help="Teacher calls at once (a Teacher object only)."
     )

@@ -29,6 +29,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
+from dualdistill.core.config import check_bounds, setting
 from dualdistill.format.problems import Problem
 from dualdistill.format.trajectory import executor_block
 from dualdistill.sandbox import SandboxConfig, SandboxPool
@@ -97,8 +98,11 @@ class Slips:
 
 @dataclass
 class ProgrammaticTextConfig:
-    slip_p: float = 0.04  # probability of a slip per elementary arithmetic step
-    seed: int = 0
+    slip_p: float = setting(0.04, ge=0, le=1, help="The text teacher's slip chance per arithmetic step.")
+    seed: int = setting(0, help="Seed of the text teacher's slips.")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 class ProgrammaticTextTeacher:
@@ -289,11 +293,17 @@ def _guess(parsed: Parsed, rng: random.Random) -> int:
 
 @dataclass
 class ProgrammaticAgenticConfig:
-    retries: int = 1  # extra attempts after a run that errors or times out
-    timeout_s: float = 3.0  # per run; tests use ~1 s, the naive programs never finish either way
-    memory_mb: int = 1024
-    max_concurrency: int = 8  # sandbox runs in flight when the teacher makes its own pool
-    seed: int = 0
+    retries: int = setting(1, ge=0, help="Extra attempts after a run that errors or times out.")
+    # Tests use about 1 s: the naive programs never finish either way.
+    timeout_s: float = setting(SandboxConfig.timeout_s, gt=0, help="Sandbox seconds per program.")
+    memory_mb: int = setting(1024, gt=0, help="Memory of the teacher's sandbox session (MiB).")
+    max_concurrency: int = setting(
+        8, ge=1, identity=False, help="Sandbox runs in flight (when the teacher makes its own pool)."
+    )
+    seed: int = setting(0, help="Seed of the agentic teacher's guesses.")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 class ProgrammaticAgenticTeacher:

@@ -36,10 +36,8 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from dualdistill.backends import open_backend
-from dualdistill.backends.anthropic import AnthropicBackend, AnthropicConfig
 from dualdistill.backends.ratelimit import RateLimitedBackend, RateLimiter
 from dualdistill.core.config import ConfigError
-from dualdistill.format.prompts import assistant_marker
 from dualdistill.synthetic import teachers as synthetic
 from dualdistill.teachers.kinds import AgenticTeacher, DatasetTeacher, TextTeacher
 from dualdistill.teachers.protocol import Teacher
@@ -51,7 +49,8 @@ from dualdistill.teachers.tool import NativeToolTeacher
 def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: Any) -> Teacher:
     """The teacher a spec names, for the given role's strategy."""
 
-    name = spec.name or f"{spec.kind}-{strategy}" + (f":{spec.model}" if spec.model else "")
+    model = spec.backend.served_model_name
+    name = spec.name or f"{spec.kind}-{strategy}" + (f":{model}" if model else "")
     if spec.kind == "programmatic":
         if strategy == "code":
             return synthetic.ProgrammaticAgenticTeacher(pool=pool, name=spec.name or "synthetic-agentic")
@@ -60,14 +59,14 @@ def build_teacher(spec: TeacherSpec, strategy: Literal["code", "text"], pool: An
         if not spec.path:
             raise ValueError(f"{strategy}_teacher.path: a dataset teacher needs a file")
         return DatasetTeacher(spec.path, spec.field, name=spec.name or None, strategy=strategy)
-    if strategy == "code" and spec.api == "chat" and spec.tool_calls != "native":
+    if strategy == "code" and spec.backend.api == "chat" and spec.tool_calls != "native":
         raise ConfigError(
-            "code_teacher.api: chat cannot continue a trajectory after a <code> block; use tool_calls: native "
-            "(the chat tools API) or api: completions"
+            "code_teacher.backend.api: chat cannot continue a trajectory after a <code> block; use tool_calls: "
+            "native (the chat tools API) or backend.api: completions"
         )
     backend = spec_backend(spec)
     if strategy == "code" and spec.tool_calls == "native":
-        if spec.kind not in ("openai", "anthropic"):
+        if not spec.is_api:
             raise ConfigError(
                 f"code_teacher.tool_calls: native needs kind openai or anthropic, not {spec.kind}"
             )
@@ -94,31 +93,20 @@ def spec_backend(spec: TeacherSpec) -> Any:
 
 
 def _open_backend(spec: TeacherSpec) -> Any:
-
-    if spec.kind == "anthropic":
-        marker = assistant_marker(spec.generation.template)
-        return AnthropicBackend(AnthropicConfig(
-            model=spec.model or AnthropicConfig.model, api_key_env=spec.api_key_env or "ANTHROPIC_API_KEY",
-            base_url=spec.url or None, assistant_marker=marker,
-        ))  # fmt: skip
-
-    if not spec.url:
+    backend = spec.backend_config()
+    if spec.kind == "openai" and not backend.is_server:
         raise ConfigError(
-            "an openai teacher needs 'url' (the server's …/v1 base URL, or several, comma-separated)"
+            "an openai teacher needs backend.model: the server's …/v1 base URL (or several, comma-separated)"
         )
-    if spec.api_key_env and not os.environ.get(spec.api_key_env):
-        raise ConfigError(f"environment variable {spec.api_key_env} is not set (API key of {spec.url})")
+    if backend.api_key_env and not os.environ.get(backend.api_key_env):
+        raise ConfigError(
+            f"environment variable {backend.api_key_env} is not set (API key of {spec.kind} teacher)"
+        )
     # Local servers (vLLM, SGLang) need no key: OpenAIBackend then sends a placeholder.
-    return open_backend(spec.url, api=spec.api, template=spec.generation.template, served_model_name=spec.model or None,
-                        api_key_env=spec.api_key_env or "OPENAI_API_KEY")  # fmt: skip
+    return open_backend(backend, spec.generation.template)
 
 
 def secrets_of(*specs: TeacherSpec) -> list[str]:
     """Values of the API-key variables the teachers read (masked out of failure details)."""
-    names = set()
-    for spec in specs:
-        if spec.kind == "anthropic":
-            names.add(spec.api_key_env or "ANTHROPIC_API_KEY")
-        elif spec.kind == "openai":
-            names.add(spec.api_key_env or "OPENAI_API_KEY")
+    names = {spec.backend_config().key_env for spec in specs if spec.is_api}
     return [os.environ[n] for n in sorted(names) if os.environ.get(n)]

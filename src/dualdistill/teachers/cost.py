@@ -32,13 +32,11 @@ def estimate(problems: Sequence[Problem], config) -> list[Estimate]:
     """Upper bounds per API teacher (programmatic and dataset teachers cost nothing and are left out)."""
     out = []
     for role, spec in (("code_teacher", config.code_teacher), ("text_teacher", config.text_teacher)):
-        if spec.kind not in ("openai", "anthropic"):
+        if not spec.is_api:
             continue
         g = spec.generation
         other = config.text_teacher if role == "code_teacher" else config.code_teacher
-        y1 = (
-            other.generation.budget if other.kind in ("openai", "anthropic") else 1024
-        )  # second teacher reads y1
+        y1 = other.generation.budget if other.is_api else 1024  # second teacher reads y1
         per_attempt = g.max_tool_calls + 1 if role == "code_teacher" else 1
         prompt_tokens = completion_tokens = 0
         for p in problems:
@@ -52,6 +50,12 @@ def estimate(problems: Sequence[Problem], config) -> list[Estimate]:
         requests = per_attempt * len(problems)
         usd = (prompt_tokens * spec.price_in_per_mtok + completion_tokens * spec.price_out_per_mtok) / 1e6
         out.append(
-            Estimate(f"{role} ({spec.model or spec.kind})", requests, prompt_tokens, completion_tokens, usd)
+            Estimate(
+                f"{role} ({spec.backend.served_model_name or spec.kind})",
+                requests,
+                prompt_tokens,
+                completion_tokens,
+                usd,
+            )
         )
     return out

@@ -1,4 +1,11 @@
-"""teachers.kinds: TODO docstring."""
+"""The teachers a recipe can name besides the programmatic ones: ``AgenticTeacher`` (the tool loop with a
+real sandbox over any backend), ``TextTeacher`` (one call; R1-style ``<think>`` output becomes a
+trajectory, ``r1_to_trajectory``) and ``DatasetTeacher`` (precomputed responses from a file).
+
+Guarantees: an empty or unusable response raises ``TeacherError`` with a reason, never passes as an
+answer; a dataset teacher finds a problem by its id or its normalised question text, and one it lacks
+raises ``TeacherError`` (``missing``) naming it.
+"""
 
 from __future__ import annotations
 

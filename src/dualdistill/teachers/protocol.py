@@ -1,4 +1,8 @@
-"""teachers.protocol: TODO docstring."""
+"""What a teacher is: ``Teacher`` (a name, a strategy, ``solve(problem, previous)``), the error a teacher
+raises with a reason teach records (``TeacherError``), and how the second teacher sees the first one's
+attempt (``conditioned``, ``PREVIOUS_TEMPLATE``). The programmatic teachers in ``synthetic/teachers.py``
+implement the same protocol.
+"""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ from dualdistill.format.pairs import Attempt, Pair
 from dualdistill.format.problems import Problem
 from dualdistill.teachers.build import build_teacher, secrets_of
 from dualdistill.teachers.protocol import Teacher, TeacherError
-from dualdistill.teachers.spec import TeacherSpec
+from dualdistill.teachers.spec import TeacherSpec, unread
 
 Role = Literal["first", "second"]
 
@@ -93,6 +93,13 @@ class TeachConfig:
     def __post_init__(self) -> None:
         check_bounds(self)
         check_shard(self.shard)
+        for role, spec in (("code", self.code_teacher), ("text", self.text_teacher)):
+            unused = unread(spec, role)
+            if unused:
+                raise ValueError(
+                    f"{role}_teacher.{unused[0]}: a {spec.kind} {role} teacher does not read it; remove it "
+                    "(it would change the teach stage's key without changing what the teacher does)"
+                )
 
 
 def code_goes_first(problem_id: str, seed: int) -> bool:
