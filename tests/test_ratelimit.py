@@ -92,14 +92,15 @@ def test_no_limit_never_waits():
 
 def test_teacher_specs_set_the_limits():
     cfg = load_config(TeachConfig, overrides=[
-        "text_teacher.kind=openai", "text_teacher.url=http://127.0.0.1:9/v1", "text_teacher.model=m",
+        "text_teacher.kind=openai", "text_teacher.backend.model=http://127.0.0.1:9/v1", "text_teacher.backend.served_model_name=m",
         "text_teacher.max_requests_per_minute=30", "text_teacher.max_tokens_per_minute=20000",
     ])  # fmt: skip
     backend = _backend(cfg.text_teacher)
     assert isinstance(backend, RateLimitedBackend)
     assert (backend.limiter.rpm, backend.limiter.tpm) == (30, 20000)
     plain = load_config(
-        TeachConfig, overrides=["text_teacher.kind=openai", "text_teacher.url=http://127.0.0.1:9/v1"]
+        TeachConfig,
+        overrides=["text_teacher.kind=openai", "text_teacher.backend.model=http://127.0.0.1:9/v1"],
     )
     assert not isinstance(_backend(plain.text_teacher), RateLimitedBackend)
 
@@ -129,8 +130,8 @@ def test_a_request_bigger_than_the_token_rate_is_refused_naming_both_numbers():
     limiter = RateLimiter(tokens_per_minute=100)
     with pytest.raises(ValueError, match=r"reserves 500 tokens, more than max_tokens_per_minute 100"):
         asyncio.run(limiter.acquire(500))
-    spec = load_config(TeachConfig, None, ["code_teacher.kind=openai", "code_teacher.url=http://127.0.0.1:9/v1",
-                                            "code_teacher.model=m", "code_teacher.max_tokens_per_minute=1000",
+    spec = load_config(TeachConfig, None, ["code_teacher.kind=openai", "code_teacher.backend.model=http://127.0.0.1:9/v1",
+                                            "code_teacher.backend.served_model_name=m", "code_teacher.max_tokens_per_minute=1000",
                                             "code_teacher.generation.budget=4096"]).code_teacher  # fmt: skip
     with pytest.raises(ConfigError, match=r"max_tokens_per_minute 1000 is below .*budget 4096"):
         _backend(spec)

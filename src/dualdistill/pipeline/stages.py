@@ -23,7 +23,7 @@ A stage that a user could run by hand runs a ``Command``: the argv of a real ``d
 ``accelerate launch``) command plus the config files it reads. The pipeline runs that argv in-process
 and ``--dry-run`` prints it, so the printed command is the run, not a second description of it. Its
 cache key is that command too (``command_key``): the argv and every config file it writes, less the
-fields marked ``speed`` (changing a batch size or a concurrency re-runs nothing), with paths under the
+fields marked ``identity=False`` (changing a batch size or a concurrency re-runs nothing), with paths under the
 work directory written relative to it.
 
 Not guaranteed: detecting changes to files outside the declared inputs (code changes, for instance,

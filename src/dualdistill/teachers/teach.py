@@ -321,7 +321,7 @@ IDENTITY_FILE = ".teach-identity.json"  # what check_identity(out_dir, "teach", 
 
 def teach_identity(config: TeachConfig) -> dict:
     """Settings that decide what a record holds; the rest (concurrency, retries, prices, rate limits)
-    only how fast or how dear it comes (fields marked speed)."""
+    only how fast or how dear it comes (fields marked identity=False)."""
 
     return identity(config)
 
