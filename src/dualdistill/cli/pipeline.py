@@ -73,27 +73,12 @@ def demo(
     except ValueError:
         fail(f"--seeds: {seeds!r} is not a comma-separated list of integers")
     try:
-        if chosen is None:
-            table = run_demo(
-                quick=quick,
-                workdir=workdir,
-                seed=seed,
-                overrides=overrides or [],
-                log=typer.echo,
-                runner=run_in_process,
-            )
-        else:
-            dirs = [seed_workdir(workdir, s, quick) for s in chosen]
-            for s, d in zip(chosen, dirs, strict=True):
-                run_demo(
-                    quick=quick,
-                    workdir=d,
-                    seed=s,
-                    overrides=overrides or [],
-                    log=typer.echo,
-                    runner=run_in_process,
-                )
-            table = spread(dirs)
+        runs = [(seed, workdir)] if chosen is None else [(s, seed_workdir(workdir, s, quick)) for s in chosen]
+        for s, d in runs:
+            table = run_demo(quick=quick, workdir=d, seed=s, overrides=overrides or [], log=typer.echo,
+                             runner=run_in_process)  # fmt: skip
+        if chosen is not None:
+            table = spread([d for _, d in runs])
     except (ConfigError, DataError, FileNotFoundError, CommandFailed) as e:
         fail(str(e))
     typer.echo("")

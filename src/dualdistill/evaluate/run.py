@@ -41,6 +41,7 @@ from dualdistill.agent.driver import run_many
 from dualdistill.agent.loop import AgentConfig, make_pool
 from dualdistill.agent.record import read_agent_records, record_key
 from dualdistill.backends import BackendConfig, open_backend
+from dualdistill.core import shards
 from dualdistill.core.config import (
     ConfigError,
     check_bounds,
@@ -53,19 +54,6 @@ from dualdistill.core.config import (
 )
 from dualdistill.core.records import DataError, locked, unique_records, write_jsonl
 from dualdistill.core.resume import check_identity, model_fingerprint
-from dualdistill.core.shards import (
-    Shard,
-    check_shard,
-    in_shard,
-    mark,
-    merge,
-    merge_records,
-    missing_records,
-    position,
-    same_settings,
-    shard_setting,
-    take,
-)
 from dualdistill.evaluate.metrics import summarize_by_source
 from dualdistill.evaluate.report import log_summaries, write_report
 from dualdistill.format.problems import Problem, load_benchmark
@@ -81,7 +69,7 @@ class EvalConfig:
         default_factory=BackendConfig
     )  # the evaluated model, and how it is reached
     benches: list[str] = setting(default_factory=lambda: list(DEFAULT_BENCHES), scope=True)
-    shard: str = shard_setting()
+    shard: str = shards.shard_setting()
     samples: int = setting(1, ge=1, scope=True, help="Samples per problem.")
     limit: int | None = setting(None, ge=1, scope=True, help="Only the first N problems of each benchmark.")
     seed: int = setting(0, help="Sampling seed.")
@@ -98,7 +86,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
-        check_shard(self.shard)
+        shards.check_shard(self.shard)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -163,14 +151,14 @@ def run_eval(config: EvalConfig, out_dir: str | Path, *, backend: Any = None, pr
         if importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("log_dir: tensorboard is not installed (pip install tensorboard)")
     everything = load_benches(config.benches, limit=config.limit)
-    problems = {b: take(ps, config.shard) for b, ps in everything.items()}
+    problems = {b: shards.take(ps, config.shard) for b, ps in everything.items()}
     with locked(out_dir, "eval"):
         check_resume(out_dir, config)
         # The weights, not the path: retrained weights at the same path must not be mixed in.
         local = Path(config.backend.model).is_dir()
         weights = model_fingerprint(config.backend.model) if local else model_identity(config.backend)
         check_identity(out_dir, "eval", {"model_weights": weights}, RECORDS)
-        mark(out_dir, config.shard, [p for ps in everything.values() for p in ps])
+        shards.mark(out_dir, config.shard, [p for ps in everything.values() for p in ps])
         return _run_eval(config, out_dir, problems, backend, progress)
 
 
@@ -258,21 +246,21 @@ def merge_shards(dirs: Sequence[str | Path], out: str | Path, *, allow_incomplet
     Shards are the same job when their ``eval_identity`` agrees (a server by its served model name, not
     its address, so shards served by different replicas merge)."""
 
-    def expected(d: Path, shard: Shard):
+    def expected(d: Path, shard: shards.Shard):
         config = load_eval_config(d)
         for source, problems in load_benches(config.benches, limit=config.limit).items():
             for p in problems:
-                if in_shard(p.id, shard):
+                if shards.in_shard(p.id, shard):
                     yield from ((str(p.id), source, i) for i in range(config.samples))
 
     def missing(dirs: list[Path], order: list[str]) -> list[str]:
-        return missing_records(dirs, RECORDS, _record_key, expected)
+        return shards.missing_records(dirs, RECORDS, _record_key, expected)
 
     def write(dirs: list[Path], out: Path, index: dict[str, int]) -> int:
-        same_settings(dirs, lambda d: eval_identity(load_eval_config(d)))
+        shards.same_settings(dirs, lambda d: eval_identity(load_eval_config(d)))
         config = dataclasses.replace(load_eval_config(dirs[0]), shard="")
-        records = merge_records(dirs, RECORDS, _record_key,
-                                lambda r: (r["source"], position(index, r["problem_id"]), r["sample_index"]))  # fmt: skip
+        records = shards.merge_records(dirs, RECORDS, _record_key,
+                                lambda r: (r["source"], shards.position(index, r["problem_id"]), r["sample_index"]))  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         write_jsonl(out / RECORDS, records)
         save_config(config, out / CONFIG)
@@ -280,7 +268,7 @@ def merge_shards(dirs: Sequence[str | Path], out: str | Path, *, allow_incomplet
         write_report(out, summarize_by_source(records, problems), meta=_meta(config))
         return len(records)
 
-    return merge(dirs, out, write, missing=missing, allow_incomplete=allow_incomplete)
+    return shards.merge(dirs, out, write, missing=missing, allow_incomplete=allow_incomplete)
 
 
 def _record_key(r: dict) -> tuple[str, str, int]:

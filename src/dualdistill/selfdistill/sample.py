@@ -20,24 +20,12 @@ from pathlib import Path
 from dualdistill.agent.driver import run_many
 from dualdistill.agent.loop import AgentConfig, make_pool
 from dualdistill.backends import BackendConfig
+from dualdistill.core import shards
 
 # How samples are cut and joined lives with composition (one module for every cut and join).
 from dualdistill.core.config import check_bounds, identity, load_config, save_config, setting
 from dualdistill.core.records import DataError, locked, provenance, write_jsonl
 from dualdistill.core.resume import check_identity, model_fingerprint
-from dualdistill.core.shards import (
-    Shard,
-    check_shard,
-    in_shard,
-    mark,
-    merge,
-    merge_records,
-    missing_records,
-    position,
-    same_settings,
-    shard_setting,
-    take,
-)
 from dualdistill.format.problems import Problem, load_problems, write_problems
 
 SAMPLES_FILE = "samples.jsonl"
@@ -55,7 +43,7 @@ class SampleConfig:
         16, ge=1, scope=True, help="Samples per problem (the paper's 16); may grow between runs."
     )
     seed: int = setting(0, help="Sampling seed.")
-    shard: str = shard_setting()
+    shard: str = shards.shard_setting()
     backend: BackendConfig = field(default_factory=BackendConfig)  # the student, and how it is reached
     agent: AgentConfig = field(default_factory=AgentConfig)
 
@@ -64,7 +52,7 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
-        check_shard(self.shard)
+        shards.check_shard(self.shard)
 
 
 # ----------------------------------------------------------------------------- 1. sampling
@@ -88,11 +76,11 @@ def sample(
     config = config or SampleConfig()
     model = model or config.backend.model
     out_dir = Path(out_dir)
-    everything, problems = problems, take(problems, config.shard)
+    everything, problems = problems, shards.take(problems, config.shard)
     with locked(out_dir, "self-distill sample"):
         identity, defaults = sample_identity(config, model), sample_identity(SampleConfig(), model)
         check_identity(out_dir, "sample", identity, SAMPLES_FILE, defaults)
-        mark(out_dir, config.shard, everything)
+        shards.mark(out_dir, config.shard, everything)
         _save_sampling_inputs(out_dir, problems, config, model)
         return _sample(problems, backend, out_dir, config, pool, progress)
 
@@ -154,29 +142,29 @@ def merge_shards(dirs: Sequence[str | Path], out: str | Path, *, allow_incomplet
     in the problem set's order, and the config (``core.shards.merge``); returns the samples. Shards are
     the same job when their resume identities agree; each must hold its K samples of every problem."""
 
-    def expected(d: Path, shard: Shard, order: list[str]):
+    def expected(d: Path, shard: shards.Shard, order: list[str]):
         k = load_config(SampleConfig, d / CONFIG_FILE).k
         for pid in order:
-            if in_shard(pid, shard):
+            if shards.in_shard(pid, shard):
                 yield from ((pid, i) for i in range(k))
 
     def missing(dirs: list[Path], order: list[str]) -> list[str]:
-        return missing_records(dirs, SAMPLES_FILE, _sample_key, lambda d, s: expected(d, s, order))
+        return shards.missing_records(dirs, SAMPLES_FILE, _sample_key, lambda d, s: expected(d, s, order))
 
     def write(dirs: list[Path], out: Path, index: dict[str, int]) -> int:
-        same_settings(dirs, lambda d: identity(load_config(SampleConfig, d / CONFIG_FILE)))
+        shards.same_settings(dirs, lambda d: identity(load_config(SampleConfig, d / CONFIG_FILE)))
         config = dataclasses.replace(load_config(SampleConfig, dirs[0] / CONFIG_FILE), shard="")
         problems = sorted((p for d in dirs for p in load_problems(d / PROBLEMS_FILE)),
-                          key=lambda p: position(index, p.id))  # fmt: skip
-        samples = merge_records(dirs, SAMPLES_FILE, _sample_key,
-                                lambda r: (position(index, r["problem_id"]), r["sample_index"]))  # fmt: skip
+                          key=lambda p: shards.position(index, p.id))  # fmt: skip
+        samples = shards.merge_records(dirs, SAMPLES_FILE, _sample_key,
+                                lambda r: (shards.position(index, r["problem_id"]), r["sample_index"]))  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         write_problems(out / PROBLEMS_FILE, problems)
         write_jsonl(out / SAMPLES_FILE, samples)
         save_config(config, out / CONFIG_FILE)
         return len(samples)
 
-    return merge(dirs, out, write, missing=missing, allow_incomplete=allow_incomplete)
+    return shards.merge(dirs, out, write, missing=missing, allow_incomplete=allow_incomplete)
 
 
 def _sample_key(r: dict) -> tuple[str, int]:
