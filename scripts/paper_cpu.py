@@ -76,8 +76,8 @@ def overrides(code_url: str, text_url: str, student: Path, accelerate: Path, n_t
            "report_to=[]", "save_steps=0", "packing=false", "template=plain"]  # fmt: skip
     return [
         f"world.train_limit={n_train}", f"student.init={student}",
-        f"teach.code_teacher.url={code_url}", "teach.code_teacher.api=chat", "teach.code_teacher.tool_calls=native",
-        f"teach.text_teacher.url={text_url}", "teach.text_teacher.api=chat",
+        f"teach.code_teacher.backend.model={code_url}", "teach.code_teacher.backend.api=chat", "teach.code_teacher.tool_calls=native",
+        f"teach.text_teacher.backend.model={text_url}", "teach.text_teacher.backend.api=chat",
         "teach.concurrency=2", "teach.code_teacher.generation.sandbox_concurrency=2",
         *(f"sft.{o}" for o in sft), *(f"selfdistill.sft.{o}" for o in sft),
         "eval.samples=1", "eval.limit=2", "eval.backend='{model}'", "eval.agent.budget=384", "eval.agent.template=plain", "eval.agent.sandbox_concurrency=2",

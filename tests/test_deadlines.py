@@ -238,3 +238,42 @@ def test_the_lock_error_names_the_holders_command(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_library_reporting_a_full_disk_becomes_an_oserror_naming_the_place(tmp_path):
+    import errno
+
+    from dualdistill.core.records import disk_errors
+
+    torch_says = "[enforce fail at inline_container.cc:664] PytorchStreamWriter failed writing file data/0: file write failed"
+    safetensors_says = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+    for message in (torch_says, safetensors_says):
+        with pytest.raises(OSError) as e, disk_errors(tmp_path / "run"):
+            raise RuntimeError(message)
+        assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="another failure"), disk_errors(tmp_path):
+        raise RuntimeError("another failure")  # anything else passes through unchanged
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line(tmp_path, tiny_model_dir):
+    """The output directory on a 96 KiB tmpfs: the first checkpoint cannot be written. One line, exit 2,
+    no traceback; the same command with room trains to the end."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(small)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        data = tmp_path / "composed.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in _records()))
+        base = ["train", "--config", "sft_tiny", "--data", data, "--model", tiny_model_dir, "--out", small / "run",
+                "max_steps=2", "save_steps=1", "report_to=[]", "progress=false"]  # fmt: skip
+        full = run_cli(*base, timeout=300)
+        assert full.returncode == 2, full.stderr
+        assert "Traceback" not in full.stderr and "no space left on the device" in full.stderr
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    roomy = run_cli(*[str(a).replace(str(small), str(tmp_path / "roomy")) for a in base], timeout=300)
+    assert roomy.returncode == 0, roomy.stderr

@@ -83,7 +83,8 @@ def test_a_lora_run_of_the_quick_recipe_completes(tmp_path):
 
 
 def test_an_adapter_only_run_saves_a_loadable_adapter(tmp_path, tiny_model_dir, data):
-    """peft.merge: false (the common case) ends with the adapter in OUT/model, not a crash."""
+    """peft.merge: false (the common case) ends with the adapter in OUT/model, not a crash, and eval loads
+    that directory directly, on the base model its adapter_config.json names."""
     out = tmp_path / "run"
     r = subprocess.run([*CLI, "train", "--config", "sft_tiny", "--data", str(data), "--model", str(tiny_model_dir),
                         "--out", str(out), *LORA, "peft.merge=false"], capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -93,6 +94,15 @@ def test_an_adapter_only_run_saves_a_loadable_adapter(tmp_path, tiny_model_dir, 
     from transformers import AutoModelForCausalLM
 
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "model")
+    # eval (and so solve and self-distillation, which open models the same way) takes the adapter directory
+    bench = tmp_path / "b.jsonl"
+    bench.write_text(json.dumps({"id": "1", "question": "Combine 3 and 4.", "answer": "7"}) + "\n")
+    r = subprocess.run([*CLI, "eval", "--model", str(out / "model"), "--bench", str(bench), "--template", "compact",
+                        "--budget", "64", "--temperature", "0", "--max-tool-calls", "1", "--out", str(tmp_path / "e"),
+                        "--no-progress"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    (record,) = [json.loads(x) for x in (tmp_path / "e" / "records.jsonl").read_text().splitlines()]
+    assert record["n_generated"] > 0
 
 
 @pytest.mark.parametrize(

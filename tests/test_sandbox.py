@@ -240,3 +240,17 @@ def test_cpu_limit_lets_short_blocks_finish_and_is_validated():
     with pytest.raises(ValueError, match=r"limit must be wall\|cpu"):
         SandboxConfig(limit="cpus")
     assert SandboxConfig(timeout_s=2.0).wall_limit_s == 2.0  # the wall limit is the paper's rule
+
+
+def test_the_end_of_block_nonce_never_reaches_the_output():
+    """A block stopped (timeout, spent CPU budget) after it wrote its end marker leaves the marker in the
+    pipe; the output shown to the model never holds it, whichever path reads it."""
+    from dualdistill.sandbox.session import _Output
+
+    nonce = b"\x00end-0123456789abcdef\x00"
+    out = _Output(keep=4096, nonce=nonce)
+    out.add(b"partial result\n" + nonce)
+    assert out.text(2000) == "partial result\n"
+    big = _Output(keep=64, nonce=nonce)
+    big.add(b"x" * 500 + b"\n" + nonce)
+    assert "end-" not in big.text(40) and big.text(40).endswith("x\n")

@@ -21,6 +21,7 @@ different tokenizer. A stop string that straddles the prompt/completion boundary
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,8 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, str | None]:
 
 
 def check_model_dir(model: str | os.PathLike, *, allow_hub_id: bool = False) -> None:
-    """Raise ``DataError`` unless ``model`` is a directory holding a transformers model (config.json).
+    """Raise ``DataError`` unless ``model`` is a directory holding a transformers model (config.json), or
+    a LoRA adapter directory (adapter_config.json) whose base model is one.
 
     With ``allow_hub_id`` an ``org/name`` that is not a local path passes (transformers downloads it).
     """
@@ -123,6 +125,17 @@ def check_model_dir(model: str | os.PathLike, *, allow_hub_id: bool = False) -> 
         return
     if not path.exists():
         raise DataError(path, "model not found: give a model directory (saved by save_pretrained)")
+    if path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        # A LoRA adapter (peft.merge: false): transformers loads the base it names, then the adapter.
+        base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get(
+            "base_model_name_or_path"
+        )
+        if not base:
+            raise DataError(
+                path / "adapter_config.json", "names no base_model_name_or_path to load the adapter on"
+            )
+        check_model_dir(base, allow_hub_id=True)
+        return
     if not path.is_dir() or not (path / "config.json").is_file():
         raise DataError(path, "not a model directory (no config.json; saved by save_pretrained?)")
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dualdistill.backends import BackendError, Completion, cut_at_stop
+from dualdistill.backends import BackendConfig, BackendError, Completion, cut_at_stop
 from dualdistill.backends.batching import BatchWorker, Pending
 from dualdistill.backends.prefix_cache import PrefixCache
 
@@ -86,9 +86,9 @@ class HFBackend:
         self,
         model_path: str | os.PathLike,
         *,
-        device: str = "auto",
+        device: str = BackendConfig.device,
         dtype: str = "auto",
-        max_batch: int = 64,
+        max_batch: int = BackendConfig.max_batch,
         stop_on_eos: bool = True,
         prefix_cache_tokens: int = 65536,
     ):
@@ -105,7 +105,9 @@ class HFBackend:
         )
 
     @classmethod
-    def from_objects(cls, model, tokenizer, *, max_batch: int = 64, **options) -> HFBackend:
+    def from_objects(
+        cls, model, tokenizer, *, max_batch: int = BackendConfig.max_batch, **options
+    ) -> HFBackend:
         """Serve an already loaded model (e.g. right after training) without saving it first.
         ``options``: ``stop_on_eos``, ``prefix_cache_tokens`` as in the constructor."""
         self = cls.__new__(cls)

@@ -24,6 +24,7 @@ mounts) may not exclude a process on another host.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -119,6 +120,26 @@ def check_writable(path: str | os.PathLike, *, directory: bool = False) -> None:
         for p in made:
             with contextlib.suppress(OSError):
                 p.rmdir()
+
+
+# How libraries that write in C or Rust report a full disk without an OSError: torch's zip writer and
+# safetensors (whose message carries the OS error's code, 28).
+_DISK_FULL = ("No space left on device", "PytorchStreamWriter failed writing", "code: 28", "StorageFull")
+
+
+@contextlib.contextmanager
+def disk_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Within the block, a full disk reported by a library as another exception (a checkpoint save by torch
+    or safetensors) is raised as ``OSError(ENOSPC)`` naming ``path``, so the CLI ends with one line, as
+    for any other full disk; what was saved before stays and a rerun resumes."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as e:  # a library's own error type (RuntimeError, SafetensorError)
+        if any(marker in str(e) for marker in _DISK_FULL):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+        raise
 
 
 def scalar_text(value: Any, key: str, path: str | os.PathLike, line: int | None = None) -> str:

@@ -149,9 +149,12 @@ def truncate(text: str, limit: int) -> str:
 
 @dataclass
 class _Output:
-    """Head and tail of a byte stream plus its total size; finds the end-of-block nonce."""
+    """Head and tail of a byte stream plus its total size; finds the end-of-block nonce, which never
+    reaches ``text`` (a block stopped after it wrote the nonce, on a timeout or a spent CPU budget, left
+    it in the pipe)."""
 
     keep: int
+    nonce: bytes = b""
     head: bytearray = field(default_factory=bytearray)
     tail: bytearray = field(default_factory=bytearray)
     total: int = 0
@@ -177,6 +180,8 @@ class _Output:
         return False
 
     def text(self, limit: int) -> str:
+        if self.nonce:
+            self.strip_suffix(self.nonce)
         if self.total <= len(self.head) + len(self.tail):
             return truncate(bytes(self.head + self.tail).decode("utf-8", "replace"), limit)
         head = bytes(self.head).decode("utf-8", "replace")
@@ -343,7 +348,7 @@ class Session:
     def _exchange(self, code: str, start: float) -> tuple[Status, str, bool]:
         c = self.config
         nonce = "\x00end-" + secrets.token_hex(8) + "\x00"
-        out = _Output(keep=max(4 * c.output_limit, 4096))
+        out = _Output(keep=max(4 * c.output_limit, 4096), nonce=nonce.encode())
         clock = self._cpu_clock()
         cpu_block = c.limit == "cpu" and clock is not None  # the block's limit counts CPU time
         cpu_start = clock() if clock else 0.0

@@ -46,7 +46,7 @@ from dualdistill.core.config import (
     setting,
     to_dict,
 )
-from dualdistill.core.records import DataError, provenance
+from dualdistill.core.records import DataError, disk_errors, provenance
 from dualdistill.core.resume import ResumeMismatch, check_identity, hash_path, model_fingerprint
 from dualdistill.format.examples import read_examples
 from dualdistill.format.prompts import PromptTemplate
@@ -423,15 +423,15 @@ def train_run(
 
     started = time.monotonic()
     resume = last_checkpoint(output_dir) if config.resume else None
-    out = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.monotonic() - started
-
-    model_dir = output_dir / "model"
-    lora_facts: dict = {}
-    if config.peft.enabled:
-        lora_facts = lora.save(trainer, output_dir, model_dir, config.peft)
-    else:
-        trainer.save_model(str(model_dir))
+    with disk_errors(output_dir):  # checkpoints and the model: a full disk is one line, not a traceback
+        out = trainer.train(resume_from_checkpoint=resume)
+        seconds = time.monotonic() - started
+        model_dir = output_dir / "model"
+        lora_facts: dict = {}
+        if config.peft.enabled:
+            lora_facts = lora.save(trainer, output_dir, model_dir, config.peft)
+        else:
+            trainer.save_model(str(model_dir))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(model_dir)
         cfg_path = model_dir / "config.json"
