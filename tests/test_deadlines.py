@@ -78,12 +78,34 @@ class StrayCodeEnd:
         return Completion(text="</code>", n_tokens=0, finish_reason="stop", stop="</code>")
 
 
-def test_a_zero_token_stray_code_end_runs_out_of_budget():
+def test_a_server_answering_only_a_stray_code_end_ends_the_trajectory_at_once():
     backend = StrayCodeEnd()
-    cfg = AgentConfig(tools=True, template="compact", budget=50)
+    cfg = AgentConfig(tools=True, template="compact", budget=4096)
     record = asyncio.run(run_agent(Problem("p", "q?", "1"), backend, pool=object(), config=cfg))
-    # Each stray "</code>" is charged as counted here (1 token), so 50 rounds use the budget up.
-    assert record.finish_reason == "budget" and backend.calls == 50 and record.n_tokens == 50
+    # Before the fix this made ~1,000 requests (one per counted token of the budget).
+    assert record.finish_reason == "empty" and backend.calls == 1 and record.tool_calls == []
+
+
+class StrayWithText(StrayCodeEnd):
+    """Text, then a stray ``</code>``, to every request: each completion adds something."""
+
+    async def complete(self, prompt, *, max_new_tokens, stop, temperature, top_p=1.0, seed=None):
+        from dualdistill.backends import Completion
+
+        self.calls += 1
+        return Completion(text="more </code>", n_tokens=0, finish_reason="stop", stop="</code>")
+
+
+@pytest.mark.parametrize("max_tool_calls", [0, 3])
+def test_the_tool_loop_makes_at_most_max_tool_calls_plus_two_model_calls(max_tool_calls):
+    backend = StrayWithText()
+    cfg = AgentConfig(tools=True, template="compact", budget=100_000, max_tool_calls=max_tool_calls)
+    record = asyncio.run(run_agent(Problem("p", "q?", "1"), backend, pool=object(), config=cfg))
+    assert backend.calls == max_tool_calls + 2
+    if max_tool_calls:  # stray ends cost a call each, up to the bound
+        assert record.finish_reason == "calls" and record.response.count("more </code>") == max_tool_calls + 2
+    else:  # the first "</code>" hits the cap: the note, then "</code>" is text and the model's end stops it
+        assert record.finish_reason == "stop" and record.tool_cap_hit
 
 
 def test_an_empty_completion_ends_the_trajectory_with_a_reason():

@@ -324,40 +324,31 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("up to date, skipped") == n_stages
-    # 4. Deterministic, with load beside it: a fresh, uninterrupted run with the same seed, next to two
-    # busy processes, writes the same results (executor limits count CPU time, not wall time).
-    fresh = tmp_path / "fresh"
-    cmd_fresh = [*cmd[:-1], str(fresh)]
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-    try:
-        done = subprocess.run(cmd_fresh, capture_output=True, text=True, env=env, timeout=1500)
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
-    assert done.returncode == 0, done.stderr[-3000:]
-    first, second = (_without_timings(json.loads((w / "results.json").read_text())) for w in (workdir, fresh))
-    assert first["results"]["dualdistill"]["overall"]["accuracy"] is not None
-    assert first == second
-    for student in first["results"]:
-        a, b = (_records(w / "eval" / student / "records.jsonl") for w in (workdir, fresh))
-        key = lambda r: (r["source"], r["problem_id"], r["sample_index"])  # noqa: E731
-        assert {key(r): r["response"] for r in a} == {key(r): r["response"] for r in b}, student
-    # 5. The dry run is the run: its printed commands, executed in order in a plain shell, give the same
-    # evaluation reports.
+    # 4. The dry run is the run, and it is deterministic with load beside it: its printed commands, executed
+    # in order in a plain shell next to a busy process, give the same evaluation records and reports
+    # (executor limits count CPU time, not wall time). One run checks both, to keep CI short.
     shell = tmp_path / "shell"
     overrides = seed_overrides(0)  # what `demo --seed 0` adds to the recipe
     plan = subprocess.run([sys.executable, "-m", "dualdistill.cli", "run", "embedded_quick", "--workdir",
                            str(shell), "--dry-run", *overrides], capture_output=True, text=True, check=True)  # fmt: skip
     script = tmp_path / "run.sh"
     script.write_text("set -euo pipefail\n" + plan.stdout)
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=900)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=1500)
+    finally:
+        hog.kill()
+        hog.wait()
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (shell / "manifest.json").exists()  # the commands alone, no pipeline
-    for student in first["results"]:
+    for student in results:
         a, b = (_without_timings(json.loads((w / "eval" / student / "report.json").read_text())["benchmarks"])
                 for w in (workdir, shell))  # fmt: skip
+        assert a["test_tool"]["accuracy"] is not None
         assert a == b, student
+        a, b = (_records(w / "eval" / student / "records.jsonl") for w in (workdir, shell))
+        key = lambda r: (r["source"], r["problem_id"], r["sample_index"])  # noqa: E731
+        assert {key(r): r["response"] for r in a} == {key(r): r["response"] for r in b}, student
 
 
 TIMING_KEYS = ("stage_seconds", "gen_time_s", "tool_time_s", "tool_time_share")

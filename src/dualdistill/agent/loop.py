@@ -7,6 +7,7 @@ One trajectory (``run_agent``) is::
           "</code>"   → run the block in this trajectory's sandbox session, append executor_block(output)
           "</answer>" → done ("answer")
           budget used → done ("budget");  any other end (EOS) → done ("stop")
+          max_tool_calls + 2 calls made → done ("calls")
 
 Many trajectories at once, graded and appended: ``agent.driver.run_many``.
 
@@ -16,6 +17,9 @@ Guarantees:
 - At most ``max_tool_calls`` blocks run. The first ``</code>`` beyond the cap is not executed:
   ``format.prompts.TOOL_CAP_NOTE`` is injected once in place of the executor block, and from then on
   ``</code>`` is no longer a stop string, so the model goes on to answer in text.
+- At most ``max_tool_calls + 2`` model calls per trajectory (``finish_reason: "calls"``), whatever a server
+  answers: a ``</code>`` that closes no block is text the model goes on from, but it costs a call, and one
+  that comes with no other text ends the trajectory (``"empty"``), as an empty completion does.
 - One sandbox session per trajectory (state persists across its blocks), opened at its first code block,
   so text-only trajectories hold no sandbox. With ``tools=False`` no sandbox is used at all.
 - Time awaiting the backend (``gen_time_s``) and time running code (``tool_time_s``) are counted apart.
@@ -256,36 +260,7 @@ async def run_agent(
         )  # fmt: skip
     if on_text is not None and t.response:
         on_text("prefill", t.response)
-    finish: FinishReason = "stop"
-    async with contextlib.AsyncExitStack() as stack:
-        session: SandboxSession | None = None
-        for round_index in itertools.count():
-            if t.n_tokens >= config.budget:
-                finish = "budget"
-                break
-            stop = await t.generate(prompt, None if seed is None else seed + round_index)
-            if stop == "":
-                finish = "empty"
-                break
-            if stop == ANSWER_STOP:
-                finish = "answer"
-                break
-            if stop != CODE_STOP:
-                finish = "budget" if t.n_tokens >= config.budget else "stop"
-                break
-            if t.n_tokens >= config.budget:
-                finish = "budget"  # no budget left to read the output: do not run the block
-                break
-            if len(t.tool_calls) >= config.max_tool_calls:
-                t.cap_hit = True  # this block is not run; the note replaces its executor output
-                t.inject(TOOL_CAP_NOTE, "note")
-                continue
-            code = t.last_code()
-            if code is None:
-                continue  # a "</code>" that closes no block is text; the model goes on
-            if session is None:
-                session = await stack.enter_async_context(pool.session())  # type: ignore[union-attr]
-            await t.execute(session, code)
+    finish = await _drive(t, prompt, pool, seed)
     return AgentRecord(
         problem_id=problem.id,
         sample_index=sample_index,
@@ -302,6 +277,41 @@ async def run_agent(
         gold=problem.answer,
         seed=seed,
     )
+
+
+async def _drive(t: _Trajectory, prompt: str, pool: Pool | None, seed: int | None) -> FinishReason:
+    """Generate, run and inject until the trajectory ends; returns why it ended."""
+    config = t.config
+    async with contextlib.AsyncExitStack() as stack:
+        session: SandboxSession | None = None
+        for round_index in itertools.count():
+            if t.n_tokens >= config.budget:
+                return "budget"
+            if round_index == config.max_tool_calls + 2:
+                return "calls"  # a server that keeps answering "</code>" cannot loop for ever
+            before = len(t.response)
+            stop = await t.generate(prompt, None if seed is None else seed + round_index)
+            if stop == "":
+                return "empty"
+            if stop == ANSWER_STOP:
+                return "answer"
+            if stop != CODE_STOP:
+                return "budget" if t.n_tokens >= config.budget else "stop"
+            if t.n_tokens >= config.budget:
+                return "budget"  # no budget left to read the output: do not run the block
+            if len(t.tool_calls) >= config.max_tool_calls:
+                t.cap_hit = True  # this block is not run; the note replaces its executor output
+                t.inject(TOOL_CAP_NOTE, "note")
+                continue
+            code = t.last_code()
+            if code is None:
+                if not t.response[before:].removesuffix(CODE_STOP).strip():
+                    return "empty"  # only a stray "</code>": nothing new to go on from
+                continue  # a "</code>" that closes no block is text; the model goes on
+            if session is None:
+                session = await stack.enter_async_context(pool.session())  # type: ignore[union-attr]
+            await t.execute(session, code)
+    raise AssertionError("unreachable: the loop returns")
 
 
 def _chat_tokenizer(backend: Any, config: AgentConfig) -> Any:

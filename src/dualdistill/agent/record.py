@@ -15,8 +15,10 @@ from typing import Literal
 
 from dualdistill.core.records import DataError, read_jsonl
 
-# "empty": the backend answered nothing at all, so asking again would loop without end.
-FinishReason = Literal["answer", "budget", "stop", "skipped", "empty"]
+# "empty": the backend answered nothing at all, or nothing but a ``</code>`` that closes no block, so asking
+# again would loop without end. "calls": the trajectory made its ``max_tool_calls + 2`` model calls (one per
+# code block, one for the cap note, one to answer) and stopped there.
+FinishReason = Literal["answer", "budget", "stop", "skipped", "empty", "calls"]
 
 
 # ----------------------------------------------------------------------------- one trajectory

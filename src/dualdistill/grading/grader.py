@@ -446,49 +446,58 @@ def grade_many(
     """
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    pairs = list(pairs)
-    results: list[Verdict | None] = [None] * len(pairs)
-    waiting: dict[tuple[str, str], list[int]] = {}
-    cursor = 0
-
-    def feed(chunk: int = 512) -> tuple[list[tuple[str, str]], bool]:  # the fast path, chunk by chunk
-        nonlocal cursor
-        jobs, done = [], 0
-        for i in range(cursor, min(cursor + chunk, len(pairs))):
-            out = _first_pass(*pairs[i])
-            if isinstance(out, Verdict):
-                results[i] = out
-                done += 1
-            else:
-                if out not in waiting:
-                    jobs.append(out)
-                waiting.setdefault(out, []).append(i)
-        cursor = min(cursor + chunk, len(pairs))
-        if progress and done:
-            progress(done)
-        return jobs, cursor < len(pairs)
-
-    def on_done(key: tuple[str, str], verdict: Verdict) -> None:
-        indices = waiting.pop(key)
-        for i in indices:
-            results[i] = verdict
-        if progress:
-            progress(len(indices))
-
+    batch = _Batch(list(pairs), progress)
     first: list[tuple[str, str]] = []
     more = True
     while more and not first:  # no worker starts unless some item needs math-verify
-        first, more = feed()
+        first, more = batch.feed()
     if first:
         pool = _pool(workers)
         queued = [(first, more)]
 
         def feed_pool() -> tuple[list[tuple[str, str]], bool]:
-            return queued.pop() if queued else feed()
+            return queued.pop() if queued else batch.feed()
 
         with pool.lock:
-            pool.run(feed_pool, timeout, on_done)
-    missing = [i for i, r in enumerate(results) if r is None]
+            pool.run(feed_pool, timeout, batch.on_done)
+    missing = [i for i, r in enumerate(batch.results) if r is None]
     if missing:
         raise RuntimeError(f"internal error: items {missing[:5]} were never graded")
-    return results  # type: ignore[return-value]
+    return batch.results  # type: ignore[return-value]
+
+
+class _Batch:
+    """The verdicts of one ``grade_many`` call as they come in: the fast path runs here, chunk by chunk;
+    each distinct comparison it cannot settle goes to the pool once, and its verdict fills every item
+    that asked it."""
+
+    def __init__(self, pairs: list[tuple[str, str]], progress: Callable[[int], None] | None):
+        self.pairs, self.progress = pairs, progress
+        self.results: list[Verdict | None] = [None] * len(pairs)
+        self.waiting: dict[tuple[str, str], list[int]] = {}
+        self.cursor = 0
+
+    def feed(self, chunk: int = 512) -> tuple[list[tuple[str, str]], bool]:
+        """The next chunk's new comparisons for the pool, and whether items remain."""
+        jobs, done = [], 0
+        end = min(self.cursor + chunk, len(self.pairs))
+        for i in range(self.cursor, end):
+            out = _first_pass(*self.pairs[i])
+            if isinstance(out, Verdict):
+                self.results[i] = out
+                done += 1
+            else:
+                if out not in self.waiting:
+                    jobs.append(out)
+                self.waiting.setdefault(out, []).append(i)
+        self.cursor = end
+        if self.progress and done:
+            self.progress(done)
+        return jobs, self.cursor < len(self.pairs)
+
+    def on_done(self, key: tuple[str, str], verdict: Verdict) -> None:
+        indices = self.waiting.pop(key)
+        for i in indices:
+            self.results[i] = verdict
+        if self.progress:
+            self.progress(len(indices))

@@ -206,13 +206,29 @@ def eval_command(recipe: Recipe, L: Layout, model: Path, out: Path) -> Command:
 
 # ----------------------------------------------------------------------------- the stage list
 def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
+    """Every stage of ``recipe`` in run order: the data, the students' training, self-distillation, then
+    one evaluation per student."""
     L = Layout(Path(workdir))
+    stages, init = _data_stages(recipe, L)
+    students = _baseline_stages(recipe, L, stages, init)
+    dual_init: Path | str = L.model(recipe.dual_init) if recipe.baselines else init
+    dual = L.model("dualdistill")
+    dual_inputs = [L.composed, dual_init] if isinstance(dual_init, Path) else [L.composed]
+    stages.append(Stage("train-dual", train_command(recipe, L, "train-dual", recipe.sft, L.composed, dual_init, dual),
+                        inputs=dual_inputs, outputs=[dual],
+                        description="teacher distillation", state=[dual.parent]))  # fmt: skip
+    students += _control_stages(recipe, L, stages, dual)
+    students.append(("dualdistill", dual))
+    if recipe.selfdistill.enabled:
+        students += _selfdistill_stages(recipe, L, stages, dual)
+    stages += _eval_stages(recipe, L, students)
+    return stages
+
+
+def _data_stages(recipe: Recipe, L: Layout) -> tuple[list[Stage], Path | str]:
+    """The problems, the initial student, both teachers and composition; and where students start."""
     C = L.configs
     sets = [Path(s) for s in eval_sets(recipe, L) if recipe.world.kind == "synthetic"]
-    # A files world's benchmarks that are files: their content is an input of every eval stage.
-    bench_files = [
-        Path(b) for b in recipe.world.eval_benches if recipe.world.kind == "files" and Path(b).is_file()
-    ]
     stages = [
         Stage("world", world_command(recipe, L), outputs=[L.train, *sets],
               description="problems"),
@@ -238,62 +254,76 @@ def build_stages(recipe: Recipe, workdir: Path) -> list[Stage]:
         Stage("compose", compose, inputs=[L.pairs], outputs=[L.composed, *singles_out],
               description="compose, clean, decontaminate, balance" + (" (and the single-teacher sets)" if singles_out else "")),
     ]  # fmt: skip
+    return stages, init
+
+
+def _baseline_stages(
+    recipe: Recipe, L: Layout, stages: list[Stage], init: Path | str
+) -> list[tuple[str, Path]]:
+    """The single-strategy students (``baselines: true``), appended to ``stages``; returns them."""
+    if not recipe.baselines:
+        return []
     init_inputs = [L.init_model] if recipe.student.init in ("tiny", "base") else []
-    students: list[tuple[str, Path]] = []
-    dual_init: Path | str = init
-    if recipe.baselines:
-        for name, strategy, cfg in (
-            ("text_only", "text", recipe.text_sft),
-            ("code_only", "code", recipe.code_sft),
-        ):
-            data, out = L.single(strategy), L.model(name)
-            stages.append(Stage(
-                f"train-{strategy}", train_command(recipe, L, f"train-{strategy}", cfg, data, init, out),
-                inputs=[data, *init_inputs], outputs=[out],
-                description=f"{name} student", state=[out.parent]))  # fmt: skip
-            students.append((name, out))
-        dual_init = L.model(recipe.dual_init)
-    dual = L.model("dualdistill")
-    dual_inputs = [L.composed, dual_init] if isinstance(dual_init, Path) else [L.composed]
-    stages.append(Stage("train-dual", train_command(recipe, L, "train-dual", recipe.sft, L.composed, dual_init, dual),
-                        inputs=dual_inputs, outputs=[dual],
-                        description="teacher distillation", state=[dual.parent]))  # fmt: skip
-    students += _control_stages(recipe, L, stages, dual)
-    students.append(("dualdistill", dual))
+    students = []
+    for name, strategy, cfg in (
+        ("text_only", "text", recipe.text_sft),
+        ("code_only", "code", recipe.code_sft),
+    ):
+        data, out = L.single(strategy), L.model(name)
+        stages.append(Stage(
+            f"train-{strategy}", train_command(recipe, L, f"train-{strategy}", cfg, data, init, out),
+            inputs=[data, *init_inputs], outputs=[out],
+            description=f"{name} student", state=[out.parent]))  # fmt: skip
+        students.append((name, out))
+    return students
+
+
+def _selfdistill_stages(recipe: Recipe, L: Layout, stages: list[Stage], dual: Path) -> list[tuple[str, Path]]:
+    """Sampling, then per variant its selection and retrain (and the longer-training control), appended
+    to ``stages``; returns the students they make, in the demo's row order."""
     sd = recipe.selfdistill
-    if sd.enabled:
-        samples = L.sd / "samples" / "samples.jsonl"
-        stages.append(Stage("sd-sample", sd_sample_command(recipe, L, dual), inputs=[dual, L.train],
-                            outputs=[samples],
-                            description=f"K={sd.sample.k} samples per problem", state=[L.sd / "samples"]))  # fmt: skip
-        for name, build in sd.variants():
-            suffix = sd_stage_suffix(name)
-            data, sd_model = sd_data(L, name), L.model(name)
-            stages += [
-                Stage(f"sd-build{suffix}", sd_build_command(recipe, L, name, build),
-                      inputs=[samples, *([L.pairs] if build.repair != "text" else []),
-                              *([L.composed] if sd.replay else [])], outputs=[data],
-                      description=f"select ({build.select} rule) and repair ({build.repair} solutions)"),
-                Stage(f"sd-train{suffix}", sd_train_command(recipe, L, f"sd-train{suffix}", data, dual, sd_model),
-                      inputs=[data, dual], outputs=[sd_model],
-                      description="retrain", state=[sd_model.parent]),
-            ]  # fmt: skip
-            students.append((name, sd_model))
-            if name == "dualdistill_sd" and recipe.controls:
-                more = L.model("dualdistill_more")
-                stages.append(Stage("train-dual-more",
-                                    train_command(recipe, L, "train-dual-more", sd.sft, L.composed, dual, more,
-                                                  steps_of=sd_model),
-                                    inputs=[L.composed, dual, sd_model], outputs=[more],
-                                    description="control: DualDistill trained on, as many steps as the retrain",
-                                    state=[more.parent]))  # fmt: skip
-                students.insert(-1, ("dualdistill_more", more))
-    for name, model in students:
-        out = L.eval_dir(name)
-        stages.append(Stage(f"eval-{name}", eval_command(recipe, L, model, out),
-                            inputs=[model, *sets, *bench_files], outputs=[out / "report.json"],
-                            description=f"evaluate {name}", state=[out]))  # fmt: skip
-    return stages
+    samples = L.sd / "samples" / "samples.jsonl"
+    stages.append(Stage("sd-sample", sd_sample_command(recipe, L, dual), inputs=[dual, L.train],
+                        outputs=[samples],
+                        description=f"K={sd.sample.k} samples per problem", state=[L.sd / "samples"]))  # fmt: skip
+    students: list[tuple[str, Path]] = []
+    for name, build in sd.variants():
+        suffix = sd_stage_suffix(name)
+        data, sd_model = sd_data(L, name), L.model(name)
+        stages += [
+            Stage(f"sd-build{suffix}", sd_build_command(recipe, L, name, build),
+                  inputs=[samples, *([L.pairs] if build.repair != "text" else []),
+                          *([L.composed] if sd.replay else [])], outputs=[data],
+                  description=f"select ({build.select} rule) and repair ({build.repair} solutions)"),
+            Stage(f"sd-train{suffix}", sd_train_command(recipe, L, f"sd-train{suffix}", data, dual, sd_model),
+                  inputs=[data, dual], outputs=[sd_model],
+                  description="retrain", state=[sd_model.parent]),
+        ]  # fmt: skip
+        if name == "dualdistill_sd" and recipe.controls:
+            more = L.model("dualdistill_more")
+            stages.append(Stage("train-dual-more",
+                                train_command(recipe, L, "train-dual-more", sd.sft, L.composed, dual, more,
+                                              steps_of=sd_model),
+                                inputs=[L.composed, dual, sd_model], outputs=[more],
+                                description="control: DualDistill trained on, as many steps as the retrain",
+                                state=[more.parent]))  # fmt: skip
+            students.append(("dualdistill_more", more))
+        students.append((name, sd_model))
+    return students
+
+
+def _eval_stages(recipe: Recipe, L: Layout, students: list[tuple[str, Path]]) -> list[Stage]:
+    """One evaluation per student; a files world's benchmark files are inputs of each."""
+    sets = [Path(s) for s in eval_sets(recipe, L) if recipe.world.kind == "synthetic"]
+    bench_files = [
+        Path(b) for b in recipe.world.eval_benches if recipe.world.kind == "files" and Path(b).is_file()
+    ]
+    return [
+        Stage(f"eval-{name}", eval_command(recipe, L, model, (out := L.eval_dir(name))),
+              inputs=[model, *sets, *bench_files], outputs=[out / "report.json"],
+              description=f"evaluate {name}", state=[out])
+        for name, model in students
+    ]  # fmt: skip
 
 
 # The budget-matched controls (``controls: true``), each a row of the demo; docs/RESULTS.md says what

@@ -433,37 +433,36 @@ def train_run(
         else:
             trainer.save_model(str(model_dir))
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(model_dir)
-        cfg_path = model_dir / "config.json"
-        if cfg_path.exists():  # an adapter-only directory (peft.merge: false) has adapter_config.json
-            cfg = json.loads(cfg_path.read_text())
-            cfg["use_cache"] = True  # generation wants the cache back
-            cfg_path.write_text(json.dumps(cfg, indent=2))
-        save_config(config, model_dir / CONFIG_FILE)
-        summary = provenance(
-            "train",
-            init_model=str(init_model),
-            data=str(data_path),
-            resumed_from=resume,
-            steps=trainer.state.global_step,
-            train_loss=out.training_loss,
-            seconds=round(seconds, 2),
-            stats=to_dict(stats),
-            log_history=trainer.state.log_history,
-            **lora_facts,
-        )
-        (model_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-        _write_card(
-            config,
-            data_path,
-            init_model,
-            model_dir,
-            trainer.state.global_step,
-            out.training_loss,
-            stats,
-            lora_facts,
-        )
+        _write_outputs(config, trainer, tokenizer, model_dir, data_path=data_path, init_model=init_model,
+                       resume=resume, loss=out.training_loss, seconds=seconds, stats=stats,
+                       lora_facts=lora_facts)  # fmt: skip
     return TrainResult(model_dir, trainer.state.global_step, out.training_loss, stats, seconds, resume)
+
+
+def _write_outputs(config: SFTConfig, trainer, tokenizer, model_dir: Path, *, data_path, init_model, resume,
+                   loss, seconds: float, stats, lora_facts: dict) -> None:  # fmt: skip
+    """Beside the saved weights: the tokenizer, the config, ``train_summary.json`` and the model card."""
+    tokenizer.save_pretrained(model_dir)
+    cfg_path = model_dir / "config.json"
+    if cfg_path.exists():  # an adapter-only directory (peft.merge: false) has adapter_config.json
+        cfg = json.loads(cfg_path.read_text())
+        cfg["use_cache"] = True  # generation wants the cache back
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+    save_config(config, model_dir / CONFIG_FILE)
+    summary = provenance(
+        "train",
+        init_model=str(init_model),
+        data=str(data_path),
+        resumed_from=resume,
+        steps=trainer.state.global_step,
+        train_loss=loss,
+        seconds=round(seconds, 2),
+        stats=to_dict(stats),
+        log_history=trainer.state.log_history,
+        **lora_facts,
+    )
+    (model_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    _write_card(config, data_path, init_model, model_dir, trainer.state.global_step, loss, stats, lora_facts)
 
 
 def _write_card(
