@@ -13,9 +13,17 @@ Four measurements, each ``--batch`` trajectories of ``--prompt-tokens`` prompt t
   with no barrier between trajectories (what the agent loop does);
 - ``barrier``: the same trajectories, but every round waits for the whole batch (ToRA-style).
 
-Throughput counts generated tokens only (not prompt or executor tokens) over wall time. The last
-line printed is one JSON object with the figures and the ratios ``tool / plain``, ``barrier / plain``
-and ``plain / generate``. The random model never writes ``</code>`` by itself, so segment ends stand
+Throughput counts generated tokens only (not prompt or executor tokens) over wall time. The three
+backend measurements repeat ``--repeats`` times (default 3), interleaved and in a rotating order, so
+load that comes and goes hits each of them alike. The last line printed is one JSON object with the
+medians and the median ratios ``tool / plain``, ``barrier / plain`` and ``plain / generate`` (each
+ratio is the median of the per-repeat ratios); ``runs`` holds every repeat's figures.
+
+``--profile`` adds one line per measurement, before the last, with where the engine thread's time went
+(``profile_engine``): prompt tokenization (``make_row``), admissions (prefill forward, prefix loading,
+cache merge), decoding steps (forward and sampling), token bookkeeping and stop checks (``record``),
+retiring rows (prefix keeping, cache selection), completion decoding, and the time the engine sat
+idle waiting for work (tool calls and the event loop). The random model never writes ``</code>`` by itself, so segment ends stand
 in for code blocks; a continuation reuses the KV of its earlier segments through the backend's prefix
 cache, so only the injected executor tokens are computed again.
 """
@@ -26,7 +34,9 @@ import argparse
 import asyncio
 import json
 import random
+import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -163,7 +173,12 @@ async def with_barrier(backend, prompts, new_tokens, plans, latency) -> int:
     return sum(generated)
 
 
-def timed(backend: HFBackend, coro) -> tuple[object, float, dict]:
+def timed(backend: HFBackend, coro, profile: bool = False) -> tuple[object, float, dict]:
+    if profile:
+        with EngineProfile(backend) as prof:
+            result, seconds, stats = timed(backend, coro)
+        stats["profile_engine"] = prof.breakdown(seconds)
+        return result, seconds, stats
     backend.reset_stats()
     backend.clear_prefix_cache()  # each measurement starts cold; no reuse across them
     _sync()
@@ -173,9 +188,185 @@ def timed(backend: HFBackend, coro) -> tuple[object, float, dict]:
     return result, time.perf_counter() - t0, backend.stats().as_dict()
 
 
+# Engine methods timed by --profile, with the name each is reported under.
+PROFILED = {
+    "make_row": "tokenize_prompt",
+    "_admit": "admit_other",
+    "_load_prefixes": "admit_load_prefix",
+    "_merge": "admit_merge",
+    "_step": "step_other",
+    "_sample": "sample",
+    "_record": "record_and_stop_checks",
+    "_retire": "retire_other",
+    "_keep_prefix": "retire_keep_prefix",
+    "_completion": "decode_completion",
+}
+
+
+class EngineProfile:
+    """Times the backend's engine methods and the model's forward for one measurement. Times are
+    exclusive (a method's time leaves out the timed calls inside it), so the parts add up to the engine's
+    busy time; a forward pass counts as ``forward_admit`` inside an admission, else ``forward_step``."""
+
+    def __init__(self, backend: HFBackend):
+        self.backend, self.engine = backend, backend._engine
+        self.seconds: dict[str, float] = {}
+        self._local = (
+            threading.local()
+        )  # prompts are tokenized on the caller's thread, the rest on the engine's
+
+    @property
+    def _stack(self) -> list[list]:
+        """This thread's open timed calls: [name, seconds spent in timed calls inside it]."""
+        if not hasattr(self._local, "stack"):
+            self._local.stack = []
+        return self._local.stack
+
+    def _timed(self, name_of, original):
+        def call(*args, **kwargs):
+            name = name_of()
+            self._stack.append([name, 0.0])
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _sync()
+                elapsed = time.perf_counter() - t0
+                _, inner = self._stack.pop()
+                self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - inner
+                if self._stack:
+                    self._stack[-1][1] += elapsed
+
+        return call
+
+    def __enter__(self) -> EngineProfile:
+        for attr, name in PROFILED.items():
+            setattr(self.engine, attr, self._timed(lambda n=name: n, getattr(self.engine, attr)))
+        in_admit = lambda: any(n.startswith("admit") for n, _ in self._stack)  # noqa: E731
+        self.engine.model.forward = self._timed(
+            lambda: "forward_admit" if in_admit() else "forward_step", self.engine.model.forward
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for attr in PROFILED:
+            self.engine.__dict__.pop(attr, None)  # back to the class's methods
+        self.engine.model.__dict__.pop("forward", None)
+
+    def breakdown(self, wall: float) -> dict:
+        """Seconds per part, the engine's busy and idle time, and the admissions and steps counted."""
+        stats = self.backend.stats()
+        out = {"wall_s": wall, "engine_busy_s": stats.gen_time_s, "engine_idle_s": wall - stats.gen_time_s}
+        out |= {f"{k}_s": v for k, v in sorted(self.seconds.items())}
+        out = {k: round(v, 3) for k, v in out.items()}
+        return out | {"prefills": stats.prefills, "steps": stats.steps}
+
+
+# ----------------------------------------------------------------------------- the library's engine
+def library_config(batch: int, prompt_tokens: int, new_tokens: int, extra: int = 0):
+    """transformers' continuous batching sized for this workload: enough KV blocks for every row's
+    prompt, generation and ``extra`` tokens (injected executor output), prefill in 2,048-token chunks.
+    Left to size itself from free memory, it allocates for the whole machine and runs far slower here."""
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    page = ContinuousBatchingConfig.page_size
+    blocks = batch * (-(-(prompt_tokens + new_tokens + extra) // page) + 1)
+    return ContinuousBatchingConfig(num_blocks=blocks, max_batch_tokens=2048)
+
+
+def library_generation_config(tokenizer, new_tokens: int):
+    from transformers import GenerationConfig
+
+    # eos disabled (as stop_on_eos=False in ours), so every row generates the same count
+    return GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1,
+                            pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+
+
+def bench_library_plain(model, tokenizer, prompts: list[str], new_tokens: int, cb_config) -> float:
+    """``model.generate_batch``: every prompt one request, generated tokens/s (after a warm-up)."""
+    ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    config = library_generation_config(tokenizer, new_tokens)
+    model.generate_batch(inputs=ids[:2], generation_config=library_generation_config(tokenizer, 4),
+                         continuous_batching_config=cb_config, warmup=False)  # fmt: skip
+    t0 = time.perf_counter()
+    out = model.generate_batch(inputs=ids, generation_config=config, continuous_batching_config=cb_config,
+                               warmup=False)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    return sum(len(o.generated_tokens) for o in out.values()) / seconds
+
+
+async def library_tool(model, tokenizer, prompts, new_tokens, plans, latency, cb_config) -> tuple[int, float]:
+    """The ``tool`` workload on the library's manager: each segment is a new request of the whole
+    context so far (the library has no continuation of a finished request; its block sharing may reuse
+    the prefix), max_new_tokens set per request. Returns (generated tokens, seconds)."""
+    loop = asyncio.get_running_loop()
+    waiting: dict[str, asyncio.Future] = {}
+    config = library_generation_config(tokenizer, max(max(s) for s in plans))
+    manager = model.init_continuous_batching(generation_config=config, continuous_batching_config=cb_config)
+    manager.start()
+    stop = threading.Event()
+
+    def route() -> None:  # the manager's results, to the waiting trajectory
+        while not stop.is_set():
+            out = manager.get_result(timeout=0.05)
+            if out is not None:
+                future = waiting.pop(out.request_id)
+                loop.call_soon_threadsafe(future.set_result, out)
+
+    router = threading.Thread(target=route, daemon=True)
+    router.start()
+    counter = iter(range(10**9))
+
+    async def complete(ids: list[int], n: int) -> list[int]:
+        rid = f"r{next(counter)}"
+        waiting[rid] = loop.create_future()
+        manager.add_request(ids, request_id=rid, max_new_tokens=n)
+        return (await waiting[rid]).generated_tokens
+
+    async def one(prompt: str, segments: list[int], rng: random.Random) -> int:
+        ids, generated = tokenizer.encode(prompt, add_special_tokens=False), 0
+        for seg in segments:
+            out = await complete(ids, min(seg, new_tokens - generated))
+            generated += len(out)
+            ids = ids + out
+            if generated >= new_tokens:
+                break
+            await asyncio.sleep(latency * rng.uniform(0.5, 1.5))
+            ids = ids + tokenizer.encode(executor_block(str(rng.randint(0, 10**6))), add_special_tokens=False)
+        return generated
+
+    rng = random.Random(0)
+    t0 = time.perf_counter()
+    try:
+        n = sum(await asyncio.gather(*(one(p, s, rng) for p, s in zip(prompts, plans, strict=True))))
+    finally:
+        seconds = time.perf_counter() - t0
+        stop.set()
+        router.join()
+        manager.stop(block=True)
+    return n, seconds
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def run_library(args, path: Path, prompts: list[str], plans: list[list[int]]) -> dict:
+    """The library's figures, on its own copy of the model (its paged attention changes the model)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if args.device in ("auto", "cpu")
+                                                 and not torch.cuda.is_available() else torch.bfloat16)  # fmt: skip
+    model = model.to("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu").eval()
+    extra = 64 * max(len(s) for s in plans)  # executor blocks of the tool workload
+    cb = library_config(args.batch, args.prompt_tokens, args.new_tokens, extra)
+    plain_tok_s = bench_library_plain(model, tokenizer, prompts, args.new_tokens, cb)
+    n, seconds = asyncio.run(
+        library_tool(model, tokenizer, prompts, args.new_tokens, plans, args.tool_latency, cb)
+    )
+    return {"library_plain_tok_s": round(plain_tok_s, 1), "library_tool_tok_s": round(n / seconds, 1)}
 
 
 def main() -> None:
@@ -190,6 +381,13 @@ def main() -> None:
     ap.add_argument("--segment", type=int, default=64, help="mean tokens between tool calls")
     ap.add_argument("--tool-latency", type=float, default=0.05, help="mean seconds per tool call")
     ap.add_argument("--static-generate", action="store_true", help="also time generate with a static cache")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the backend measurements")
+    ap.add_argument("--profile", action="store_true", help="print where the engine's time went, per run")
+    ap.add_argument(
+        "--library",
+        action="store_true",
+        help="also time transformers' continuous batching (generate_batch, and the tool loop on its manager)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -206,38 +404,69 @@ def main() -> None:
         static_tok_s = (
             bench_generate(backend, prompts, args.new_tokens, "static") if args.static_generate else None
         )
-        n_plain, t_plain, s_plain = timed(backend, plain(backend, prompts, args.new_tokens))
-        (n_tool, n_calls), t_tool, s_tool = timed(
-            backend, tool_integrated(backend, prompts, args.new_tokens, plans, args.tool_latency)
-        )
-        n_bar, t_bar, _ = timed(
-            backend, with_barrier(backend, prompts, args.new_tokens, plans, args.tool_latency)
-        )
+        jobs = {
+            "plain": lambda: plain(backend, prompts, args.new_tokens),
+            "tool": lambda: tool_integrated(backend, prompts, args.new_tokens, plans, args.tool_latency),
+            "barrier": lambda: with_barrier(backend, prompts, args.new_tokens, plans, args.tool_latency),
+        }
+        runs = []
+        for r in range(args.repeats):
+            order = list(jobs)[r % 3 :] + list(jobs)[: r % 3]  # rotate, so no job always runs first
+            run = {"repeat": r, "order": order}
+            for name in order:
+                out, seconds, stats = timed(backend, jobs[name](), profile=args.profile)
+                n = out[0] if isinstance(out, tuple) else out
+                run[f"{name}_tok_s"] = round(n / seconds, 1)
+                run[f"{name}_stats"] = stats
+                if name == "tool":
+                    run["tool_calls"] = out[1]
+                if args.profile:
+                    print(json.dumps({"repeat": r, "job": name, "profile_engine": stats["profile_engine"]}))
+            runs.append(run)
+        device = str(backend._engine.device)
+        dtype = str(next(backend.model.parameters()).dtype)
         backend.close()
+        library = run_library(args, path, prompts, plans) if args.library else {}
 
-    plain_tok_s, tool_tok_s, bar_tok_s = n_plain / t_plain, n_tool / t_tool, n_bar / t_bar
+    med = lambda key: statistics.median(run[key] for run in runs)  # noqa: E731
+    ratio = lambda a, b: round(statistics.median(run[a] / run[b] for run in runs), 3)  # noqa: E731
+    tool_stats = [run["tool_stats"] for run in runs]
     result = {
-        "device": str(backend._engine.device),
-        "dtype": str(next(backend.model.parameters()).dtype),
+        "device": device,
+        "dtype": dtype,
         "params": n_params,
         "batch": args.batch,
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
         "segment": args.segment,
         "tool_latency_s": args.tool_latency,
+        "repeats": args.repeats,
         "generate_tok_s": round(gen_tok_s, 1),
         "generate_static_tok_s": round(static_tok_s, 1) if static_tok_s else None,
-        "plain_tok_s": round(plain_tok_s, 1),
-        "tool_tok_s": round(tool_tok_s, 1),
-        "barrier_tok_s": round(bar_tok_s, 1),
-        "tool_vs_plain": round(tool_tok_s / plain_tok_s, 3),
-        "barrier_vs_plain": round(bar_tok_s / plain_tok_s, 3),
-        "plain_vs_generate": round(plain_tok_s / gen_tok_s, 3),
-        "tool_mean_batch": round(s_tool["row_steps"] / max(1, s_tool["steps"]), 1),
-        "tool_prefills": s_tool["prefills"],
-        "tool_calls": n_calls,
-        "plain_mean_batch": round(s_plain["row_steps"] / max(1, s_plain["steps"]), 1),
+        "plain_tok_s": med("plain_tok_s"),
+        "tool_tok_s": med("tool_tok_s"),
+        "barrier_tok_s": med("barrier_tok_s"),
+        "tool_vs_plain": ratio("tool_tok_s", "plain_tok_s"),
+        "barrier_vs_plain": ratio("barrier_tok_s", "plain_tok_s"),
+        "tool_vs_barrier": ratio("tool_tok_s", "barrier_tok_s"),
+        "plain_vs_generate": round(med("plain_tok_s") / gen_tok_s, 3),
+        "tool_mean_batch": round(
+            statistics.median(s["row_steps"] / max(1, s["steps"]) for s in tool_stats), 1
+        ),
+        "tool_prefills": statistics.median(s["prefills"] for s in tool_stats),
+        "tool_calls": med("tool_calls"),
+        "plain_mean_batch": round(
+            statistics.median(
+                r["plain_stats"]["row_steps"] / max(1, r["plain_stats"]["steps"]) for r in runs
+            ),
+            1,
+        ),
+        **library,
+        "runs": [{k: v for k, v in run.items() if not k.endswith("_stats")} for run in runs],
     }
+    if library:
+        result["library_plain_vs_plain"] = round(library["library_plain_tok_s"] / result["plain_tok_s"], 3)
+        result["library_tool_vs_tool"] = round(library["library_tool_tok_s"] / result["tool_tok_s"], 3)
     print(json.dumps(result))
 
 
