@@ -326,11 +326,15 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
     assert again.stdout.count("up to date, skipped") == n_stages
     # 4. The dry run is the run, and it is deterministic with load beside it: its printed commands, executed
     # in order in a plain shell next to a busy process, give the same evaluation records and reports
-    # (executor limits count CPU time, not wall time). One run checks both, to keep CI short.
+    # (executor limits count CPU time, not wall time). One run checks both, to keep CI short; it leaves
+    # out the controls, whose command lines are the full plan's with more of them (asserted).
     shell = tmp_path / "shell"
     overrides = seed_overrides(0)  # what `demo --seed 0` adds to the recipe
-    plan = subprocess.run([sys.executable, "-m", "dualdistill.cli", "run", "embedded_quick", "--workdir",
-                           str(shell), "--dry-run", *overrides], capture_output=True, text=True, check=True)  # fmt: skip
+    dry = [sys.executable, "-m", "dualdistill.cli", "run", "embedded_quick", "--workdir", str(shell), "--dry-run",
+           *overrides]  # fmt: skip
+    plan = subprocess.run([*dry, "controls=false"], capture_output=True, text=True, check=True)
+    full = subprocess.run(dry, capture_output=True, text=True, check=True)
+    assert set(plan.stdout.splitlines()) < set(full.stdout.splitlines())
     script = tmp_path / "run.sh"
     script.write_text("set -euo pipefail\n" + plan.stdout)
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -341,7 +345,9 @@ def test_quick_demo_end_to_end_with_kill_and_resume(tmp_path):
         hog.wait()
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (shell / "manifest.json").exists()  # the commands alone, no pipeline
-    for student in results:
+    shell_students = sorted(d.name for d in (shell / "eval").iterdir())
+    assert {"text_only", "code_only", "dualdistill", "dualdistill_sd"} <= set(shell_students) < set(results)
+    for student in shell_students:
         a, b = (_without_timings(json.loads((w / "eval" / student / "report.json").read_text())["benchmarks"])
                 for w in (workdir, shell))  # fmt: skip
         assert a["test_tool"]["accuracy"] is not None
