@@ -223,6 +223,27 @@ def test_cpu_limit_counts_every_process_of_the_session():
 
 
 @needs_cpu_clock
+def test_a_slow_session_restart_does_not_use_up_the_next_blocks_backstop():
+    """On a loaded machine the restart after a timeout can take seconds; the block's wall-clock backstop
+    counts from when the block is handed over, so its CPU-time limit still decides (the same text with or
+    without load: a quick-demo run under load once recorded the backstop's message instead)."""
+    import time as _time
+
+    cfg = SandboxConfig(timeout_s=0.2, limit="cpu")
+    with Session(cfg) as s:
+        assert s.run("while True:\n    pass").status == "timeout"  # the session is restarted before the next
+        real_start = s.start
+
+        def slow_start():
+            real_start()
+            _time.sleep(cfg.wall_limit_s + 0.5)  # the restart alone outlasts the backstop
+
+        s.start = slow_start
+        r = s.run("while True:\n    pass")
+        assert r.status == "timeout" and "limit: 0.2 s of CPU time" in r.output, r.output
+
+
+@needs_cpu_clock
 def test_cpu_limit_has_a_wall_clock_backstop_for_code_that_sleeps():
     cfg = SandboxConfig(timeout_s=0.2, limit="cpu")
     assert cfg.wall_limit_s == 5.0  # max(10 x the limit, 5 s)

@@ -332,7 +332,7 @@ class Session:
         if self._proc is None or not self._template.alive():
             self._kill()
             self.start()
-        status, text, killed = self._exchange(code, start)
+        status, text, killed = self._exchange(code)
         return ExecResult(status, notice + text, time.monotonic() - start, lost, killed)
 
     def _cpu_clock(self):
@@ -345,13 +345,16 @@ class Session:
             return None
         return clock
 
-    def _exchange(self, code: str, start: float) -> tuple[Status, str, bool]:
+    def _exchange(self, code: str) -> tuple[Status, str, bool]:
         c = self.config
         nonce = "\x00end-" + secrets.token_hex(8) + "\x00"
         out = _Output(keep=max(4 * c.output_limit, 4096), nonce=nonce.encode())
         clock = self._cpu_clock()
         cpu_block = c.limit == "cpu" and clock is not None  # the block's limit counts CPU time
         cpu_start = clock() if clock else 0.0
+        # The block's time starts when it is handed over, not before a restart of the session: a restart
+        # that is slow on a loaded machine must not use up the wall-clock backstop of a CPU-time limit.
+        start = time.monotonic()
         try:
             send_msg(self._sock, {"code": code, "nonce": nonce, "repl": c.repl})
         except OSError:
