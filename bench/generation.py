@@ -192,15 +192,16 @@ def timed(backend: HFBackend, coro, profile: bool = False) -> tuple[object, floa
 PROFILED = {
     "make_row": "tokenize_prompt",
     "_admit": "admit_other",
-    "_load_prefixes": "admit_load_prefix",
-    "_merge": "admit_merge",
+    "_place": "admit_find_and_copy_prefix",
+    "_free_slot": "admit_move_out_parked",
     "_step": "step_other",
     "_sample": "sample",
     "_record": "record_and_stop_checks",
-    "_retire": "retire_other",
-    "_keep_prefix": "retire_keep_prefix",
+    "_retire": "retire",
     "_completion": "decode_completion",
 }
+# The same for the engine's KV cache: planning a packed pass, writing the new keys/values.
+PROFILED_CACHE = {"plan": "plan_pass", "update": "cache_write"}
 
 
 class EngineProfile:
@@ -240,8 +241,9 @@ class EngineProfile:
         return call
 
     def __enter__(self) -> EngineProfile:
-        for attr, name in PROFILED.items():
-            setattr(self.engine, attr, self._timed(lambda n=name: n, getattr(self.engine, attr)))
+        for obj, table in ((self.engine, PROFILED), (self.engine.cache, PROFILED_CACHE)):
+            for attr, name in table.items():
+                setattr(obj, attr, self._timed(lambda n=name: n, getattr(obj, attr)))
         in_admit = lambda: any(n.startswith("admit") for n, _ in self._stack)  # noqa: E731
         self.engine.model.forward = self._timed(
             lambda: "forward_admit" if in_admit() else "forward_step", self.engine.model.forward
@@ -249,8 +251,9 @@ class EngineProfile:
         return self
 
     def __exit__(self, *exc) -> None:
-        for attr in PROFILED:
-            self.engine.__dict__.pop(attr, None)  # back to the class's methods
+        for obj, table in ((self.engine, PROFILED), (self.engine.cache, PROFILED_CACHE)):
+            for attr in table:
+                obj.__dict__.pop(attr, None)  # back to the class's methods
         self.engine.model.__dict__.pop("forward", None)
 
     def breakdown(self, wall: float) -> dict:

@@ -54,11 +54,12 @@ def forced_code_end(tiny_model_dir, tokenizer, after: int) -> HFBackend:
     @functools.wraps(real_forward)  # keeps the signature, which the backend inspects
     def forward(*args, **kwargs):
         out = real_forward(*args, **kwargs)
-        pos = kwargs["position_ids"][:, -1]  # position of the token whose successor is predicted
+        # The engine packs its rows into one sequence and keeps the logits of each row's last token.
+        pos = kwargs["position_ids"][0, kwargs["logits_to_keep"]]  # whose successor is predicted
         hit = torch.zeros_like(pos, dtype=torch.bool)
         for n in prompt_lengths:
             hit |= pos == n + after - 2
-        out.logits[hit, -1, code_end] += 1e4
+        out.logits[0, hit, code_end] += 1e4
         return out
 
     model.forward = forward
@@ -190,8 +191,86 @@ def test_hf_late_request_joins_the_running_batch(hf):
     alone, joined, short, short_done_first = run(scenario())
     stats = hf.stats()
     assert short.n_tokens == 3 and short_done_first  # no barrier: the short one did not wait
-    assert stats.prefills == 2 and stats.max_active == 2
+    assert stats.admissions == 2 and stats.max_active == 2
+    # The short prompt was read inside the long row's decoding passes: no pass of its own.
+    assert stats.steps == long_req["max_new_tokens"]
     assert joined.text == alone.text  # joining did not disturb the running row
+
+
+def test_hf_continuation_reads_only_its_new_tokens_in_place(tiny_model_dir, tiny_tokenizer):
+    """A row that stopped for a tool call stays parked in its slot; its continuation reuses every
+    token the slot holds and its text equals a backend that reads the whole context again."""
+    backend = forced_code_end(tiny_model_dir, tiny_tokenizer, after=5)
+    prompt = "Compute it. <code>\n"
+    backend.prompt_lengths.add(len(tiny_tokenizer.encode(prompt)))
+    first = run(backend.complete(prompt, max_new_tokens=30, stop=["</code>"], temperature=0.0))
+    assert first.stop == "</code>"
+    held = len(tiny_tokenizer.encode(prompt)) + first.n_tokens - 1  # the stop token was never fed
+    continued = prompt + first.text + executor_block("7")
+    backend.reset_stats()
+    second = run(backend.complete(continued, max_new_tokens=8, stop=[], temperature=0.0))
+    assert backend.stats().reused_tokens == held
+    with HFBackend(tiny_model_dir, prefix_cache_tokens=0) as plain:
+        assert run(plain.complete(continued, max_new_tokens=8, stop=[], temperature=0.0)).text == second.text
+    backend.close()
+
+
+def test_hf_a_parked_row_moved_out_of_its_slot_is_reused_from_the_prefix_cache(
+    tiny_model_dir, tiny_tokenizer
+):
+    """With one slot, a new request takes the parked row's slot; the parked keys/values move to the
+    prefix cache and the continuation still reads only its new tokens, with the same text."""
+    backend = forced_code_end(tiny_model_dir, tiny_tokenizer, after=4)
+    backend.close()
+    backend = HFBackend.from_objects(backend.model, tiny_tokenizer, max_batch=1)  # one slot
+    backend.prompt_lengths = set()
+    a = "First problem, with code. <code>\n"
+    first = run(backend.complete(a, max_new_tokens=6, stop=[], temperature=0.0))
+    other = run(backend.complete("A different question", max_new_tokens=3, stop=[], temperature=0.0))
+    assert other.n_tokens == 3 and len(backend._engine.prefix.entries) == 1
+    continued = a + first.text + executor_block("1")
+    backend.reset_stats()
+    second = run(backend.complete(continued, max_new_tokens=6, stop=[], temperature=0.0))
+    assert backend.stats().reused_tokens == len(tiny_tokenizer.encode(a)) + first.n_tokens - 1
+    with HFBackend(tiny_model_dir, prefix_cache_tokens=0) as plain:
+        assert run(plain.complete(continued, max_new_tokens=6, stop=[], temperature=0.0)).text == second.text
+    backend.close()
+
+
+def test_hf_long_prompts_are_read_in_chunks_with_the_same_result(tiny_model_dir, monkeypatch):
+    from dualdistill.backends import hf_engine
+
+    requests = [dict(prompt=p * 3, max_new_tokens=6, stop=[], temperature=0.0) for p in PROMPTS]
+    with HFBackend(tiny_model_dir, prefix_cache_tokens=0) as whole:
+        expected = run(_solo_and_batched(whole, requests))[0]
+    monkeypatch.setattr(hf_engine, "PASS_TOKENS", 7)  # far below every prompt's length
+    with HFBackend(tiny_model_dir, prefix_cache_tokens=0) as chunked:
+        got = run(_solo_and_batched(chunked, requests))[1]  # all together: chunks of several prompts
+        stats = chunked.stats()
+    assert [c.text for c in got] == [c.text for c in expected]
+    # every pass read at most 7 prompt tokens, so the prompts took several passes before decoding
+    assert stats.prefills >= stats.prompt_tokens // 7
+
+
+def test_hf_same_prompt_sampled_k_times_copies_the_prompt_from_a_running_row(hf):
+    """Self-distillation samples one prompt K times: a request that arrives while another with the
+    same prompt runs copies the prompt's keys/values from that row's slot."""
+    prompt = PROMPTS[1]
+    n_prompt = hf.count_tokens(prompt) + 1  # + the tokenizer's BOS, if any, is checked below
+
+    async def scenario():
+        first = asyncio.create_task(hf.complete(prompt, max_new_tokens=40, stop=[], temperature=0.8, seed=1))
+        while hf.stats().steps < 3:
+            await asyncio.sleep(0.001)
+        hf.reset_stats()
+        second = await hf.complete(prompt, max_new_tokens=5, stop=[], temperature=0.8, seed=2)
+        return await first, second
+
+    _, second = run(scenario())
+    ids = hf.tokenizer.encode(prompt)
+    assert hf.stats().reused_tokens == len(ids) - 1 and n_prompt >= len(ids)
+    solo = run(hf.complete(prompt, max_new_tokens=5, stop=[], temperature=0.8, seed=2))
+    assert solo.text == second.text
 
 
 def test_hf_rejects_bad_sampling_params(hf):

@@ -40,6 +40,21 @@ class Pending:
         return self.future.cancelled()
 
 
+def resolve_all(done: list[tuple[Pending, Any]]) -> None:
+    """Resolve many requests with one wake-up per event loop (each wake-up writes to the loop's
+    socket, which costs more than setting a result)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
+    for p, result in done:
+        by_loop.setdefault(p.loop, []).append((p.future, result))
+    for loop, items in by_loop.items():
+        loop.call_soon_threadsafe(_set_many, items)
+
+
+def _set_many(items: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, result in items:
+        _set(future, result, None)
+
+
 def _set(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
     if future.done():  # cancelled by its caller meanwhile
         return

@@ -1,0 +1,77 @@
+"""The engine's KV cache: where a packed pass writes, what each query may see, and the attention switch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dualdistill.backends.slot_cache import ATTENTION, SlotCache, packed
+
+
+def test_a_pass_writes_each_token_at_its_rows_next_position():
+    cache = SlotCache(4, "cpu")
+    cache.plan([(0, [5, 6, 7]), (2, [9])])
+    p = cache.plan([(2, [1]), (0, [8, 8])])
+    assert cache.lens.tolist() == [5, 0, 2, 0]
+    assert cache.held(0).tolist() == [5, 6, 7, 8, 8] and cache.held(2).tolist() == [9, 1]
+    assert p.ids.tolist() == [[1, 8, 8]]
+    assert p.position_ids.tolist() == [[1, 3, 4]]  # each token's position in its own row
+    assert p.last.tolist() == [0, 2]  # the logits of each row's last token
+    # slot 2 feeds one token and attends over slots 0..2: it sees its 2 positions; the others only position 0
+    assert p.one_hi == 3 and p.one_mask[:, 0, 0].tolist() == [[True, False], [True, False], [True, True]]
+    # slot 0 reads two tokens, each seeing its row up to itself
+    assert p.many_slot.tolist() == [0]
+    assert p.many_mask[0, 0].tolist() == [[True] * 4 + [False], [True] * 5]
+
+
+def test_rows_that_all_see_everything_need_no_mask():
+    cache = SlotCache(2, "cpu")
+    cache.plan([(0, [1, 2]), (1, [3, 4])])
+    p = cache.plan([(0, [5]), (1, [6])])
+    assert p.one_dense and p.one_mask is None and p.one_kv == 3
+
+
+def test_prefixes_move_with_their_tokens_and_growth_keeps_them():
+    cache = SlotCache(3, "cpu")
+    layer = torch.arange(3 * 2 * 1 * 4, dtype=torch.float32).reshape(3, 2, 1, 4)
+    cache.plan([(0, [7, 8, 9])])
+    cache._allocate(layer)
+    cache.keys[0][0, :, :3] = 1.0
+    cache.copy_prefix(0, 2, 2)
+    assert cache.held(2).tolist() == [7, 8] and cache.keys[0][2, :, :2].eq(1.0).all()
+    keys, values = cache.export(0)
+    cache.reserve(cache.capacity * 4)  # grown: content kept
+    assert cache.held(0).tolist() == [7, 8, 9] and cache.keys[0][0, :, :3].eq(1.0).all()
+    cache.load(1, np.array([7, 8, 9]), keys, values, 2)
+    assert cache.held(1).tolist() == [7, 8] and torch.equal(cache.keys[0][1, :, :2], keys[0][:, :2])
+    assert cache.common_prefix(np.array([7, 8, 9, 4])) == (0, 3)
+    assert cache.common_prefix(np.array([6])) == (None, 0)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_packed_switches_attention_for_the_pass_and_restores_it(
+    tiny_model_dir, tiny_tokenizer, implementation
+):
+    """Whatever the model was loaded with, the pass runs through the slot attention and the model
+    comes back as it was (it may be trained further), also after an error."""
+    from transformers import AutoModelForCausalLM
+
+    from dualdistill.backends.hf import HFBackend
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=implementation)
+    with pytest.raises(RuntimeError, match="boom"), packed(model):
+        assert model.config._attn_implementation == ATTENTION
+        raise RuntimeError("boom")
+    assert model.config._attn_implementation == implementation
+    import asyncio
+
+    with HFBackend.from_objects(model, tiny_tokenizer) as backend:
+        text = asyncio.run(
+            backend.complete("Compute 3 + 4.", max_new_tokens=6, stop=[], temperature=0.0)
+        ).text
+    assert model.config._attn_implementation == implementation
+    # the same greedy text as transformers' own generate with the model's attention
+    ids = tiny_tokenizer("Compute 3 + 4.", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=6, do_sample=False, eos_token_id=None)
+    assert text == tiny_tokenizer.decode(out[0, ids["input_ids"].shape[1] :])
