@@ -3,10 +3,11 @@
     python bench/generation.py                                    # CPU, tiny random Qwen2
     python bench/generation.py --device cuda --size 15m --batch 64 # GPU, ~15M-parameter Qwen2 in bf16
 
-Four measurements, each ``--batch`` trajectories of ``--prompt-tokens`` prompt tokens and
-``--new-tokens`` generated tokens (end-of-sequence is ignored so every run generates the same count):
+Four measurements, each ``--trajectories`` (default ``--batch``) trajectories of ``--prompt-tokens``
+prompt tokens and ``--new-tokens`` generated tokens (end-of-sequence is ignored so every run generates
+the same count), on a backend that batches up to ``--batch`` rows:
 
-- ``generate``: transformers ``model.generate`` on the whole batch (the reference point);
+- ``generate``: transformers ``model.generate`` on ``--batch`` of them at once (the reference point);
 - ``plain``: HFBackend, every trajectory one ``complete`` call;
 - ``tool``: HFBackend, every trajectory writes segments of about ``--segment`` tokens, each followed
   by a simulated tool call (``--tool-latency`` seconds, jittered) and an injected executor block,
@@ -20,12 +21,13 @@ medians and the median ratios ``tool / plain``, ``barrier / plain`` and ``plain 
 ratio is the median of the per-repeat ratios); ``runs`` holds every repeat's figures.
 
 ``--profile`` adds one line per measurement, before the last, with where the engine thread's time went
-(``profile_engine``): prompt tokenization (``make_row``), admissions (prefill forward, prefix loading,
-cache merge), decoding steps (forward and sampling), token bookkeeping and stop checks (``record``),
-retiring rows (prefix keeping, cache selection), completion decoding, and the time the engine sat
-idle waiting for work (tool calls and the event loop). The random model never writes ``</code>`` by itself, so segment ends stand
-in for code blocks; a continuation reuses the KV of its earlier segments through the backend's prefix
-cache, so only the injected executor tokens are computed again.
+(``profile_engine``): prompt tokenization (``make_row``, on the caller's thread), admissions (prefix
+search and copy, parked rows moved out of their slot), forward passes, planning a pass and writing its
+keys/values (the engine's ``SlotCache``), sampling, token bookkeeping and stop checks (``record``),
+retiring rows, completion decoding, and the time the engine sat idle waiting for work (tool calls and
+the event loop). The random model never writes ``</code>`` by itself, so segment ends stand in for
+code blocks; a continuation finds its earlier segments' keys/values where its row left them (its
+parked slot), so only the injected executor tokens are computed again.
 """
 
 from __future__ import annotations
@@ -364,7 +366,7 @@ def run_library(args, path: Path, prompts: list[str], plans: list[list[int]]) ->
                                                  and not torch.cuda.is_available() else torch.bfloat16)  # fmt: skip
     model = model.to("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu").eval()
     extra = 64 * max(len(s) for s in plans)  # executor blocks of the tool workload
-    cb = library_config(args.batch, args.prompt_tokens, args.new_tokens, extra)
+    cb = library_config(len(prompts), args.prompt_tokens, args.new_tokens, extra)
     plain_tok_s = bench_library_plain(model, tokenizer, prompts, args.new_tokens, cb)
     n, seconds = asyncio.run(
         library_tool(model, tokenizer, prompts, args.new_tokens, plans, args.tool_latency, cb)
@@ -378,7 +380,13 @@ def main() -> None:
     ap.add_argument("--size", default="tiny", help="tiny | small | base | 15m (when no --model)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64, help="the backend's max_batch")
+    ap.add_argument(
+        "--trajectories",
+        type=int,
+        help="trajectories (plain: requests) in flight; default --batch. The agent driver runs more than "
+        "max_batch at once (concurrency 256), so the batch stays full while some wait for their tools",
+    )
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--segment", type=int, default=64, help="mean tokens between tool calls")
@@ -399,13 +407,16 @@ def main() -> None:
             path, device=args.device, dtype=args.dtype, max_batch=args.batch, stop_on_eos=False
         )
         n_params = sum(p.numel() for p in backend.model.parameters())
-        prompts = make_prompts(backend.tokenizer, args.batch, args.prompt_tokens)
-        plans = plan_segments(args.batch, args.new_tokens, args.segment, seed=0)
+        n_traj = args.trajectories or args.batch
+        prompts = make_prompts(backend.tokenizer, n_traj, args.prompt_tokens)
+        plans = plan_segments(n_traj, args.new_tokens, args.segment, seed=0)
         timed(backend, plain(backend, prompts[:4], 8))  # warm-up
 
-        gen_tok_s = bench_generate(backend, prompts, args.new_tokens, None)
+        gen_tok_s = bench_generate(backend, prompts[: args.batch], args.new_tokens, None)
         static_tok_s = (
-            bench_generate(backend, prompts, args.new_tokens, "static") if args.static_generate else None
+            bench_generate(backend, prompts[: args.batch], args.new_tokens, "static")
+            if args.static_generate
+            else None
         )
         jobs = {
             "plain": lambda: plain(backend, prompts, args.new_tokens),
@@ -439,6 +450,7 @@ def main() -> None:
         "dtype": dtype,
         "params": n_params,
         "batch": args.batch,
+        "trajectories": n_traj,
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
         "segment": args.segment,
