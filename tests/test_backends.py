@@ -273,6 +273,37 @@ def test_hf_same_prompt_sampled_k_times_copies_the_prompt_from_a_running_row(hf)
     assert solo.text == second.text
 
 
+def test_hf_a_failing_pass_fails_its_requests_and_the_engine_keeps_serving(tiny_model_dir, tiny_tokenizer):
+    """An exception inside a forward pass fails the requests it held (one clear error) and drops
+    everything kept, since the cache may be half-written; the next request is served as if fresh."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    real_forward, broken = model.forward, [True]
+
+    @functools.wraps(real_forward)
+    def forward(*args, **kwargs):
+        if broken[0] and kwargs["input_ids"].shape[1] > 1:  # the pass reading the second prompt
+            raise RuntimeError("device lost")
+        return real_forward(*args, **kwargs)
+
+    model.forward = forward
+    with HFBackend.from_objects(model, tiny_tokenizer) as backend:
+        broken[0] = False
+        first = run(backend.complete(PROMPTS[1], max_new_tokens=4, stop=[], temperature=0.0))
+        broken[0] = True
+        with pytest.raises(BackendError, match="generation failed: RuntimeError: device lost"):
+            run(
+                backend.complete(
+                    PROMPTS[1] + first.text + " more", max_new_tokens=4, stop=[], temperature=0.0
+                )
+            )
+        assert not backend._engine.parked and not backend._engine.active
+        broken[0] = False
+        again = run(backend.complete(PROMPTS[1], max_new_tokens=4, stop=[], temperature=0.0))
+    assert again.text == first.text
+
+
 def test_hf_rejects_bad_sampling_params(hf):
     with pytest.raises(ValueError, match="top_p"):
         run(hf.complete("x", max_new_tokens=3, stop=[], temperature=0.5, top_p=0.0))
