@@ -75,3 +75,20 @@ def test_packed_switches_attention_for_the_pass_and_restores_it(
     ids = tiny_tokenizer("Compute 3 + 4.", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=6, do_sample=False, eos_token_id=None)
     assert text == tiny_tokenizer.decode(out[0, ids["input_ids"].shape[1] :])
+
+
+def test_the_prefix_cache_finds_the_longest_shared_prefix_and_drops_what_a_longer_entry_extends():
+    from dualdistill.backends.prefix_cache import PrefixCache
+
+    kv = lambda n: [torch.zeros(1, n, 2)]  # noqa: E731  one layer, (heads, positions, dim)
+    cache = PrefixCache(max_tokens=12)
+    cache.put([1, 2, 3], kv(3), kv(3))
+    cache.put([1, 2, 3, 4, 5], kv(5), kv(5))  # extends the first: it goes
+    cache.put([7, 8, 9], kv(3), kv(3))
+    assert [e.ids.tolist() for e in cache.entries.values()] == [[1, 2, 3, 4, 5], [7, 8, 9]]
+    entry, n = cache.lookup([1, 2, 3, 9, 9])
+    assert entry.ids.tolist() == [1, 2, 3, 4, 5] and n == 3
+    assert cache.lookup([1, 2, 3, 4, 5])[1] == 4  # one token is always left to read
+    assert cache.lookup([5, 5]) == (None, 0)
+    cache.put([6, 6, 6, 6, 6], kv(5), kv(5))  # 13 tokens > 12: the least recently used entry goes
+    assert [e.ids.tolist() for e in cache.entries.values()] == [[1, 2, 3, 4, 5], [6, 6, 6, 6, 6]]

@@ -185,7 +185,8 @@ class Engine:
         r: Row = p.payload
         query = np.asarray(r.ids[:-1])  # at least one token is left to read, for the next-token logits
         src, n = self.cache.common_prefix(query) if self.reuse else (None, 0)
-        entry, n_kept = self.prefix.lookup(r.ids) if self.reuse else (None, 0)
+        # The prefix cache can only do better than a slot sharing less than the whole query.
+        entry, n_kept = self.prefix.lookup(r.ids) if self.reuse and n < len(query) else (None, 0)
         if src is not None and src in self.parked and n == self.cache.lens[src] and n >= n_kept:
             slot = src  # the row that stopped for this tool call: continue it in place
             del self.parked[slot]
@@ -323,9 +324,3 @@ class Engine:
             if stop_hit is None:  # decoding merged the stop away (rare); report the token stop
                 stop_hit = hit if hit != "text" else None
         return Completion(text=text, n_tokens=len(r.generated), finish_reason=reason, stop=stop_hit)
-
-
-def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
-    n = min(len(a), len(b))
-    differ = np.flatnonzero(a[:n] != b[:n])
-    return int(differ[0]) if len(differ) else n

@@ -34,44 +34,57 @@ class PrefixCache:
         self.entries: OrderedDict[int, Entry] = OrderedDict()
         self.tokens = 0
         self._next_key = 0
+        self._table: tuple[list[int], np.ndarray, np.ndarray] | None = None  # keys, ids padded, lengths
 
     def lookup(self, ids: list[int]) -> tuple[Entry | None, int]:
         """The entry sharing the longest token prefix with ``ids`` and that length (< len(ids), so at
         least one token is left to compute the next-token logits from)."""
         if not self.entries or len(ids) < 2:
             return None, 0
-        query = np.asarray(ids[:-1])
-        best, best_n = None, 0
-        for key, entry in self.entries.items():
-            n = _common_prefix(query, entry.ids)
-            if n > best_n:
-                best, best_n = key, n
-        if best is None:
+        keys, shared = self._shared(np.asarray(ids[:-1]))
+        best = int(shared.argmax())
+        if not shared[best]:
             return None, 0
-        self.entries.move_to_end(best)  # recently useful: evict last
-        return self.entries[best], best_n
+        self.entries.move_to_end(keys[best])  # recently useful: evict last
+        return self.entries[keys[best]], int(shared[best])
 
     def put(self, ids: list[int], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         if self.max_tokens <= 0 or len(ids) < 2 or len(ids) > self.max_tokens:
             return
         arr = np.asarray(ids)
-        for key in [k for k, e in self.entries.items() if _common_prefix(arr, e.ids) == len(e.ids)]:
-            self._drop(key)  # superseded: the new entry extends it
+        if self.entries:
+            old_keys, shared = self._shared(arr)
+            lengths = self._table[2]
+            for key in [k for k, n, m in zip(old_keys, shared, lengths, strict=True) if n == m]:
+                self._drop(key)  # superseded: the new entry extends it
         self.entries[self._next_key] = Entry(arr, keys, values)
         self._next_key += 1
         self.tokens += len(ids)
+        self._table = None
         while self.tokens > self.max_tokens:
             self._drop(next(iter(self.entries)))
 
     def clear(self) -> None:
         self.entries.clear()
         self.tokens = 0
+        self._table = None
 
     def _drop(self, key: int) -> None:
         self.tokens -= len(self.entries.pop(key).ids)
+        self._table = None
 
-
-def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
-    n = min(len(a), len(b))
-    differ = np.flatnonzero(a[:n] != b[:n])
-    return int(differ[0]) if len(differ) else n
+    def _shared(self, query: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """Every entry's key and the length of the prefix it shares with ``query``: one comparison of
+        a padded table (rebuilt after a change) instead of one per entry."""
+        if self._table is None:
+            keys = list(self.entries)
+            lengths = np.array([len(self.entries[k].ids) for k in keys])
+            table = np.full((len(keys), int(lengths.max())), -1, dtype=np.int64)
+            for row, k in enumerate(keys):
+                table[row, : lengths[row]] = self.entries[k].ids
+            self._table = (keys, table, lengths)
+        keys, table, lengths = self._table
+        width = min(len(query), table.shape[1])
+        same = table[:, :width] == query[None, :width]
+        first_diff = np.where(same.all(1), width, same.argmin(1))
+        return keys, np.minimum(first_diff, lengths)
