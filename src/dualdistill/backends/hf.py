@@ -17,10 +17,10 @@ Guarantees:
   continuation after a tool call reads only its new tokens, inside a decoding step when they are few
   (``prefix_cache_tokens`` positions are kept for rows moved out of their slot, see ``prefix_cache.py``).
 
-Not guaranteed: bitwise-identical text for the same seed in a *different* batch (padding and
-prefix reuse change float rounding); sliding-window attention (the cache keeps every position);
-attention implementations other than sdpa and eager (the engine passes its own 4-D mask);
-CUDA graphs.
+Not guaranteed: bitwise-identical text for the same seed in a *different* batch (how rows are
+packed and what is reused change float rounding); sliding-window attention (the cache keeps every
+position); the model's own attention implementation (flash attention and the like): every pass runs
+through the engine's packed attention on PyTorch's SDPA; CUDA graphs.
 """
 
 from __future__ import annotations

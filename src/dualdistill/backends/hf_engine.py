@@ -18,7 +18,7 @@ waiting requests and takes one decoding step over the slots in use:
 Guarantees: each request is resolved exactly once; positions a row reuses were computed for exactly its
 token ids at the same positions, so results equal a full prefill up to float rounding; with
 ``prefix_cache_tokens=0`` nothing is reused. Not guaranteed: bitwise-identical text across batch
-compositions (padding and reuse change float rounding).
+compositions (how rows are packed and what is reused change float rounding).
 """
 
 from __future__ import annotations
