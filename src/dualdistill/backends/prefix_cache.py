@@ -84,7 +84,13 @@ class PrefixCache:
                 table[row, : lengths[row]] = self.entries[k].ids
             self._table = (keys, table, lengths)
         keys, table, lengths = self._table
-        width = min(len(query), table.shape[1])
-        same = table[:, :width] == query[None, :width]
-        first_diff = np.where(same.all(1), width, same.argmin(1))
-        return keys, np.minimum(first_diff, lengths)
+        return keys, shared_prefix(table, lengths, query)
+
+
+def shared_prefix(table: np.ndarray, lengths: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """For each row of ``table`` (token ids, valid up to ``lengths``), how many leading tokens it
+    shares with ``query``: one comparison for all rows (the engine's slots use it too)."""
+    width = min(len(query), table.shape[1])
+    same = table[:, :width] == query[None, :width]
+    first_diff = np.where(same.all(1), width, same.argmin(1))
+    return np.minimum(first_diff, lengths)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dualdistill.backends.prefix_cache import shared_prefix
+
 ATTENTION = "dualdistill_slots"
 
 
@@ -125,12 +127,9 @@ class SlotCache:
     def common_prefix(self, query: np.ndarray) -> tuple[int | None, int]:
         """The slot whose held tokens share the longest prefix with ``query``, and that length."""
         cands = np.flatnonzero(self.lens > 0)
-        width = min(len(query), self.capacity)
-        if not len(cands) or not width:
+        if not len(cands) or not len(query):
             return None, 0
-        same = self.tokens[cands, :width] == query[None, :width]
-        first_diff = np.where(same.all(1), width, same.argmin(1))
-        shared = np.minimum(first_diff, self.lens[cands])
+        shared = shared_prefix(self.tokens[cands], self.lens[cands], query)
         best = int(shared.argmax())
         return (int(cands[best]), int(shared[best])) if shared[best] else (None, 0)
 
