@@ -27,7 +27,8 @@ keys/values (the engine's ``SlotCache``), sampling, token bookkeeping and stop c
 retiring rows, completion decoding, and the time the engine sat idle waiting for work (tool calls and
 the event loop). The random model never writes ``</code>`` by itself, so segment ends stand in for
 code blocks; a continuation finds its earlier segments' keys/values where its row left them (its
-parked slot), so only the injected executor tokens are computed again.
+parked slot, or the parking slot it was moved to), so only the injected executor tokens are computed
+again (``tool_read_tokens`` counts the prompt and executor tokens computed).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from dualdistill.backends import BackendConfig
 from dualdistill.backends.hf import HFBackend
 from dualdistill.format.trajectory import executor_block
 
@@ -387,6 +389,12 @@ def main() -> None:
         help="trajectories (plain: requests) in flight; default --batch. The agent driver runs more than "
         "max_batch at once (concurrency 256), so the batch stays full while some wait for their tools",
     )
+    ap.add_argument(
+        "--parked-slots",
+        type=int,
+        default=BackendConfig.parked_slots,
+        help="the backend's parked_slots (0: rows moved out of a running slot go to the prefix cache)",
+    )
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--segment", type=int, default=64, help="mean tokens between tool calls")
@@ -404,7 +412,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.model) if args.model else build_model(args.size, Path(tmp) / "model")
         backend = HFBackend(
-            path, device=args.device, dtype=args.dtype, max_batch=args.batch, stop_on_eos=False
+            path,
+            device=args.device,
+            dtype=args.dtype,
+            max_batch=args.batch,
+            parked_slots=args.parked_slots,
+            stop_on_eos=False,
         )
         n_params = sum(p.numel() for p in backend.model.parameters())
         n_traj = args.trajectories or args.batch
@@ -451,6 +464,7 @@ def main() -> None:
         "params": n_params,
         "batch": args.batch,
         "trajectories": n_traj,
+        "parked_slots": args.parked_slots,
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
         "segment": args.segment,
@@ -469,6 +483,8 @@ def main() -> None:
             statistics.median(s["row_steps"] / max(1, s["steps"]) for s in tool_stats), 1
         ),
         "tool_prefills": statistics.median(s["prefills"] for s in tool_stats),
+        # prompt and executor tokens computed (not reused from a slot or the prefix cache)
+        "tool_read_tokens": statistics.median(s["prompt_tokens"] - s["reused_tokens"] for s in tool_stats),
         "tool_calls": med("tool_calls"),
         "plain_mean_batch": round(
             statistics.median(

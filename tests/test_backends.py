@@ -215,23 +215,30 @@ def test_hf_continuation_reads_only_its_new_tokens_in_place(tiny_model_dir, tiny
     backend.close()
 
 
-def test_hf_a_parked_row_moved_out_of_its_slot_is_reused_from_the_prefix_cache(
-    tiny_model_dir, tiny_tokenizer
-):
-    """With one slot, a new request takes the parked row's slot; the parked keys/values move to the
-    prefix cache and the continuation still reads only its new tokens, with the same text."""
+@pytest.mark.parametrize("parked_slots", [0, 1])
+def test_hf_a_parked_row_moved_out_of_its_slot_is_reused(tiny_model_dir, tiny_tokenizer, parked_slots):
+    """With one running slot, a new request takes the parked row's slot. The parked keys/values move
+    to the parking slot (or, without one, to the prefix cache); the continuation comes back into the
+    running slot, reads only its new tokens, and gives the same text. With the parking slot taken,
+    the row in the running slot it needs goes to the prefix cache."""
     backend = forced_code_end(tiny_model_dir, tiny_tokenizer, after=4)
     backend.close()
-    backend = HFBackend.from_objects(backend.model, tiny_tokenizer, max_batch=1)  # one slot
+    backend = HFBackend.from_objects(backend.model, tiny_tokenizer, max_batch=1, parked_slots=parked_slots)
     backend.prompt_lengths = set()
+    engine = backend._engine
     a = "First problem, with code. <code>\n"
     first = run(backend.complete(a, max_new_tokens=6, stop=[], temperature=0.0))
     other = run(backend.complete("A different question", max_new_tokens=3, stop=[], temperature=0.0))
-    assert other.n_tokens == 3 and len(backend._engine.prefix.entries) == 1
+    assert other.n_tokens == 3
+    assert len(engine.prefix.entries) == 1 - parked_slots
+    assert sorted(engine.parked) == [0, 1][: 1 + parked_slots]  # `other` in slot 0, `a` in parking
     continued = a + first.text + executor_block("1")
     backend.reset_stats()
     second = run(backend.complete(continued, max_new_tokens=6, stop=[], temperature=0.0))
     assert backend.stats().reused_tokens == len(tiny_tokenizer.encode(a)) + first.n_tokens - 1
+    # `other` left slot 0 for the prefix cache: beside `a` there (no parking), or alone (parking taken)
+    assert len(engine.prefix.entries) == 2 - parked_slots
+    assert engine.cache.lens[1:].sum() == 0  # the parking slot was emptied, not left stale
     with HFBackend(tiny_model_dir, prefix_cache_tokens=0) as plain:
         assert run(plain.complete(continued, max_new_tokens=6, stop=[], temperature=0.0)).text == second.text
     backend.close()

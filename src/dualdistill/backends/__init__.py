@@ -202,6 +202,14 @@ class BackendConfig:
     )
     device: str = setting("auto", identity=False, help="Device of a local model: auto, cpu, cuda.")
     max_batch: int = setting(64, ge=1, identity=False, help="Sequences per forward pass (local models).")
+    # 192 = the agent loop's 256 trajectories in flight less max_batch's 64: every trajectory waiting on
+    # a tool call keeps its keys/values. Memory: (max_batch + parked_slots) slots x the longest row.
+    parked_slots: int = setting(
+        192,
+        ge=0,
+        identity=False,
+        help="A local model's extra KV slots for rows waiting on a tool call (each as long as the longest row).",
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -227,7 +235,7 @@ def open_backend(spec: BackendConfig, template: str) -> Backend:
       to one, since another takes over). ``URL#name``, else ``served_model_name``, else the server's
       first listed model.
     - ``vllm:PATH``: ``VLLMBackend``; a local directory: ``HFBackend`` on ``device``, ``max_batch``
-      sequences per forward pass. ``api`` must stay ``completions`` for both.
+      sequences per forward pass and ``parked_slots`` rows kept for their continuation. ``api`` must stay ``completions`` for both.
     """
     if spec.api == "anthropic":
         from dualdistill.backends.anthropic import (  # cycle: imports this face
@@ -251,7 +259,7 @@ def open_backend(spec: BackendConfig, template: str) -> Backend:
     from dualdistill.backends.hf import HFBackend  # heavy: torch
 
     check_model_dir(spec.model)
-    return HFBackend(spec.model, device=spec.device, max_batch=spec.max_batch)
+    return HFBackend(spec.model, device=spec.device, max_batch=spec.max_batch, parked_slots=spec.parked_slots)
 
 
 def _servers(spec: BackendConfig, template: str) -> Backend:

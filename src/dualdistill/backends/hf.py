@@ -14,8 +14,10 @@ Guarantees:
   own random stream, so a given ``seed`` reproduces its text when the batch composition is the same.
 - bf16 on CUDA, float32 on CPU unless ``dtype`` says otherwise; ``stats()`` counts tokens and time.
 - Prefix reuse: a row that stopped at a stop string keeps its keys/values in its slot, and its
-  continuation after a tool call reads only its new tokens, inside a decoding step when they are few
-  (``prefix_cache_tokens`` positions are kept for rows moved out of their slot, see ``prefix_cache.py``).
+  continuation after a tool call reads only its new tokens, inside a decoding step when they are few.
+  When a new request needs the slot, the row moves to one of ``parked_slots`` extra slots (then, when
+  those are taken, the oldest there to the ``prefix_cache_tokens`` positions of ``prefix_cache.py``).
+  Memory: the cache holds ``max_batch + parked_slots`` slots, each as long as the longest row.
 
 Not guaranteed: bitwise-identical text for the same seed in a *different* batch (how rows are
 packed and what is reused change float rounding); sliding-window attention (the cache keeps every
@@ -53,6 +55,7 @@ class HFBackend:
         max_batch: int = BackendConfig.max_batch,
         stop_on_eos: bool = True,
         prefix_cache_tokens: int = 65536,
+        parked_slots: int = BackendConfig.parked_slots,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -63,7 +66,12 @@ class HFBackend:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
         self._setup(
-            model, tokenizer, max_batch, stop_on_eos=stop_on_eos, prefix_cache_tokens=prefix_cache_tokens
+            model,
+            tokenizer,
+            max_batch,
+            stop_on_eos=stop_on_eos,
+            prefix_cache_tokens=prefix_cache_tokens,
+            parked_slots=parked_slots,
         )
 
     @classmethod
@@ -71,9 +79,11 @@ class HFBackend:
         cls, model, tokenizer, *, max_batch: int = BackendConfig.max_batch, **options
     ) -> HFBackend:
         """Serve an already loaded model (e.g. right after training) without saving it first.
-        ``options``: ``stop_on_eos``, ``prefix_cache_tokens`` as in the constructor."""
+        ``options``: ``stop_on_eos``, ``prefix_cache_tokens``, ``parked_slots`` as in the constructor."""
         self = cls.__new__(cls)
-        options = {"stop_on_eos": True, "prefix_cache_tokens": 65536, **options}
+        options = {
+            "stop_on_eos": True, "prefix_cache_tokens": 65536, "parked_slots": BackendConfig.parked_slots, **options
+        }  # fmt: skip
         self._setup(model, tokenizer, max_batch, **options)
         return self
 

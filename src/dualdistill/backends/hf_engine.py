@@ -5,8 +5,12 @@ waiting requests and takes one decoding step over the slots in use:
 
 - **Admission** finds the longest token prefix the request shares with a slot (a row that stopped for a
   tool call and is *parked* with its keys/values, or a running row, e.g. the same prompt sampled K
-  times) or with the ``PrefixCache`` (parked rows moved out when their slot was needed), and reuses it:
-  a parked row whose whole sequence is the prefix is continued in place, any other prefix is copied.
+  times) or with the ``PrefixCache``, and reuses it: a parked row whose whole sequence is the prefix is
+  continued in place (or copied back from a parking slot), any other prefix is copied.
+- **Slots:** the first ``max_batch`` slots run rows, so a pass's decoding rows attend over one window
+  of slots. When a request needs a running slot and all are taken by parked rows, the oldest parked row
+  is copied to one of the ``parked_slots`` after them; when those are taken too, the oldest parked row
+  there moves to the ``PrefixCache`` (exact-size copies, bounded in positions).
 - **Mixed steps:** every forward pass is packed (``slot_cache.py``): the rows that decode one token
   and the requests that still have tokens to read (a new prompt, or a continuation after a tool
   call: the executor block and a few re-tokenized tokens) go through the model together, with no
@@ -82,7 +86,16 @@ class Row:
 class Engine:
     """The ``Engine`` of ``batching.BatchWorker`` for a transformers causal LM."""
 
-    def __init__(self, model, tokenizer, *, max_batch: int, stop_on_eos: bool, prefix_cache_tokens: int):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        max_batch: int,
+        stop_on_eos: bool,
+        prefix_cache_tokens: int,
+        parked_slots: int,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -100,7 +113,10 @@ class Engine:
         self.stats = GenStats()
         self.reuse = prefix_cache_tokens > 0
         self.prefix = PrefixCache(prefix_cache_tokens)
-        self.cache = SlotCache(max_batch, self.device)
+        # Slots [0, max_batch) run rows; the ``parked_slots`` after them only keep parked rows, so the
+        # rows of a pass stay within the first max_batch slots (one attention window).
+        self.parked_slots = parked_slots if self.reuse else 0
+        self.cache = SlotCache(max_batch + self.parked_slots, self.device)
         self.rows: list[Pending | None] = [None] * max_batch  # the request generated in each slot
         self.parked: OrderedDict[int, None] = OrderedDict()  # slots kept for a continuation, oldest first
         self.active: list[Pending] = []
@@ -188,8 +204,12 @@ class Engine:
         # The prefix cache can only do better than a slot sharing less than the whole query.
         entry, n_kept = self.prefix.lookup(r.ids) if self.reuse and n < len(query) else (None, 0)
         if src is not None and src in self.parked and n == self.cache.lens[src] and n >= n_kept:
-            slot = src  # the row that stopped for this tool call: continue it in place
-            del self.parked[slot]
+            # the row that stopped for this tool call: continue it in place, or back from parking
+            slot = src if src < self.max_batch else self._free_slot(keep=src)
+            del self.parked[src]
+            if slot != src:
+                self.cache.copy_prefix(src, slot, n)
+                self.cache.lens[src] = 0
         else:
             slot = self._free_slot(keep=src)
             if n_kept > n:
@@ -202,22 +222,41 @@ class Engine:
         r.slot, r.pending = slot, r.ids[n:]
 
     def _free_slot(self, keep: int | None) -> int:
-        """The lowest unused slot; when there is none, the oldest parked one (not ``keep`` if another
-        exists), whose keys/values move to the prefix cache."""
+        """The lowest unused running slot; when there is none, the oldest parked one (not ``keep`` if
+        another exists), whose row moves to a parking slot. ``keep`` itself is not overwritten."""
         for i, row in enumerate(self.rows):
             if row is None and i not in self.parked:
                 self.cache.lens[i] = 0
                 return i
-        others = [i for i in self.parked if i != keep]
+        others = [i for i in self.parked if i != keep and i < self.max_batch]
         if not others and keep not in self.parked:
             raise BackendError("no free slot (more running rows than max_batch)")
         victim = others[0] if others else keep
         del self.parked[victim]
-        if self.reuse and self.cache.lens[victim] >= 2:
-            keys, values = self.cache.export(victim)
-            self.prefix.put(self.cache.held(victim).tolist(), keys, values)
+        self._park_away(victim, keep)
         self.cache.lens[victim] = 0
         return victim
+
+    def _park_away(self, slot: int, keep: int | None) -> None:
+        """Keep the parked row of running ``slot`` in a free parking slot, else in the place of the
+        oldest parked row there (which moves to the prefix cache), else in the prefix cache."""
+        if self.cache.lens[slot] < 2:
+            return
+        parking = range(self.max_batch, self.cache.slots)
+        spot = next((i for i in parking if i not in self.parked and i != keep), None)
+        if spot is None:
+            spot = next((i for i in self.parked if i >= self.max_batch and i != keep), None)
+            if spot is None:
+                self._to_prefix_cache(slot)
+                return
+            del self.parked[spot]
+            self._to_prefix_cache(spot)
+        self.cache.copy_prefix(slot, spot, int(self.cache.lens[slot]))
+        self.parked[spot] = None
+
+    def _to_prefix_cache(self, slot: int) -> None:
+        keys, values = self.cache.export(slot)
+        self.prefix.put(self.cache.held(slot).tolist(), keys, values)
 
     # -- forward passes --------------------------------------------------------------------------
     def _step(self) -> None:

@@ -130,5 +130,5 @@ AGENT_OPTIONS: dict[str, str | None] = {
 BACKEND_OPTIONS: dict[str, str | None] = {
     "backend.model": None, "backend.served_model_name": None, "backend.api": None, "backend.tokenizer": None,
     "backend.api_key_env": None, "backend.max_batch": None, "backend.max_retries": None,
-    "backend.request_timeout_s": "--request-timeout", "backend.device": None,
+    "backend.request_timeout_s": "--request-timeout", "backend.device": None, "backend.parked_slots": None,
 }  # fmt: skip
