@@ -9,6 +9,7 @@ import re
 import openai
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from dualdistill.backends import Backend, BackendConfig, BackendError, Completion, cut_at_stop, open_backend
 from dualdistill.backends.hf import HFBackend
@@ -242,6 +243,50 @@ def test_hf_a_parked_row_moved_out_of_its_slot_is_reused(tiny_model_dir, tiny_to
     with HFBackend(tiny_model_dir, prefix_cache_tokens=0) as plain:
         assert run(plain.complete(continued, max_new_tokens=6, stop=[], temperature=0.0)).text == second.text
     backend.close()
+
+
+def test_hf_more_trajectories_than_slots_give_the_texts_of_a_backend_without_reuse(
+    tiny_model_dir, tiny_tokenizer
+):
+    """Three trajectories over 1 running and 1 parking slot: each first call parks its row, pushing
+    the one before into the parking slot and the one before that into the prefix cache; the
+    continuations (in place, back from the parking slot, back from the prefix cache) reuse every token
+    their row held, leave each slot with its own trajectory's tokens and keys, and give the texts of a
+    backend reading each context afresh."""
+    prompts = [f"Problem {c}, with code. <code>\n" for c in "ABC"]
+    forced = forced_code_end(tiny_model_dir, tiny_tokenizer, after=4)
+    forced.close()
+    forced.prompt_lengths.update(len(tiny_tokenizer.encode(p)) for p in prompts)
+
+    def trajectories(backend) -> tuple[list[str], list[str], int]:
+        """The contexts after the tool call, their continuations' texts, the tokens held for them."""
+        firsts = [
+            run(backend.complete(p, max_new_tokens=8, stop=["</code>"], temperature=0.0)) for p in prompts
+        ]
+        assert all(f.stop == "</code>" for f in firsts)
+        pairs = list(zip(prompts, firsts, strict=True))
+        held = sum(len(tiny_tokenizer.encode(p)) + f.n_tokens - 1 for p, f in pairs)
+        contexts = [p + f.text + executor_block(str(i)) for i, (p, f) in enumerate(pairs)]
+        backend.reset_stats()
+        # C (the last first call) continues in place, B comes back from the parking slot, A from the
+        # prefix cache
+        outs = [run(backend.complete(t, max_new_tokens=12, stop=[], temperature=0.0)) for t in contexts[::-1]]
+        return contexts, [c.text for c in outs[::-1]], held
+
+    options = dict(max_batch=1, stop_on_eos=False)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with HFBackend.from_objects(forced.model, tiny_tokenizer, parked_slots=1, **options) as reusing:
+        contexts, got, held = trajectories(reusing)
+        stats, cache = reusing.stats(), reusing._engine.cache
+        assert stats.from_parking == 1 and stats.reused_tokens == held
+        for slot, context in enumerate(contexts[:2]):  # A in the running slot, B parked again
+            ids = tiny_tokenizer.encode(context)
+            assert cache.held(slot)[: len(ids)].tolist() == ids
+            fresh = model(input_ids=torch.tensor([cache.held(slot).tolist()]), use_cache=True).past_key_values
+            kept = cache.keys[-1][slot, :, : cache.lens[slot]]
+            torch.testing.assert_close(kept, fresh.layers[-1].keys[0], atol=1e-4, rtol=1e-4)
+    with HFBackend.from_objects(forced.model, tiny_tokenizer, prefix_cache_tokens=0, **options) as afresh:
+        assert got == trajectories(afresh)[1]
 
 
 def test_hf_long_prompts_are_read_in_chunks_with_the_same_result(tiny_model_dir, monkeypatch):

@@ -235,7 +235,8 @@ def open_backend(spec: BackendConfig, template: str) -> Backend:
       to one, since another takes over). ``URL#name``, else ``served_model_name``, else the server's
       first listed model.
     - ``vllm:PATH``: ``VLLMBackend``; a local directory: ``HFBackend`` on ``device``, ``max_batch``
-      sequences per forward pass and ``parked_slots`` rows kept for their continuation. ``api`` must stay ``completions`` for both.
+      sequences per forward pass and ``parked_slots`` rows kept for their continuation. ``api`` must
+      stay ``completions`` for both.
     """
     if spec.api == "anthropic":
         from dualdistill.backends.anthropic import (  # cycle: imports this face

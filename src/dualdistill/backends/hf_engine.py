@@ -57,6 +57,7 @@ class GenStats:
     generated_tokens: int = 0
     max_active: int = 0  # largest running batch seen
     reused_tokens: int = 0  # prompt tokens whose KV was reused (a slot or the prefix cache)
+    from_parking: int = 0  # continuations whose row was copied back from a parking slot
     row_steps: int = 0  # sum of rows fed over steps (mean batch = row_steps / steps)
     gen_time_s: float = 0.0  # wall time inside prefill + decoding
 
@@ -210,6 +211,7 @@ class Engine:
             if slot != src:
                 self.cache.copy_prefix(src, slot, n)
                 self.cache.lens[src] = 0
+                self.stats.from_parking += 1
         else:
             slot = self._free_slot(keep=src)
             if n_kept > n:
@@ -229,9 +231,11 @@ class Engine:
                 self.cache.lens[i] = 0
                 return i
         others = [i for i in self.parked if i != keep and i < self.max_batch]
-        if not others and keep not in self.parked:
-            raise BackendError("no free slot (more running rows than max_batch)")
-        victim = others[0] if others else keep
+        if not others:  # only ``keep`` itself, if it is a parked running slot
+            if keep not in self.parked or keep >= self.max_batch:
+                raise BackendError("no free slot (more running rows than max_batch)")
+            others = [keep]
+        victim = others[0]
         del self.parked[victim]
         self._park_away(victim, keep)
         self.cache.lens[victim] = 0
