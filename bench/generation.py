@@ -29,6 +29,12 @@ the event loop). The random model never writes ``</code>`` by itself, so segment
 code blocks; a continuation finds its earlier segments' keys/values where its row left them (its
 parked slot, or the parking slot it was moved to), so only the injected executor tokens are computed
 again (``tool_read_tokens`` counts the prompt and executor tokens computed).
+
+``tool / plain`` is about ``plain_vs_tool_steps / tool_vs_plain_pass_time``: the first is the
+workload's share (while a row waits for its tool it does not decode, so the tool run needs more
+forward passes for the same tokens; an engine whose tool passes cost what plain ones do reaches about
+this ratio, a little less since faster passes make each wait span more of them), the second the
+engine's (its busy time per pass, tool run over plain run).
 """
 
 from __future__ import annotations
@@ -82,6 +88,21 @@ def make_prompts(tokenizer, batch: int, n_tokens: int) -> list[str]:
         start = (i * 37) % (len(ids) - n_tokens)
         prompts.append(tokenizer.decode(ids[start : start + n_tokens]))
     return prompts
+
+
+def off_main_thread(fn, *args):
+    """``fn(*args)`` on a thread of its own that ends with it. A torch op big enough to run in parallel
+    gives its thread an OpenMP pool that lives as long as the thread; with the engine's pool beside it
+    there are more OpenMP threads than cores, and libgomp then puts idle workers to sleep at once, so
+    every parallel op of the engine pays a wake-up (2-3x slower ops, ~1.5x slower passes on 2 cores).
+    ``model.generate`` on the main thread left every later measurement in that state."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn(*args)))
+    thread.start()
+    thread.join()
+    if not out:
+        raise RuntimeError(f"{fn.__name__} failed on its thread (its traceback is above)")
+    return out[0]
 
 
 def bench_generate(backend: HFBackend, prompts: list[str], new_tokens: int, cache: str | None) -> float:
@@ -376,6 +397,17 @@ def run_library(args, path: Path, prompts: list[str], plans: list[list[int]]) ->
     return {"library_plain_tok_s": round(plain_tok_s, 1), "library_tool_tok_s": round(n / seconds, 1)}
 
 
+def pass_time(run: dict, job: str) -> float:
+    """The engine's mean seconds per forward pass (admissions, pass and retiring) in one measurement."""
+    stats = run[f"{job}_stats"]
+    return stats["gen_time_s"] / max(1, stats["steps"])
+
+
+def ratio_of(runs: list[dict], value, a: str, b: str) -> float:
+    """The median over repeats of ``value(run, a) / value(run, b)``."""
+    return round(statistics.median(value(run, a) / value(run, b) for run in runs), 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model directory (default: build a random one of --size)")
@@ -423,14 +455,15 @@ def main() -> None:
         n_traj = args.trajectories or args.batch
         prompts = make_prompts(backend.tokenizer, n_traj, args.prompt_tokens)
         plans = plan_segments(n_traj, args.new_tokens, args.segment, seed=0)
-        timed(backend, plain(backend, prompts[:4], 8))  # warm-up
-
-        gen_tok_s = bench_generate(backend, prompts[: args.batch], args.new_tokens, None)
+        # generate first, while the engine's thread has no OpenMP pool yet (see off_main_thread)
+        off_main_thread(bench_generate, backend, prompts[:2], 2, None)  # warm-up
+        gen_tok_s = off_main_thread(bench_generate, backend, prompts[: args.batch], args.new_tokens, None)
         static_tok_s = (
-            bench_generate(backend, prompts[: args.batch], args.new_tokens, "static")
+            off_main_thread(bench_generate, backend, prompts[: args.batch], args.new_tokens, "static")
             if args.static_generate
             else None
         )
+        timed(backend, plain(backend, prompts[:4], 8))  # warm-up
         jobs = {
             "plain": lambda: plain(backend, prompts, args.new_tokens),
             "tool": lambda: tool_integrated(backend, prompts, args.new_tokens, plans, args.tool_latency),
@@ -486,6 +519,10 @@ def main() -> None:
         # prompt and executor tokens computed (not reused from a slot or the prefix cache)
         "tool_read_tokens": statistics.median(s["prompt_tokens"] - s["reused_tokens"] for s in tool_stats),
         "tool_calls": med("tool_calls"),
+        # tool / plain splits into these two: the workload's passes (a tool run needs more: rows idle
+        # while their tool runs), and what each pass costs the engine (its time per pass, tool / plain)
+        "plain_vs_tool_steps": ratio_of(runs, lambda run, job: run[f"{job}_stats"]["steps"], "plain", "tool"),
+        "tool_vs_plain_pass_time": ratio_of(runs, pass_time, "tool", "plain"),
         "plain_mean_batch": round(
             statistics.median(
                 r["plain_stats"]["row_steps"] / max(1, r["plain_stats"]["steps"]) for r in runs
