@@ -69,6 +69,30 @@ def forced_code_end(tiny_model_dir, tokenizer, after: int) -> HFBackend:
     return backend
 
 
+@functools.cache
+def fresh_model(model_dir):
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+
+
+def assert_slot_holds(backend: HFBackend, slot: int, context: str, model_dir) -> None:
+    """The slot holds ``context``'s token ids first, and for every token it holds, every layer's keys
+    and values are what a fresh forward pass of those tokens computes: no position was left from
+    another sequence or copied from the wrong place (greedy texts of a tiny random model barely tell)."""
+    cache = backend._engine.cache
+    held = cache.held(slot).tolist()
+    ids = backend.tokenizer.encode(context)
+    assert held[: len(ids)] == ids
+    with torch.inference_mode():
+        fresh = fresh_model(model_dir)(input_ids=torch.tensor([held]), use_cache=True).past_key_values
+    for layer, (keys, values) in enumerate(zip(cache.keys, cache.values, strict=True)):
+        torch.testing.assert_close(
+            keys[slot, :, : len(held)], fresh.layers[layer].keys[0], atol=1e-4, rtol=1e-4
+        )
+        torch.testing.assert_close(
+            values[slot, :, : len(held)], fresh.layers[layer].values[0], atol=1e-4, rtol=1e-4
+        )
+
+
 # -- helpers ------------------------------------------------------------------------------------
 def test_cut_at_stop_takes_the_earliest_and_longest():
     assert cut_at_stop("a</code>b</code>", ["</code>"]) == ("a</code>", "</code>")
@@ -211,6 +235,7 @@ def test_hf_continuation_reads_only_its_new_tokens_in_place(tiny_model_dir, tiny
     backend.reset_stats()
     second = run(backend.complete(continued, max_new_tokens=8, stop=[], temperature=0.0))
     assert backend.stats().reused_tokens == held
+    assert_slot_holds(backend, 0, continued, tiny_model_dir)
     with HFBackend(tiny_model_dir, prefix_cache_tokens=0) as plain:
         assert run(plain.complete(continued, max_new_tokens=8, stop=[], temperature=0.0)).text == second.text
     backend.close()
@@ -240,6 +265,7 @@ def test_hf_a_parked_row_moved_out_of_its_slot_is_reused(tiny_model_dir, tiny_to
     # `other` left slot 0 for the prefix cache: beside `a` there (no parking), or alone (parking taken)
     assert len(engine.prefix.entries) == 2 - parked_slots
     assert engine.cache.lens[1:].sum() == 0  # the parking slot was emptied, not left stale
+    assert_slot_holds(backend, 0, continued, tiny_model_dir)
     with HFBackend(tiny_model_dir, prefix_cache_tokens=0) as plain:
         assert run(plain.complete(continued, max_new_tokens=6, stop=[], temperature=0.0)).text == second.text
     backend.close()
@@ -274,17 +300,12 @@ def test_hf_more_trajectories_than_slots_give_the_texts_of_a_backend_without_reu
         return contexts, [c.text for c in outs[::-1]], held
 
     options = dict(max_batch=1, stop_on_eos=False)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with HFBackend.from_objects(forced.model, tiny_tokenizer, parked_slots=1, **options) as reusing:
         contexts, got, held = trajectories(reusing)
-        stats, cache = reusing.stats(), reusing._engine.cache
+        stats = reusing.stats()
         assert stats.from_parking == 1 and stats.reused_tokens == held
         for slot, context in enumerate(contexts[:2]):  # A in the running slot, B parked again
-            ids = tiny_tokenizer.encode(context)
-            assert cache.held(slot)[: len(ids)].tolist() == ids
-            fresh = model(input_ids=torch.tensor([cache.held(slot).tolist()]), use_cache=True).past_key_values
-            kept = cache.keys[-1][slot, :, : cache.lens[slot]]
-            torch.testing.assert_close(kept, fresh.layers[-1].keys[0], atol=1e-4, rtol=1e-4)
+            assert_slot_holds(reusing, slot, context, tiny_model_dir)
     with HFBackend.from_objects(forced.model, tiny_tokenizer, prefix_cache_tokens=0, **options) as afresh:
         assert got == trajectories(afresh)[1]
 
@@ -321,6 +342,7 @@ def test_hf_same_prompt_sampled_k_times_copies_the_prompt_from_a_running_row(hf)
     _, second = run(scenario())
     ids = hf.tokenizer.encode(prompt)
     assert hf.stats().reused_tokens == len(ids) - 1 and n_prompt >= len(ids)
+    assert_slot_holds(hf, 1, prompt, hf.model.name_or_path)  # the copied prompt, then its own tokens
     solo = run(hf.complete(prompt, max_new_tokens=5, stop=[], temperature=0.8, seed=2))
     assert solo.text == second.text
 
