@@ -94,7 +94,7 @@ def off_main_thread(fn, *args):
     """``fn(*args)`` on a thread of its own that ends with it. A torch op big enough to run in parallel
     gives its thread an OpenMP pool that lives as long as the thread; with the engine's pool beside it
     there are more OpenMP threads than cores, and libgomp then puts idle workers to sleep at once, so
-    every parallel op of the engine pays a wake-up (2-3x slower ops, ~1.5x slower passes on 2 cores).
+    every parallel op of the engine pays a wake-up (3x slower ops; plain generation half as fast on 2 cores).
     ``model.generate`` on the main thread left every later measurement in that state."""
     out: list = []
     thread = threading.Thread(target=lambda: out.append(fn(*args)))
@@ -489,7 +489,7 @@ def main() -> None:
         library = run_library(args, path, prompts, plans) if args.library else {}
 
     med = lambda key: statistics.median(run[key] for run in runs)  # noqa: E731
-    ratio = lambda a, b: round(statistics.median(run[a] / run[b] for run in runs), 3)  # noqa: E731
+    ratio = lambda a, b: ratio_of(runs, lambda run, key: run[key], a, b)  # noqa: E731
     tool_stats = [run["tool_stats"] for run in runs]
     result = {
         "device": device,
