@@ -39,6 +39,7 @@ import torch
 from dualdistill.backends import BackendError, Completion, cut_at_stop
 from dualdistill.backends.batching import Pending, resolve_all
 from dualdistill.backends.prefix_cache import PrefixCache
+from dualdistill.backends.segment_tokens import SegmentEncoder
 from dualdistill.backends.slot_cache import SlotCache, packed
 
 # Prompt tokens one forward pass reads at most, besides the decoding rows (bounds a pass's activations).
@@ -99,6 +100,7 @@ class Engine:
     ):
         self.model = model
         self.tokenizer = tokenizer
+        self.encoder = SegmentEncoder(tokenizer)  # a trajectory's earlier pieces are not tokenized again
         self.max_batch = max_batch
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -125,7 +127,7 @@ class Engine:
 
     # -- requests --------------------------------------------------------------------------------
     def make_row(self, prompt, max_new_tokens, stop, temperature, top_p, seed) -> Row:
-        ids = self.tokenizer.encode(prompt)
+        ids = self.encoder.encode(prompt)
         if not ids:
             ids = [self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.pad_id]
         gen = torch.Generator()
