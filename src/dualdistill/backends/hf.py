@@ -18,6 +18,8 @@ Guarantees:
   When a new request needs the slot, the row moves to one of ``parked_slots`` extra slots (then, when
   those are taken, the oldest there to the ``prefix_cache_tokens`` positions of ``prefix_cache.py``).
   Memory: the cache holds ``max_batch + parked_slots`` slots, each as long as the longest row.
+- Prompts are tokenized as the tokenizer does, but the text between added tokens (the trajectory
+  tags) only once (``segment_tokens.py``): a continuation tokenizes its new pieces.
 
 Not guaranteed: bitwise-identical text for the same seed in a *different* batch (how rows are
 packed and what is reused change float rounding); sliding-window attention (the cache keeps every
