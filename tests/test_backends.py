@@ -200,6 +200,34 @@ def test_hf_batches_concurrent_requests_with_the_same_results(hf):
     assert [c.n_tokens for c in batched] == [r["max_new_tokens"] for r in requests]
 
 
+def test_hf_clearing_keeps_the_cache_memory_and_never_reads_what_it_held(hf, tiny_model_dir):
+    """``clear_prefix_cache`` forgets every sequence but keeps the KV buffers (no regrowth for the next
+    requests). Positions at or past a slot's length are never read: with every buffer overwritten by
+    large finite garbage after the clear, a batch of rows with different lengths (rows leaving early,
+    so idle slots sit in the attention window) gives the texts of a fresh backend."""
+    requests = [
+        dict(prompt=p * (1 + i % 3), max_new_tokens=4 + 5 * i, stop=[], temperature=0.0)
+        for i, p in enumerate(PROMPTS * 2)
+    ]
+
+    async def batch(backend):
+        return [c.text for c in await asyncio.gather(*(backend.complete(**r) for r in requests))]
+
+    run(batch(hf))
+    cache = hf._engine.cache
+    buffers, capacity = [id(b) for b in cache.keys + cache.values], cache.capacity
+    hf.clear_prefix_cache()
+    assert capacity > 0 and cache.capacity == capacity and not cache.lens.any()
+    assert [id(b) for b in cache.keys + cache.values] == buffers
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():  # the buffers are inference tensors
+        for buf in cache.keys + cache.values:
+            buf.copy_(torch.randn(buf.shape, generator=gen) * 1e4)
+    got = run(batch(hf))
+    with HFBackend(tiny_model_dir, max_batch=16) as fresh:
+        assert got == run(batch(fresh))
+
+
 def test_hf_late_request_joins_the_running_batch(hf):
     long_req = dict(prompt=PROMPTS[1], max_new_tokens=60, stop=[], temperature=0.8, seed=1)
 

@@ -132,7 +132,8 @@ class HFBackend:
         self._engine.stats = GenStats()
 
     def clear_prefix_cache(self) -> None:
-        """Forget kept KV (call while no request is running, e.g. between benchmark runs)."""
+        """Forget kept KV (call while no request is running, e.g. between benchmark runs); the cache's
+        memory stays allocated for the next requests (it goes with the backend)."""
         self._engine.forget()
 
     def close(self) -> None:

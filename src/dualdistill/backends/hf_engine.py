@@ -169,13 +169,14 @@ class Engine:
         """Forget every row and everything kept (the cache may be half-written after an error)."""
         rows, self.active = self.active, []
         self.forget()
+        self.cache.clear()  # free the buffers too: a failed pass may have left anything in them
         return rows
 
     def forget(self) -> None:
-        """Drop parked rows and the prefix cache (only while nothing runs)."""
+        """Drop parked rows and the prefix cache (only while nothing runs); the KV buffers stay allocated."""
         self.rows = [None] * self.max_batch
         self.parked.clear()
-        self.cache.clear()
+        self.cache.clear(keep_memory=True)
         self.prefix.clear()
 
     @torch.inference_mode()

@@ -182,18 +182,22 @@ class SlotCache:
         new = max(positions, self.capacity * 3 // 2, 256)
         for bufs in (self.keys, self.values):
             for i, buf in enumerate(bufs):
-                grown = buf.new_zeros((buf.shape[0], buf.shape[1], new, buf.shape[3]))
+                grown = buf.new_empty((buf.shape[0], buf.shape[1], new, buf.shape[3]))
                 grown[:, :, : self.capacity] = buf
+                grown[:, :, self.capacity :] = 0  # finite, as ``_allocate``'s (the old part is copied once)
                 bufs[i] = grown
         tokens = np.zeros((self.slots, new), dtype=np.int64)
         tokens[:, : self.capacity] = self.tokens
         self.tokens, self.capacity = tokens, new
 
-    def clear(self) -> None:
-        """Forget everything and free the buffers."""
-        self.keys, self.values, self.capacity = [], [], 0
+    def clear(self, keep_memory: bool = False) -> None:
+        """Forget every slot's sequence, and free the buffers unless ``keep_memory`` (then the next
+        sequences need not grow them again; what they held stays finite and is never read, since reads
+        stop at a slot's length)."""
         self.lens = np.zeros(self.slots, dtype=np.int64)
-        self.tokens = np.zeros((self.slots, 0), dtype=np.int64)
+        if not keep_memory:
+            self.keys, self.values, self.capacity = [], [], 0
+            self.tokens = np.zeros((self.slots, 0), dtype=np.int64)
 
     def _allocate(self, like: torch.Tensor) -> None:
         # zeros, not empty: a slot that is not decoding still attends to its position 0, which must be finite
