@@ -119,7 +119,7 @@ class Engine:
         # Slots [0, max_batch) run rows; the ``parked_slots`` after them only keep parked rows, so the
         # rows of a pass stay within the first max_batch slots (one attention window).
         self.parked_slots = parked_slots if self.reuse else 0
-        self.cache = SlotCache(max_batch + self.parked_slots, self.device)
+        self.cache = SlotCache(max_batch + self.parked_slots, self.device, next(model.parameters()).dtype)
         self.rows: list[Pending | None] = [None] * max_batch  # the request generated in each slot
         self.parked: OrderedDict[int, None] = OrderedDict()  # slots kept for a continuation, oldest first
         self.active: list[Pending] = []

@@ -48,21 +48,22 @@ class Pass:
     one_slot: torch.Tensor  # (Bd,) their slots
     one_hi: int  # their attention runs over slots [0, one_hi)
     one_kv: int  # positions they attend over
-    one_mask: torch.Tensor | None  # (one_hi, 1, 1, one_kv) True: attend; None: every row sees all
+    one_mask: torch.Tensor | None  # (one_hi, 1, 1, one_kv) 0: attend, -inf: not; None: every row sees all
     one_dense: bool  # the rows feeding one token are exactly slots 0..one_hi-1, in order
     many_slot: torch.Tensor  # (Bm,) slots of rows that feed several tokens
     many_index: torch.Tensor  # (Bm, Lm) token index of each query (padding repeats the row's first)
     many_real: torch.Tensor  # (Bm, Lm) False for padding
-    many_mask: torch.Tensor | None  # (Bm, 1, Lm, kv)
+    many_mask: torch.Tensor | None  # (Bm, 1, Lm, kv) 0: attend, -inf: not
 
 
 class SlotCache:
     """Per-slot keys/values for a transformers model: ``plan`` a pass, then call the model with
     ``attention_mask=pass``, ``position_ids=pass.position_ids``, ``cache=self`` under ``packed(model)``."""
 
-    def __init__(self, slots: int, device: torch.device | str):
+    def __init__(self, slots: int, device: torch.device | str, dtype: torch.dtype = torch.float32):
         self.slots = slots
         self.device = torch.device(device)
+        self.dtype = dtype  # the model's: the masks are added to its attention scores
         self.lens = np.zeros(slots, dtype=np.int64)  # positions holding the slot's sequence
         self.tokens = np.zeros((slots, 0), dtype=np.int64)  # the token ids of those positions
         self.keys: list[torch.Tensor] = []  # per layer: (slots, kv_heads, capacity, head_dim)
@@ -93,9 +94,7 @@ class SlotCache:
             visible[one_slot] = self.lens[one_slot]
             one_kv = int(visible.max())
             if (visible != one_kv).any():  # else every row sees every position: no mask needed
-                one_mask = torch.from_numpy(np.arange(one_kv)[None, :] < visible[:, None])[:, None, None].to(
-                    dev
-                )
+                one_mask = self._additive(np.arange(one_kv)[None, :] < visible[:, None])[:, None, None]
         width = int(n[many].max()) if many.any() else 0
         many_index = np.repeat(start[many][:, None], width, axis=1)
         within = np.arange(width)[None, :]
@@ -105,9 +104,7 @@ class SlotCache:
         many_mask = None
         if many.any():
             kv = int(self.lens[slots[many]].max())
-            many_mask = torch.from_numpy(np.arange(kv)[None, None, :] <= query_at[:, :, None])[:, None].to(
-                dev
-            )
+            many_mask = self._additive(np.arange(kv)[None, None, :] <= query_at[:, :, None])[:, None]
         self._pass = Pass(
             ids=torch.from_numpy(ids)[None].to(dev), slot=torch.from_numpy(token_slot).to(dev),
             at=torch.from_numpy(at).to(dev), position_ids=torch.from_numpy(at)[None].to(dev),
@@ -119,6 +116,13 @@ class SlotCache:
             many_real=torch.from_numpy(many_real).to(dev), many_mask=many_mask,
         )  # fmt: skip
         return self._pass
+
+    def _additive(self, allowed: np.ndarray) -> torch.Tensor:
+        """The mask as attention adds it to the scores: 0 where allowed, -inf elsewhere. Made once per
+        pass: SDPA would otherwise convert a boolean mask in every layer (the same values; measured in
+        docs/BENCHMARKS.md, "Masks made once a pass")."""
+        mask = torch.from_numpy(np.where(allowed, np.float32(0), np.float32(-np.inf)))
+        return mask.to(device=self.device, dtype=self.dtype)
 
     def held(self, slot: int) -> np.ndarray:
         """The token ids whose keys/values ``slot`` holds."""
