@@ -401,6 +401,7 @@ def test_hf_a_failing_pass_fails_its_requests_and_the_engine_keeps_serving(tiny_
                 )
             )
         assert not backend._engine.parked and not backend._engine.active
+        assert backend._engine.cache.capacity == 0 and not backend._engine.cache.keys  # buffers freed
         broken[0] = False
         again = run(backend.complete(PROMPTS[1], max_new_tokens=4, stop=[], temperature=0.0))
     assert again.text == first.text

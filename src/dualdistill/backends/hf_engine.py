@@ -168,15 +168,15 @@ class Engine:
     def abort(self, error: BaseException) -> list[Pending]:
         """Forget every row and everything kept (the cache may be half-written after an error)."""
         rows, self.active = self.active, []
-        self.forget()
-        self.cache.clear()  # free the buffers too: a failed pass may have left anything in them
+        self.forget(keep_memory=False)  # free the buffers too: a failed pass may have left anything in them
         return rows
 
-    def forget(self) -> None:
-        """Drop parked rows and the prefix cache (only while nothing runs); the KV buffers stay allocated."""
+    def forget(self, keep_memory: bool = True) -> None:
+        """Drop parked rows and the prefix cache (only while nothing runs); the KV buffers stay allocated
+        unless ``keep_memory`` is False."""
         self.rows = [None] * self.max_batch
         self.parked.clear()
-        self.cache.clear(keep_memory=True)
+        self.cache.clear(keep_memory=keep_memory)
         self.prefix.clear()
 
     @torch.inference_mode()
